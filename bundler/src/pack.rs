@@ -1,0 +1,318 @@
+//! Packing one planned bundle into one `.run` file:
+//! `stub | payload | manifest | signature | trailer` (see docs/FORMAT.md).
+//!
+//! It streams. The tar stream is cut into independent zstd frames of a
+//! fixed raw size, compressed by a few threads at a time, so memory stays at
+//! a few frames whatever the input size, and the output does not depend on
+//! the number of threads.
+
+use crate::plan::{BundlePlan, PlannedEntry};
+use crate::sign::SigningKey;
+use crate::spec::Spec;
+use anyhow::{bail, Context, Result};
+use nxs_format::{Entry, EntryKind, Frame, Headscale, Hook, Manifest, Region, Trailer};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Knobs of the packer. The defaults suit release builds.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// Raw (tar) bytes per zstd frame.
+    pub frame_size: usize,
+    /// zstd level; low, since level 19 runs at a few MB/s.
+    pub level: i32,
+    /// Compression threads.
+    pub threads: usize,
+    /// Print progress to stderr.
+    pub progress: bool,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            frame_size: 4 << 20,
+            level: 3,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            progress: true,
+        }
+    }
+}
+
+/// A bundle written to disk.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub path: PathBuf,
+    pub signature_path: PathBuf,
+    pub manifest: Manifest,
+    pub size: u64,
+    pub stub_len: u64,
+}
+
+/// A writer that cuts what it is given into zstd frames.
+struct FrameWriter<W: Write> {
+    out: W,
+    opts: PackOptions,
+    buf: Vec<u8>,
+    pending: Vec<Vec<u8>>,
+    frames: Vec<Frame>,
+    hasher: Sha256,
+    written: u64,
+    raw_total: u64,
+    next_report: u64,
+}
+
+impl<W: Write> FrameWriter<W> {
+    fn new(out: W, opts: PackOptions) -> Self {
+        let cap = opts.frame_size;
+        FrameWriter {
+            out,
+            opts,
+            buf: Vec::with_capacity(cap),
+            pending: Vec::new(),
+            frames: Vec::new(),
+            hasher: Sha256::new(),
+            written: 0,
+            raw_total: 0,
+            next_report: 256 << 20,
+        }
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        let chunks = std::mem::take(&mut self.pending);
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let level = self.opts.level;
+        let per = chunks.len().div_ceil(self.opts.threads.max(1));
+        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .chunks(per)
+                .map(|group| s.spawn(move || group.iter().map(|c| zstd::bulk::compress(c, level)).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("compression thread panicked")).collect()
+        });
+        for (raw, comp) in chunks.iter().zip(compressed) {
+            let comp = comp?;
+            self.out.write_all(&comp)?;
+            self.hasher.update(&comp);
+            self.written += comp.len() as u64;
+            self.raw_total += raw.len() as u64;
+            self.frames.push(Frame { compressed: comp.len() as u64, raw: raw.len() as u64 });
+        }
+        if self.opts.progress && self.raw_total >= self.next_report {
+            eprintln!("    ... {} MiB packed", self.raw_total >> 20);
+            self.next_report += 256 << 20;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<(W, Vec<Frame>, Region)> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.pending.push(last);
+        }
+        self.flush_pending()?;
+        let sha256 = self.hasher.finalize().into();
+        Ok((self.out, self.frames, Region { len: self.written, sha256 }))
+    }
+}
+
+impl<W: Write> Write for FrameWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.opts.frame_size - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.opts.frame_size {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.opts.frame_size));
+            self.pending.push(full);
+            if self.pending.len() >= 2 * self.opts.threads.max(1) {
+                self.flush_pending()?;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A reader that hashes and counts what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts bytes written, so we know the stub's length without a seek.
+fn copy_hashed(mut from: impl Read, to: &mut impl Write) -> io::Result<Region> {
+    let mut r = HashingReader { inner: &mut from, hasher: Sha256::new(), count: 0 };
+    io::copy(&mut r, to)?;
+    Ok(Region { len: r.count, sha256: r.hasher.finalize().into() })
+}
+
+fn append_entry<W: Write>(tar: &mut tar::Builder<W>, e: &PlannedEntry, mtime: u64) -> Result<Entry> {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(e.mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    match &e.source {
+        None => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            tar.append_data(&mut h, format!("{}/", e.path), io::empty())?;
+            Ok(Entry { path: e.path.clone(), mode: e.mode, kind: EntryKind::Dir })
+        }
+        Some(src) => {
+            let file = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                bail!("{} is no longer a regular file", src.display());
+            }
+            let size = meta.len();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(size);
+            let mut r = HashingReader { inner: file.take(size), hasher: Sha256::new(), count: 0 };
+            tar.append_data(&mut h, e.path.as_str(), &mut r)
+                .with_context(|| format!("cannot pack {}", src.display()))?;
+            // A file that shrank or grew while we read it would not match
+            // the size in its header: refuse rather than pack a torn copy.
+            let mut extra = [0u8; 1];
+            if r.count != size || r.inner.into_inner().read(&mut extra)? != 0 {
+                bail!("{} changed while it was being packed; build again", src.display());
+            }
+            Ok(Entry {
+                path: e.path.clone(),
+                mode: e.mode,
+                kind: EntryKind::File { size, sha256: r.hasher.finalize().into() },
+            })
+        }
+    }
+}
+
+/// The trusted comment signed with a manifest: one line that `minisign -V`
+/// prints, naming the bundle. It is never parsed by the stub.
+pub fn manifest_comment(m: &Manifest) -> String {
+    format!("nxs-manifest {}", m.bundle_id())
+}
+
+/// What one bundle is made from.
+pub struct PackInput<'a> {
+    pub spec: &'a Spec,
+    pub plan: &'a BundlePlan,
+    pub stub: &'a Path,
+    pub mtime: u64,
+    pub key: &'a SigningKey,
+    /// Signed with a development key.
+    pub dev: bool,
+}
+
+/// Packs one bundle into `out_dir`: written under a temp name, fsynced and
+/// renamed, so a failed or interrupted build leaves no `.run` behind.
+pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Packed> {
+    let PackInput { spec, plan, stub, mtime, key, dev } = *input;
+    let final_path = out_dir.join(&plan.file_name);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.partial-", plan.file_name))
+        .tempfile_in(out_dir)
+        .with_context(|| format!("cannot create a temp file in {}", out_dir.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+
+    let stub_file = File::open(stub).with_context(|| format!("cannot open stub {}", stub.display()))?;
+    let stub_region =
+        copy_hashed(stub_file, &mut out).with_context(|| format!("cannot copy stub {}", stub.display()))?;
+
+    let frames_out = FrameWriter::new(&mut out, opts.clone());
+    let mut tar = tar::Builder::new(frames_out);
+    let mut entries = Vec::with_capacity(plan.entries.len());
+    for e in &plan.entries {
+        entries.push(append_entry(&mut tar, e, mtime)?);
+    }
+    let frames_out = tar.into_inner().context("cannot finish the tar stream")?;
+    let (_, frames, payload) = frames_out.finish().context("cannot write the payload")?;
+
+    let manifest = Manifest {
+        product: spec.name.clone(),
+        version: spec.version.clone(),
+        tier: plan.tier.clone(),
+        target: plan.target.clone(),
+        mtime,
+        dev,
+        stub: stub_region,
+        payload,
+        frames,
+        headscale: spec.headscale.as_ref().map(|h| Headscale {
+            login_server: h.login_server.clone(),
+            ca_cert: h.ca_cert.clone(),
+            tags: h.tags.clone(),
+            hostname: h.hostname.clone(),
+        }),
+        hooks: spec
+            .hooks
+            .iter()
+            .map(|h| Hook { stage: h.stage, timeout_secs: h.timeout_secs, argv: h.argv.clone() })
+            .collect(),
+        entries,
+    };
+    let text = manifest.to_text();
+    // Guard the contract: what we write must parse back to what we meant.
+    debug_assert_eq!(Manifest::parse(text.as_bytes()).as_ref(), Ok(&manifest));
+    let sig = key.sign(text.as_bytes(), &manifest_comment(&manifest))?;
+    key.check(text.as_bytes(), &sig)?;
+    out.write_all(text.as_bytes())?;
+    out.write_all(sig.as_bytes())?;
+    let trailer = Trailer {
+        format_version: nxs_format::FORMAT_VERSION,
+        stub_len: manifest.stub.len,
+        payload_len: manifest.payload.len,
+        manifest_len: text.len() as u64,
+        signature_len: sig.len() as u64,
+    };
+    out.write_all(&trailer.encode())?;
+    out.flush()?;
+    drop(out);
+    let size = trailer.total_len().expect("lengths we just wrote");
+    crate::fsutil::finish_atomic(tmp, &final_path, 0o755)?;
+
+    // The detached signature covers the whole file, for `minisign -V` on a
+    // machine that does not trust the stub yet.
+    let detached = key.sign(File::open(&final_path)?, &format!("file:{} {}", plan.file_name, manifest.bundle_id()))?;
+    let signature_path = PathBuf::from(format!("{}.minisig", final_path.display()));
+    crate::fsutil::write_atomic(&signature_path, detached.as_bytes(), 0o644)?;
+    Ok(Packed { path: final_path, signature_path, size, stub_len: manifest.stub.len, manifest })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_independent_and_thread_count_does_not_matter() {
+        let data: Vec<u8> = (0..(3 << 20) + 1234).map(|i| (i * 7 % 251) as u8).collect();
+        let mut outs = Vec::new();
+        for threads in [1, 3] {
+            let opts = PackOptions { frame_size: 1 << 20, level: 3, threads, progress: false };
+            let mut w = FrameWriter::new(Vec::new(), opts);
+            w.write_all(&data).unwrap();
+            let (out, frames, region) = w.finish().unwrap();
+            assert_eq!(frames.len(), 4);
+            assert_eq!(frames.iter().map(|f| f.raw).sum::<u64>(), data.len() as u64);
+            assert_eq!(region.len, out.len() as u64);
+            // Concatenated frames are one valid zstd stream.
+            assert_eq!(zstd::decode_all(&out[..]).unwrap(), data);
+            outs.push(out);
+        }
+        assert_eq!(outs[0], outs[1]);
+    }
+}

@@ -1,0 +1,209 @@
+//! The build plan: every bundle to write and every entry it will hold, with
+//! the source each comes from. Computed before any byte is packed, so a
+//! `--dry-run` prints it and a missing source stops the build before it
+//! writes anything.
+
+use crate::spec::{Source, Spec};
+use anyhow::{bail, Context, Result};
+use nxs_format::EntryPath;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// One entry of one bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEntry {
+    pub path: EntryPath,
+    pub mode: u32,
+    /// The file to read, or `None` for a directory.
+    pub source: Option<PathBuf>,
+    /// The component that contributes it (`-` for implied parent dirs).
+    pub component: String,
+}
+
+/// One bundle: a tier for a platform.
+#[derive(Debug, Clone)]
+pub struct BundlePlan {
+    pub tier: String,
+    pub target: String,
+    pub file_name: String,
+    /// In payload order: sorted by path, so every parent precedes its children.
+    pub entries: Vec<PlannedEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mtime: u64,
+    pub bundles: Vec<BundlePlan>,
+}
+
+/// Picks the named items of `all`, or all of them when `wanted` is empty.
+fn select<'a>(all: &'a [String], wanted: &[String], what: &str) -> Result<Vec<&'a String>> {
+    if wanted.is_empty() {
+        return Ok(all.iter().collect());
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            all.iter()
+                .find(|a| *a == w)
+                .with_context(|| format!("{what} `{w}` is not in the spec (it has: {})", all.join(", ")))
+        })
+        .collect()
+}
+
+/// Plans the bundles for the chosen platforms and tiers (all when empty).
+/// `stubs` gives the stub binary for each platform.
+pub fn plan(
+    spec: &Spec,
+    platforms: &[String],
+    tiers: &[String],
+    stubs: &BTreeMap<String, PathBuf>,
+    mtime: u64,
+) -> Result<Plan> {
+    let tier_names: Vec<String> = spec.tiers.iter().map(|t| t.name.clone()).collect();
+    let mut bundles = Vec::new();
+    for target in select(&spec.platforms, platforms, "platform")? {
+        for tier_name in select(&tier_names, tiers, "tier")? {
+            let tier = spec.tier(tier_name).expect("selected from the spec");
+            let mut entries: BTreeMap<EntryPath, PlannedEntry> = BTreeMap::new();
+            for cname in &tier.components {
+                let c = spec.component(cname).expect("checked by Spec::parse");
+                if !c.platforms.is_empty() && !c.platforms.contains(target) {
+                    continue;
+                }
+                let at = format!("{}:{}:{}", spec.file.display(), c.at.0, c.at.1);
+                let source = match &c.source {
+                    Source::Stub => stubs.get(target).cloned().with_context(|| {
+                        format!("component `{cname}` ({at}) installs the stub, and no stub was built for {target}")
+                    })?,
+                    Source::Path(p) => spec.base_dir.join(p.replace("{target}", target)),
+                };
+                add_component(&mut entries, c, &source, &at).with_context(|| format!("component `{cname}` ({at})"))?;
+            }
+            if let Some(hs) = &spec.headscale {
+                if let Some(ca) = &hs.ca_cert {
+                    match entries.get(ca) {
+                        Some(e) if e.source.is_some() => {}
+                        _ => bail!(
+                            "{}:{}:{}: headscale.ca_cert `{ca}` is not a file of tier `{tier_name}` for {target}\n  help: add the component that installs it to the tier",
+                            spec.file.display(), hs.at.0, hs.at.1
+                        ),
+                    }
+                }
+            }
+            bundles.push(BundlePlan {
+                tier: tier_name.clone(),
+                target: target.clone(),
+                file_name: format!("{}-{}-{}-{}.run", spec.name, spec.version, tier_name, target),
+                entries: entries.into_values().collect(),
+            });
+        }
+    }
+    Ok(Plan { mtime, bundles })
+}
+
+fn insert(entries: &mut BTreeMap<EntryPath, PlannedEntry>, e: PlannedEntry) -> Result<()> {
+    // Implied parent directories first.
+    let mut parent = e.path.parent();
+    let mut parents = Vec::new();
+    while let Some(p) = parent {
+        parent = p.parent();
+        parents.push(p);
+    }
+    for p in parents.into_iter().rev() {
+        match entries.get(&p) {
+            Some(existing) if existing.source.is_some() => {
+                bail!(
+                    "`{}` needs `{p}` to be a directory, but component `{}` installs a file there",
+                    e.path,
+                    existing.component
+                )
+            }
+            Some(_) => {}
+            None => {
+                entries.insert(p.clone(), PlannedEntry { path: p, mode: 0o755, source: None, component: "-".into() });
+            }
+        }
+    }
+    match entries.get(&e.path) {
+        // Two components may both declare the same directory.
+        Some(existing) if existing.source.is_none() && e.source.is_none() => {
+            if existing.component == "-" {
+                entries.insert(e.path.clone(), e);
+            }
+            Ok(())
+        }
+        Some(existing) => bail!(
+            "`{}` is installed by both component `{}` and component `{}`",
+            e.path,
+            existing.component,
+            e.component
+        ),
+        None => {
+            entries.insert(e.path.clone(), e);
+            Ok(())
+        }
+    }
+}
+
+fn file_mode(explicit: Option<u32>, meta: &std::fs::Metadata) -> u32 {
+    // Without an explicit mode, keep only "executable or not": the build
+    // machine's umask and ownership must not leak into the bundle.
+    explicit.unwrap_or(if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 })
+}
+
+fn add_component(
+    entries: &mut BTreeMap<EntryPath, PlannedEntry>,
+    c: &crate::spec::Component,
+    source: &Path,
+    _at: &str,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(source)
+        .with_context(|| format!("source {} is missing or unreadable", source.display()))?;
+    let name = c.name.clone();
+    if meta.is_file() {
+        return insert(
+            entries,
+            PlannedEntry {
+                path: c.install.clone(),
+                mode: file_mode(c.mode, &meta),
+                source: Some(source.to_path_buf()),
+                component: name,
+            },
+        );
+    }
+    if !meta.is_dir() {
+        bail!(
+            "source {} is neither a regular file nor a directory (symlinks and special files are not packed)",
+            source.display()
+        );
+    }
+    insert(entries, PlannedEntry { path: c.install.clone(), mode: c.dir_mode, source: None, component: name.clone() })?;
+    for item in walkdir::WalkDir::new(source).min_depth(1).sort_by_file_name().follow_links(false) {
+        let item = item.with_context(|| format!("cannot walk {}", source.display()))?;
+        let rel = item.path().strip_prefix(source).expect("walkdir yields paths under its root");
+        let rel = rel.to_str().with_context(|| format!("{} is not UTF-8", item.path().display()))?;
+        let path = EntryPath::parse(&format!("{}/{rel}", c.install))
+            .with_context(|| format!("{} cannot be packed", item.path().display()))?;
+        let ft = item.file_type();
+        let entry = if ft.is_dir() {
+            PlannedEntry { path, mode: c.dir_mode, source: None, component: name.clone() }
+        } else if ft.is_file() {
+            let meta = item.metadata()?;
+            PlannedEntry {
+                path,
+                mode: file_mode(c.mode, &meta),
+                source: Some(item.path().to_path_buf()),
+                component: name.clone(),
+            }
+        } else {
+            bail!(
+                "{} is a symlink or special file; only regular files and directories are packed",
+                item.path().display()
+            );
+        };
+        insert(entries, entry)?;
+    }
+    Ok(())
+}

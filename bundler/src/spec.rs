@@ -1,0 +1,586 @@
+//! The bundle spec (`manifests/*.toml`): what a bundle is made of, read and
+//! checked. Every error points at the spec's file, line and column and says
+//! what was expected.
+
+use nxs_format::{EntryPath, HookStage, Version};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A spec error, located in the spec file.
+#[derive(Debug, thiserror::Error)]
+pub struct SpecError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.msg)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  help: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a component gets its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file or directory of the build tree; `{target}` in it is replaced
+    /// by the platform's target triple.
+    Path(String),
+    /// The bootstrap stub built for the platform, installed as a tool.
+    Stub,
+}
+
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub source: Source,
+    pub install: EntryPath,
+    /// Mode for files; `None` means 0755 if the source is executable, else 0644.
+    pub mode: Option<u32>,
+    pub dir_mode: u32,
+    /// Platforms this component is for; empty means all.
+    pub platforms: Vec<String>,
+    /// Where it is declared, for errors found later.
+    pub at: (usize, usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    /// All components of the tier, its ancestors' first, without repeats.
+    pub components: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeadscaleSpec {
+    pub login_server: String,
+    pub ca_cert: Option<EntryPath>,
+    pub tags: Vec<String>,
+    pub hostname: String,
+    pub at: (usize, usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct HookSpec {
+    pub stage: HookStage,
+    pub argv: Vec<String>,
+    pub timeout_secs: u64,
+}
+
+/// A checked spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub file: PathBuf,
+    /// The directory that relative paths in the spec are taken from.
+    pub base_dir: PathBuf,
+    pub name: String,
+    pub version: Version,
+    pub mtime: Option<u64>,
+    pub platforms: Vec<String>,
+    pub trust_keys: Vec<(PathBuf, (usize, usize))>,
+    pub headscale: Option<HeadscaleSpec>,
+    pub hooks: Vec<HookSpec>,
+    pub components: Vec<Component>,
+    pub tiers: Vec<Tier>,
+}
+
+// ---------------------------------------------------------------------------
+// The raw TOML shape.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    product: RawProduct,
+    platforms: Spanned<Vec<Spanned<String>>>,
+    trust: RawTrust,
+    headscale: Option<Spanned<RawHeadscale>>,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
+    component: Vec<Spanned<RawComponent>>,
+    #[serde(default)]
+    tier: Vec<Spanned<RawTier>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProduct {
+    name: Spanned<String>,
+    version: Spanned<String>,
+    mtime: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    keys: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeadscale {
+    login_server: Spanned<String>,
+    ca_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    hostname: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    configure: Option<Spanned<RawHook>>,
+    validate: Option<Spanned<RawHook>>,
+    run: Option<Spanned<RawHook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    argv: Vec<String>,
+    #[serde(default = "default_timeout")]
+    timeout: u64,
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    name: Spanned<String>,
+    source: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    install: Spanned<String>,
+    mode: Option<Spanned<u32>>,
+    dir_mode: Option<Spanned<u32>>,
+    #[serde(default)]
+    platforms: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    name: Spanned<String>,
+    extends: Option<Spanned<String>>,
+    #[serde(default)]
+    components: Vec<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        (line, col)
+    }
+
+    fn err_at(&self, offset: usize, msg: impl Into<String>, hint: Option<&str>) -> SpecError {
+        let (line, col) = self.line_col(offset);
+        SpecError { file: self.file.to_path_buf(), line, col, msg: msg.into(), hint: hint.map(str::to_string) }
+    }
+
+    fn err<T>(&self, s: &Spanned<T>, msg: impl Into<String>, hint: Option<&str>) -> SpecError {
+        self.err_at(s.span().start, msg, hint)
+    }
+}
+
+/// Names that end up in file names: lower-case letters, digits, `-`, `_`.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+        && !s.starts_with('.')
+}
+
+/// Keys that look like a secret have no place in a spec.
+fn looks_like_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase().replace(['-', '_'], "");
+    k.contains("authkey") || k.contains("preauth") || k.contains("secret") || k.contains("password") || k == "key"
+}
+
+impl Spec {
+    /// Reads and checks a spec file.
+    pub fn load(file: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(file).map_err(|e| SpecError {
+            file: file.to_path_buf(),
+            line: 0,
+            col: 0,
+            msg: format!("cannot read the spec: {e}"),
+            hint: Some("pass the spec with --manifest FILE".into()),
+        })?;
+        Spec::parse(file, &text)
+    }
+
+    /// Checks spec text; `file` names it in errors and anchors relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
+        let cx = Ctx { file, text };
+
+        // A secret in the spec would be signed into every bundle: say so
+        // plainly rather than with a generic "unknown field".
+        if let Ok(doc) = text.parse::<toml::Table>() {
+            if let Some(toml::Value::Table(hs)) = doc.get("headscale") {
+                if let Some(k) = hs.keys().find(|k| looks_like_secret(k)) {
+                    let offset = text.find(k.as_str()).unwrap_or(0);
+                    return Err(cx.err_at(
+                        offset,
+                        format!("`headscale.{k}` looks like a secret, and the spec is signed into every bundle"),
+                        Some("the Headscale auth key is given at install time (--authkey-file, NXS_AUTHKEY_FILE, a prompt or an age-encrypted file), never in the spec"),
+                    ));
+                }
+            }
+        }
+
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            cx.err_at(
+                offset,
+                e.message().trim().to_string(),
+                Some("see manifests/survival.toml for a complete example"),
+            )
+        })?;
+
+        let name = raw.product.name.get_ref().clone();
+        if !plain_name(&name) {
+            return Err(cx.err(
+                &raw.product.name,
+                format!("product name `{name}`: expected lower-case letters, digits, `-`, `_` or `.`"),
+                None,
+            ));
+        }
+        let version = Version::parse(raw.product.version.get_ref()).ok_or_else(|| {
+            cx.err(
+                &raw.product.version,
+                format!("version `{}`: expected dot-separated numbers such as `1.4.0`", raw.product.version.get_ref()),
+                Some("versions are compared numerically to refuse downgrades"),
+            )
+        })?;
+
+        let mut platforms = Vec::new();
+        for p in raw.platforms.get_ref() {
+            if !plain_name(p.get_ref()) {
+                return Err(cx.err(p, format!("platform `{}`: expected a target triple", p.get_ref()), None));
+            }
+            if platforms.contains(p.get_ref()) {
+                return Err(cx.err(p, format!("platform `{}` is listed twice", p.get_ref()), None));
+            }
+            platforms.push(p.get_ref().clone());
+        }
+        if platforms.is_empty() {
+            return Err(cx.err(
+                &raw.platforms,
+                "expected at least one platform",
+                Some("for example platforms = [\"x86_64-unknown-linux-musl\"]"),
+            ));
+        }
+
+        let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let trust_keys =
+            raw.trust.keys.iter().map(|k| (base_dir.join(k.get_ref()), cx.line_col(k.span().start))).collect();
+
+        let headscale = match &raw.headscale {
+            None => None,
+            Some(h) => {
+                let hs = h.get_ref();
+                let url = hs.login_server.get_ref();
+                if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+                    return Err(cx.err(
+                        &hs.login_server,
+                        format!("login_server `{url}`: expected an http:// or https:// URL"),
+                        None,
+                    ));
+                }
+                let ca_cert = match &hs.ca_cert {
+                    None => None,
+                    Some(c) => Some(EntryPath::parse(c.get_ref()).map_err(|e| {
+                        cx.err(c, format!("ca_cert `{}`: {e}", c.get_ref()), Some("ca_cert is the install path of a file that a component carries, such as etc/nxs/headscale-ca.pem"))
+                    })?),
+                };
+                let mut tags = Vec::new();
+                for t in &hs.tags {
+                    let body = t.get_ref().strip_prefix("tag:").unwrap_or("");
+                    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                        return Err(cx.err(t, format!("tag `{}`: expected `tag:` and a name", t.get_ref()), None));
+                    }
+                    tags.push(t.get_ref().clone());
+                }
+                let hostname = hs.hostname.get_ref().clone();
+                if hostname.is_empty() || hostname.contains(char::is_whitespace) {
+                    return Err(cx.err(&hs.hostname, "hostname: expected a template such as `nxs-{hostname}`", None));
+                }
+                Some(HeadscaleSpec {
+                    login_server: url.clone(),
+                    ca_cert,
+                    tags,
+                    hostname,
+                    at: cx.line_col(h.span().start),
+                })
+            }
+        };
+
+        let mut hooks = Vec::new();
+        for (stage, hook) in [
+            (HookStage::Configure, &raw.hooks.configure),
+            (HookStage::Validate, &raw.hooks.validate),
+            (HookStage::Run, &raw.hooks.run),
+        ] {
+            if let Some(h) = hook {
+                let r = h.get_ref();
+                if r.argv.is_empty() || r.argv.len() > nxs_format::manifest::MAX_HOOK_ARGS {
+                    return Err(cx.err(
+                        h,
+                        format!(
+                            "hooks.{}: argv needs 1 to {} arguments",
+                            stage.as_str(),
+                            nxs_format::manifest::MAX_HOOK_ARGS
+                        ),
+                        None,
+                    ));
+                }
+                if r.timeout == 0 || r.timeout > nxs_format::manifest::MAX_HOOK_TIMEOUT_SECS {
+                    return Err(cx.err(
+                        h,
+                        format!(
+                            "hooks.{}: timeout must be 1 to {} seconds",
+                            stage.as_str(),
+                            nxs_format::manifest::MAX_HOOK_TIMEOUT_SECS
+                        ),
+                        None,
+                    ));
+                }
+                hooks.push(HookSpec { stage, argv: r.argv.clone(), timeout_secs: r.timeout });
+            }
+        }
+
+        let mut components: Vec<Component> = Vec::new();
+        for c in &raw.component {
+            let rc = c.get_ref();
+            let cname = rc.name.get_ref();
+            if !plain_name(cname) {
+                return Err(cx.err(
+                    &rc.name,
+                    format!("component name `{cname}`: expected lower-case letters, digits, `-` or `_`"),
+                    None,
+                ));
+            }
+            if components.iter().any(|o| &o.name == cname) {
+                return Err(cx.err(&rc.name, format!("component `{cname}` is declared twice"), None));
+            }
+            let source = match (&rc.source, &rc.from) {
+                (Some(s), None) => Source::Path(s.get_ref().clone()),
+                (None, Some(f)) if f.get_ref() == "stub" => Source::Stub,
+                (None, Some(f)) => return Err(cx.err(f, format!("from = `{}`: expected \"stub\"", f.get_ref()), None)),
+                _ => {
+                    return Err(cx.err(
+                        c,
+                        format!(
+                            "component `{cname}`: expected exactly one of `source = \"path\"` or `from = \"stub\"`"
+                        ),
+                        None,
+                    ))
+                }
+            };
+            let install = EntryPath::parse(rc.install.get_ref()).map_err(|e| {
+                cx.err(
+                    &rc.install,
+                    format!("install path `{}`: {e}", rc.install.get_ref()),
+                    Some("install paths are relative to the install root, with plain components only"),
+                )
+            })?;
+            let check_mode = |m: &Option<Spanned<u32>>| -> Result<Option<u32>, SpecError> {
+                match m {
+                    Some(m) if *m.get_ref() > 0o7777 => Err(cx.err(
+                        m,
+                        format!("mode {:o}: expected permission bits up to 0o7777", m.get_ref()),
+                        Some("write modes in octal, such as 0o755"),
+                    )),
+                    Some(m) => Ok(Some(*m.get_ref())),
+                    None => Ok(None),
+                }
+            };
+            let mode = check_mode(&rc.mode)?;
+            let dir_mode = check_mode(&rc.dir_mode)?.unwrap_or(0o755);
+            let mut cplat = Vec::new();
+            for p in &rc.platforms {
+                if !platforms.contains(p.get_ref()) {
+                    return Err(cx.err(p, format!("platform `{}` is not in the spec's platforms", p.get_ref()), None));
+                }
+                cplat.push(p.get_ref().clone());
+            }
+            components.push(Component {
+                name: cname.clone(),
+                source,
+                install,
+                mode,
+                dir_mode,
+                platforms: cplat,
+                at: cx.line_col(c.span().start),
+            });
+        }
+
+        let mut tiers: Vec<Tier> = Vec::new();
+        for t in &raw.tier {
+            let rt = t.get_ref();
+            let tname = rt.name.get_ref();
+            if !plain_name(tname) {
+                return Err(cx.err(
+                    &rt.name,
+                    format!("tier name `{tname}`: expected lower-case letters, digits, `-` or `_`"),
+                    None,
+                ));
+            }
+            if tiers.iter().any(|o| &o.name == tname) {
+                return Err(cx.err(&rt.name, format!("tier `{tname}` is declared twice"), None));
+            }
+            let mut list = match &rt.extends {
+                None => Vec::new(),
+                Some(e) => {
+                    tiers.iter().find(|o| &o.name == e.get_ref()).map(|o| o.components.clone()).ok_or_else(|| {
+                        cx.err(
+                            e,
+                            format!("tier `{tname}` extends `{}`, which is not declared above it", e.get_ref()),
+                            Some("tiers are cumulative: declare the smaller tier first"),
+                        )
+                    })?
+                }
+            };
+            for c in &rt.components {
+                if !components.iter().any(|o| &o.name == c.get_ref()) {
+                    let known: Vec<_> = components.iter().map(|o| o.name.as_str()).collect();
+                    return Err(cx.err(
+                        c,
+                        format!("tier `{tname}` names component `{}`, which is not declared", c.get_ref()),
+                        Some(&format!("declared components: {}", known.join(", "))),
+                    ));
+                }
+                if !list.contains(c.get_ref()) {
+                    list.push(c.get_ref().clone());
+                }
+            }
+            if list.is_empty() {
+                return Err(cx.err(t, format!("tier `{tname}` has no components"), None));
+            }
+            tiers.push(Tier { name: tname.clone(), components: list });
+        }
+        if tiers.is_empty() {
+            return Err(cx.err_at(
+                text.len(),
+                "expected at least one [[tier]]",
+                Some("for example [[tier]] name = \"standard\" components = [\"tool\"]"),
+            ));
+        }
+
+        Ok(Spec {
+            file: file.to_path_buf(),
+            base_dir,
+            name,
+            version,
+            mtime: raw.product.mtime,
+            platforms,
+            trust_keys,
+            headscale,
+            hooks,
+            components,
+            tiers,
+        })
+    }
+
+    /// The tier named `name`.
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// The component named `name`.
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// The entry mtime: `SOURCE_DATE_EPOCH` if set, else the spec's, else 0.
+    pub fn effective_mtime(&self, source_date_epoch: Option<&str>) -> Result<u64, String> {
+        match source_date_epoch {
+            Some(s) => s.trim().parse().map_err(|_| format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds")),
+            None => Ok(self.mtime.unwrap_or(0)),
+        }
+    }
+
+    /// Hooks by stage, for the manifest.
+    pub fn hooks_by_stage(&self) -> BTreeMap<HookStage, &HookSpec> {
+        self.hooks.iter().map(|h| (h.stage, h)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+platforms = ["x86_64-unknown-linux-musl"]
+[product]
+name = "nxs-survival"
+version = "1.4.0"
+[trust]
+keys = ["keys/release.pub"]
+[[component]]
+name = "tool"
+from = "stub"
+install = "bin/nxs-survival"
+mode = 0o755
+[[tier]]
+name = "minimal"
+components = ["tool"]
+[[tier]]
+name = "standard"
+extends = "minimal"
+"#;
+
+    /// Parses `text` and expects an error at `line:col` mentioning `want`.
+    fn check_err(text: &str, line: usize, col: usize, want: &str) {
+        let e = Spec::parse(Path::new("m/spec.toml"), text).expect_err("must be refused");
+        let shown = e.to_string();
+        assert!(shown.starts_with(&format!("m/spec.toml:{line}:{col}: ")), "{shown}");
+        assert!(shown.contains(want), "`{shown}` should contain `{want}`");
+    }
+
+    #[test]
+    fn good_spec_and_cumulative_tiers() {
+        let s = Spec::parse(Path::new("m/spec.toml"), GOOD).unwrap();
+        assert_eq!(s.tier("standard").unwrap().components, vec!["tool"]);
+        assert_eq!(s.trust_keys[0].0, Path::new("m/keys/release.pub"));
+        assert_eq!(s.component("tool").unwrap().source, Source::Stub);
+    }
+
+    #[test]
+    fn errors_point_at_line_and_column() {
+        check_err(&GOOD.replace("version = \"1.4.0\"", "version = \"1.4-rc\""), 5, 11, "dot-separated numbers");
+        check_err(&GOOD.replace("version = \"1.4.0\"", "version = 14"), 5, 11, "expected a string");
+        check_err(&GOOD.replace("components = [\"tool\"]", "components = [\"tols\"]"), 15, 15, "component `tols`");
+        check_err(&GOOD.replace("extends = \"minimal\"", "extends = \"full\""), 18, 11, "not declared above");
+        check_err(&GOOD.replace("install = \"bin/nxs-survival\"", "install = \"../bin\""), 11, 11, "`..`");
+        check_err(&GOOD.replace("mode = 0o755", "mode = 0o17777"), 12, 8, "up to 0o7777");
+        check_err(&GOOD.replace("from = \"stub\"", "from = \"stub\"\nsource = \"x\""), 8, 1, "exactly one");
+        check_err(
+            &format!("{GOOD}[headscale]\nlogin_server = \"https://h\"\nhostname = \"n\"\nauth_key = \"hskey\"\n"),
+            22,
+            1,
+            "looks like a secret",
+        );
+        check_err(&GOOD.replace("[trust]", "[trust]\ncolour = 1"), 7, 1, "unknown field `colour`");
+    }
+}

@@ -1,0 +1,252 @@
+//! The bootstrap checkpoint, `<state-dir>/bootstrap.state`: where an install
+//! run stands, so that the next run resumes it. Written only through an
+//! atomic write by the stub; read defensively, since a crash, a full disk
+//! or a stranger may have left anything there.
+//!
+//! Text, one line a record, fields percent-encoded as in the manifest.
+
+use crate::manifest::{decode_field, encode_field};
+use std::fmt;
+
+/// The schema version of the checkpoint text.
+pub const CHECKPOINT_SCHEMA: u32 = 1;
+/// Most history records kept; older ones are dropped first.
+pub const MAX_HISTORY: usize = 64;
+
+/// The states of the bootstrap machine, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Start,
+    Verifying,
+    Detecting,
+    Upgrade,
+    Fresh,
+    Configuring,
+    Validating,
+    Running,
+    Failed,
+    RollingBack,
+    SafeMode,
+    Degraded,
+}
+
+impl State {
+    pub const ALL: [State; 12] = [
+        State::Start,
+        State::Verifying,
+        State::Detecting,
+        State::Upgrade,
+        State::Fresh,
+        State::Configuring,
+        State::Validating,
+        State::Running,
+        State::Failed,
+        State::RollingBack,
+        State::SafeMode,
+        State::Degraded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Start => "START",
+            State::Verifying => "VERIFYING",
+            State::Detecting => "DETECTING",
+            State::Upgrade => "UPGRADE",
+            State::Fresh => "FRESH",
+            State::Configuring => "CONFIGURING",
+            State::Validating => "VALIDATING",
+            State::Running => "RUNNING",
+            State::Failed => "FAILED",
+            State::RollingBack => "ROLLING_BACK",
+            State::SafeMode => "SAFE_MODE",
+            State::Degraded => "DEGRADED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.iter().copied().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One transition, with its time in seconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRecord {
+    pub at: u64,
+    pub state: State,
+}
+
+/// A checkpoint. It never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub bundle_id: String,
+    pub version: String,
+    pub payload_sha256: String,
+    pub root: String,
+    pub state: State,
+    pub history: Vec<HistoryRecord>,
+    pub last_error: Option<String>,
+}
+
+/// Why a checkpoint could not be read. Every case has a defined answer in
+/// the stub: start again from VERIFYING.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointError {
+    Empty,
+    Garbage(String),
+    FutureSchema(String),
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Empty => write!(f, "checkpoint is empty"),
+            CheckpointError::Garbage(m) => write!(f, "checkpoint is damaged: {m}"),
+            CheckpointError::FutureSchema(v) => {
+                write!(f, "checkpoint schema {v} is newer than this stub's ({CHECKPOINT_SCHEMA})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+impl Checkpoint {
+    pub fn to_text(&self) -> String {
+        let mut s = format!("nxs-bootstrap-state {CHECKPOINT_SCHEMA}\n");
+        let mut kv = |k: &str, v: &str| {
+            s.push_str(k);
+            s.push(' ');
+            s.push_str(&encode_field(v));
+            s.push('\n');
+        };
+        kv("bundle", &self.bundle_id);
+        kv("version", &self.version);
+        kv("payload-sha256", &self.payload_sha256);
+        kv("root", &self.root);
+        kv("state", self.state.as_str());
+        if let Some(e) = &self.last_error {
+            kv("error", e);
+        }
+        let start = self.history.len().saturating_sub(MAX_HISTORY);
+        for h in &self.history[start..] {
+            s.push_str(&format!("history {} {}\n", h.at, h.state.as_str()));
+        }
+        s.push_str("end\n");
+        s
+    }
+
+    /// Parses checkpoint bytes. Never panics, whatever the input.
+    pub fn parse(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        if bytes.is_empty() {
+            return Err(CheckpointError::Empty);
+        }
+        let garbage = |m: &str| CheckpointError::Garbage(m.to_string());
+        let text = std::str::from_utf8(bytes).map_err(|_| garbage("not UTF-8"))?;
+        if !text.ends_with('\n') {
+            return Err(garbage("truncated (no final newline)"));
+        }
+        let mut lines = text.lines();
+        let head = lines.next().unwrap_or("");
+        match head.strip_prefix("nxs-bootstrap-state ") {
+            Some(v) if v == CHECKPOINT_SCHEMA.to_string() => {}
+            Some(v) if v.parse::<u32>().map(|n| n > CHECKPOINT_SCHEMA).unwrap_or(false) => {
+                return Err(CheckpointError::FutureSchema(v.to_string()))
+            }
+            _ => return Err(garbage("not a checkpoint (foreign file?)")),
+        }
+        let (mut bundle, mut version, mut payload, mut root, mut state, mut error) =
+            (None, None, None, None, None, None);
+        let mut history = Vec::new();
+        let mut ended = false;
+        for line in lines {
+            if ended {
+                return Err(garbage("text after `end`"));
+            }
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            match k {
+                "end" if v.is_empty() => ended = true,
+                "history" => {
+                    let (at, st) = v.split_once(' ').ok_or_else(|| garbage("bad history line"))?;
+                    let at = at.parse().map_err(|_| garbage("bad history time"))?;
+                    let state = State::parse(st).ok_or_else(|| garbage("unknown state in history"))?;
+                    history.push(HistoryRecord { at, state });
+                }
+                _ => {
+                    let v = decode_field(v).ok_or_else(|| garbage("badly encoded field"))?;
+                    let slot = match k {
+                        "bundle" => &mut bundle,
+                        "version" => &mut version,
+                        "payload-sha256" => &mut payload,
+                        "root" => &mut root,
+                        "state" => &mut state,
+                        "error" => &mut error,
+                        _ => return Err(garbage(&format!("unknown line `{k}`"))),
+                    };
+                    if slot.replace(v).is_some() {
+                        return Err(garbage(&format!("`{k}` appears twice")));
+                    }
+                }
+            }
+        }
+        if !ended {
+            return Err(garbage("truncated (no `end`)"));
+        }
+        let missing = |k: &str| garbage(&format!("`{k}` is missing"));
+        let state = state.ok_or_else(|| missing("state"))?;
+        Ok(Checkpoint {
+            bundle_id: bundle.ok_or_else(|| missing("bundle"))?,
+            version: version.ok_or_else(|| missing("version"))?,
+            payload_sha256: payload.ok_or_else(|| missing("payload-sha256"))?,
+            root: root.ok_or_else(|| missing("root"))?,
+            state: State::parse(&state).ok_or_else(|| garbage("unknown state"))?,
+            history,
+            last_error: error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            bundle_id: "nxs-survival-1.4.0-standard-x86_64-unknown-linux-musl".into(),
+            version: "1.4.0".into(),
+            payload_sha256: "ab".repeat(32),
+            root: "/opt/my nxs".into(),
+            state: State::Configuring,
+            history: vec![
+                HistoryRecord { at: 1, state: State::Start },
+                HistoryRecord { at: 2, state: State::Verifying },
+            ],
+            last_error: Some("line one\nline two".into()),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = sample();
+        assert_eq!(Checkpoint::parse(c.to_text().as_bytes()), Ok(c));
+    }
+
+    #[test]
+    fn damaged_checkpoints_have_defined_answers() {
+        let text = sample().to_text();
+        assert_eq!(Checkpoint::parse(b""), Err(CheckpointError::Empty));
+        assert!(matches!(Checkpoint::parse(b"nxs-bootstrap-state 9\nend\n"), Err(CheckpointError::FutureSchema(_))));
+        assert!(matches!(Checkpoint::parse(b"{\"json\": true}"), Err(CheckpointError::Garbage(_))));
+        assert!(matches!(Checkpoint::parse(&[0xff, 0xfe]), Err(CheckpointError::Garbage(_))));
+        // Every truncation is refused or parses, and none panics.
+        for cut in 0..text.len() {
+            let r = Checkpoint::parse(&text.as_bytes()[..cut]);
+            assert!(r.is_err(), "truncated at {cut} must be refused");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The nxs-survival on-disk format, shared by the bundler (which writes it)
+//! and the stub (which reads it from untrusted media).
+//!
+//! A bundle is one file: `stub | payload | manifest | signature | trailer`.
+//! See `docs/FORMAT.md` for the byte layout and the versioning rules.
+//!
+//! Architecture invariant: this crate has no dependencies and does no I/O.
+//! It turns bytes into typed values and back, and refuses anything else.
+
+pub mod checkpoint;
+pub mod hex;
+pub mod manifest;
+pub mod path;
+pub mod trailer;
+pub mod version;
+
+pub use manifest::{Entry, EntryKind, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region};
+pub use path::{EntryPath, PathError};
+pub use trailer::{Trailer, TrailerError, TRAILER_LEN};
+pub use version::Version;
+
+/// The bundle format version this code writes and reads. A reader refuses a
+/// bundle whose trailer or manifest names a newer one (exit 4, incompatible).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The directory inside an install root that holds the install's own record
+/// (the verified manifest and its signature). Bundles may not carry it.
+pub const RECORD_DIR: &str = ".nxs-bundle";

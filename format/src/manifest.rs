@@ -1,0 +1,639 @@
+//! The signed manifest: a small line-oriented text that says what a bundle
+//! is and everything it holds. The stub verifies the signature over these
+//! exact bytes, then parses them here; nothing else about a bundle is
+//! trusted.
+//!
+//! Each line is a keyword followed by fields separated by single spaces.
+//! Fields are percent-encoded: a space, `%`, control characters and bytes
+//! outside printable ASCII appear as `%XX`. The grammar is in
+//! `docs/FORMAT.md`.
+
+use crate::hex;
+use crate::path::EntryPath;
+use crate::version::Version;
+use std::fmt;
+
+/// Most entries a manifest may list.
+pub const MAX_ENTRIES: usize = 1_000_000;
+/// Most zstd frames a manifest may list.
+pub const MAX_FRAMES: usize = 1_000_000;
+/// Largest raw (decompressed) size of one frame.
+pub const MAX_FRAME_RAW: u64 = 64 << 20;
+/// Most hook arguments, and the longest hook timeout.
+pub const MAX_HOOK_ARGS: usize = 64;
+pub const MAX_HOOK_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// A byte region of the bundle: its length and sha256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub len: u64,
+    pub sha256: [u8; 32],
+}
+
+/// One independent zstd frame of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Its compressed length in the payload.
+    pub compressed: u64,
+    /// The number of tar bytes it decodes to, exactly.
+    pub raw: u64,
+}
+
+/// The Headscale login settings signed into the bundle. It has no field for
+/// an auth key, on purpose: the key arrives at install time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Headscale {
+    pub login_server: String,
+    pub ca_cert: Option<EntryPath>,
+    pub tags: Vec<String>,
+    pub hostname: String,
+}
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HookStage {
+    Configure,
+    Validate,
+    Run,
+}
+
+impl HookStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookStage::Configure => "configure",
+            HookStage::Validate => "validate",
+            HookStage::Run => "run",
+        }
+    }
+    pub fn parse(s: &str) -> Option<HookStage> {
+        match s {
+            "configure" => Some(HookStage::Configure),
+            "validate" => Some(HookStage::Validate),
+            "run" => Some(HookStage::Run),
+            _ => None,
+        }
+    }
+}
+
+/// A command run inside the install root during a state of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub stage: HookStage,
+    pub timeout_secs: u64,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File { size: u64, sha256: [u8; 32] },
+}
+
+/// One entry of the payload, in payload order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: EntryPath,
+    /// Permission bits (at most 0o7777). Extraction applies exactly these.
+    pub mode: u32,
+    pub kind: EntryKind,
+}
+
+/// A parsed manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub product: String,
+    pub version: Version,
+    pub tier: String,
+    pub target: String,
+    /// Seconds since the epoch stamped on every payload entry.
+    pub mtime: u64,
+    /// Signed with a development key: never for release.
+    pub dev: bool,
+    pub stub: Region,
+    pub payload: Region,
+    pub frames: Vec<Frame>,
+    pub headscale: Option<Headscale>,
+    pub hooks: Vec<Hook>,
+    pub entries: Vec<Entry>,
+}
+
+/// Why a manifest was refused, with the 1-based line it was found on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub line: usize,
+    pub kind: ManifestErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestErrorKind {
+    NotUtf8,
+    NotAManifest,
+    UnsupportedVersion(String),
+    Syntax(String),
+    Missing(&'static str),
+    Duplicate(&'static str),
+    Limit(String),
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "manifest line {}: ", self.line)?;
+        match &self.kind {
+            ManifestErrorKind::NotUtf8 => write!(f, "not UTF-8"),
+            ManifestErrorKind::NotAManifest => write!(f, "does not start with `nxs-manifest`"),
+            ManifestErrorKind::UnsupportedVersion(v) => {
+                write!(f, "manifest format {v}; this stub reads format {}", crate::FORMAT_VERSION)
+            }
+            ManifestErrorKind::Syntax(m) => f.write_str(m),
+            ManifestErrorKind::Missing(k) => write!(f, "required line `{k}` is missing"),
+            ManifestErrorKind::Duplicate(k) => write!(f, "line `{k}` appears twice"),
+            ManifestErrorKind::Limit(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+impl ManifestError {
+    /// True when the manifest is well formed but of a newer format.
+    pub fn is_unsupported_version(&self) -> bool {
+        matches!(self.kind, ManifestErrorKind::UnsupportedVersion(_))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Field encoding
+
+fn needs_escape(b: u8) -> bool {
+    b <= b' ' || b == b'%' || b >= 0x7f
+}
+
+/// Percent-encodes one field.
+pub fn encode_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if needs_escape(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    if out.is_empty() {
+        // An empty field would vanish between two separators.
+        out.push_str("%00");
+    }
+    out
+}
+
+/// Decodes one percent-encoded field; `None` unless it is in canonical form.
+pub fn decode_field(s: &str) -> Option<String> {
+    if s == "%00" {
+        return Some(String::new());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = (*b.get(i + 1)? as char).to_digit(16)?;
+            let lo = (*b.get(i + 2)? as char).to_digit(16)?;
+            let byte = (hi * 16 + lo) as u8;
+            // Only escaped bytes may be escaped, so each value has one spelling.
+            if !needs_escape(byte) || byte == 0 {
+                return None;
+            }
+            out.push(byte);
+            i += 3;
+        } else if needs_escape(b[i]) {
+            return None;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+
+impl Manifest {
+    /// Serialises the manifest. `parse(m.to_text())` gives `m` back.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let mut line = |fields: &[&str]| {
+            let mut first = true;
+            for f in fields {
+                if !first {
+                    s.push(' ');
+                }
+                // The keyword is never escaped; every other field is.
+                if first {
+                    s.push_str(f);
+                } else {
+                    s.push_str(&encode_field(f));
+                }
+                first = false;
+            }
+            s.push('\n');
+        };
+        let fv = crate::FORMAT_VERSION.to_string();
+        line(&["nxs-manifest", &fv]);
+        line(&["product", &self.product]);
+        line(&["version", self.version.as_str()]);
+        line(&["tier", &self.tier]);
+        line(&["target", &self.target]);
+        line(&["mtime", &self.mtime.to_string()]);
+        line(&["dev", if self.dev { "1" } else { "0" }]);
+        line(&["stub", &self.stub.len.to_string(), &hex::encode(&self.stub.sha256)]);
+        line(&["payload", &self.payload.len.to_string(), &hex::encode(&self.payload.sha256)]);
+        for fr in &self.frames {
+            line(&["frame", &fr.compressed.to_string(), &fr.raw.to_string()]);
+        }
+        if let Some(h) = &self.headscale {
+            line(&["headscale-login-server", &h.login_server]);
+            if let Some(ca) = &h.ca_cert {
+                line(&["headscale-ca-cert", ca.as_str()]);
+            }
+            for t in &h.tags {
+                line(&["headscale-tag", t]);
+            }
+            line(&["headscale-hostname", &h.hostname]);
+        }
+        for hook in &self.hooks {
+            let timeout = hook.timeout_secs.to_string();
+            let mut f: Vec<&str> = vec!["hook", hook.stage.as_str(), &timeout];
+            f.extend(hook.argv.iter().map(String::as_str));
+            line(&f);
+        }
+        for e in &self.entries {
+            let mode = format!("{:o}", e.mode);
+            match &e.kind {
+                EntryKind::Dir => line(&["dir", &mode, e.path.as_str()]),
+                EntryKind::File { size, sha256 } => {
+                    line(&["file", &mode, &size.to_string(), &hex::encode(sha256), e.path.as_str()])
+                }
+            }
+        }
+        line(&["end"]);
+        s
+    }
+
+    /// Sum of the raw sizes of all frames: the tar stream's length.
+    pub fn tar_len(&self) -> u64 {
+        self.frames.iter().map(|f| f.raw).sum()
+    }
+
+    /// Sum of all file sizes.
+    pub fn files_total(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File { size, .. } => size,
+                EntryKind::Dir => 0,
+            })
+            .sum()
+    }
+
+    /// A short identifier for this bundle: product, version, tier, target.
+    pub fn bundle_id(&self) -> String {
+        format!("{}-{}-{}-{}", self.product, self.version, self.tier, self.target)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+
+fn err(line: usize, kind: ManifestErrorKind) -> ManifestError {
+    ManifestError { line, kind }
+}
+
+fn syntax(line: usize, msg: impl Into<String>) -> ManifestError {
+    err(line, ManifestErrorKind::Syntax(msg.into()))
+}
+
+fn num(line: usize, what: &str, s: &str) -> Result<u64, ManifestError> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(syntax(line, format!("{what}: expected a decimal number, found `{s}`")));
+    }
+    s.parse().map_err(|_| syntax(line, format!("{what}: number `{s}` does not fit 64 bits")))
+}
+
+fn digest(line: usize, s: &str) -> Result<[u8; 32], ManifestError> {
+    hex::decode_sha256(s).ok_or_else(|| syntax(line, format!("expected 64 lower-case hex digits, found `{s}`")))
+}
+
+fn mode(line: usize, s: &str) -> Result<u32, ManifestError> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o7777 && !s.is_empty() && s.len() <= 5 => Ok(m),
+        _ => Err(syntax(line, format!("expected an octal mode up to 7777, found `{s}`"))),
+    }
+}
+
+fn entry_path(line: usize, s: &str) -> Result<EntryPath, ManifestError> {
+    EntryPath::parse(s).map_err(|e| syntax(line, format!("path `{s}`: {e}")))
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T, line: usize, key: &'static str) -> Result<(), ManifestError> {
+    if slot.is_some() {
+        return Err(err(line, ManifestErrorKind::Duplicate(key)));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl Manifest {
+    /// Parses manifest bytes.
+    ///
+    /// # Security
+    /// Call this only on bytes whose signature has been verified, and keep
+    /// using those same bytes. The parser is still strict on its own: every
+    /// number is range-checked, every path is an [`EntryPath`], counts are
+    /// capped, entries are unique and their parents are declared first, and
+    /// the frame table must add up to the payload length.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| err(1, ManifestErrorKind::NotUtf8))?;
+        if !text.ends_with('\n') {
+            return Err(syntax(text.lines().count().max(1), "manifest does not end with a newline"));
+        }
+        let mut lines = text[..text.len() - 1].split('\n').enumerate().map(|(i, l)| (i + 1, l));
+
+        match lines.next() {
+            Some((_, l)) if l == format!("nxs-manifest {}", crate::FORMAT_VERSION) => {}
+            Some((n, l)) => {
+                return Err(match l.strip_prefix("nxs-manifest ") {
+                    Some(v) => err(n, ManifestErrorKind::UnsupportedVersion(v.to_string())),
+                    None => err(n, ManifestErrorKind::NotAManifest),
+                })
+            }
+            None => return Err(err(1, ManifestErrorKind::NotAManifest)),
+        }
+
+        let (mut product, mut version, mut tier, mut target, mut mtime, mut dev) = (None, None, None, None, None, None);
+        let (mut stub, mut payload) = (None, None);
+        let mut frames = Vec::new();
+        let (mut hs_server, mut hs_ca, mut hs_host) = (None, None, None);
+        let mut hs_tags = Vec::new();
+        let mut hooks = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut dirs = std::collections::HashSet::new();
+        let mut ended = false;
+        let mut last_line = 1;
+
+        for (n, l) in lines {
+            last_line = n;
+            if ended {
+                return Err(syntax(n, "text after the `end` line"));
+            }
+            let mut parts = l.split(' ');
+            let key = parts.next().unwrap_or("");
+            let fields: Vec<String> = parts
+                .map(|f| decode_field(f).ok_or_else(|| syntax(n, format!("badly encoded field `{f}`"))))
+                .collect::<Result<_, _>>()?;
+            let want = |k: usize| -> Result<(), ManifestError> {
+                if fields.len() == k {
+                    Ok(())
+                } else {
+                    Err(syntax(n, format!("`{key}` takes {k} field(s), found {}", fields.len())))
+                }
+            };
+            match key {
+                "product" => {
+                    want(1)?;
+                    set_once(&mut product, fields[0].clone(), n, "product")?
+                }
+                "version" => {
+                    want(1)?;
+                    let v = Version::parse(&fields[0])
+                        .ok_or_else(|| syntax(n, format!("version `{}`: expected numbers and dots", fields[0])))?;
+                    set_once(&mut version, v, n, "version")?
+                }
+                "tier" => {
+                    want(1)?;
+                    set_once(&mut tier, fields[0].clone(), n, "tier")?
+                }
+                "target" => {
+                    want(1)?;
+                    set_once(&mut target, fields[0].clone(), n, "target")?
+                }
+                "mtime" => {
+                    want(1)?;
+                    set_once(&mut mtime, num(n, "mtime", &fields[0])?, n, "mtime")?
+                }
+                "dev" => {
+                    want(1)?;
+                    let d = match fields[0].as_str() {
+                        "0" => false,
+                        "1" => true,
+                        o => return Err(syntax(n, format!("dev: expected 0 or 1, found `{o}`"))),
+                    };
+                    set_once(&mut dev, d, n, "dev")?
+                }
+                "stub" | "payload" => {
+                    want(2)?;
+                    let r = Region { len: num(n, key, &fields[0])?, sha256: digest(n, &fields[1])? };
+                    if key == "stub" {
+                        set_once(&mut stub, r, n, "stub")?
+                    } else {
+                        set_once(&mut payload, r, n, "payload")?
+                    }
+                }
+                "frame" => {
+                    want(2)?;
+                    if frames.len() >= MAX_FRAMES {
+                        return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_FRAMES} frames"))));
+                    }
+                    let f = Frame { compressed: num(n, "frame", &fields[0])?, raw: num(n, "frame", &fields[1])? };
+                    if f.raw == 0 || f.raw > MAX_FRAME_RAW || f.compressed == 0 {
+                        return Err(err(
+                            n,
+                            ManifestErrorKind::Limit(format!("frame sizes must be 1..={MAX_FRAME_RAW} bytes")),
+                        ));
+                    }
+                    frames.push(f)
+                }
+                "headscale-login-server" => {
+                    want(1)?;
+                    set_once(&mut hs_server, fields[0].clone(), n, "headscale-login-server")?
+                }
+                "headscale-ca-cert" => {
+                    want(1)?;
+                    set_once(&mut hs_ca, entry_path(n, &fields[0])?, n, "headscale-ca-cert")?
+                }
+                "headscale-tag" => {
+                    want(1)?;
+                    hs_tags.push(fields[0].clone())
+                }
+                "headscale-hostname" => {
+                    want(1)?;
+                    set_once(&mut hs_host, fields[0].clone(), n, "headscale-hostname")?
+                }
+                "hook" => {
+                    if fields.len() < 3 || fields.len() > MAX_HOOK_ARGS + 2 {
+                        return Err(syntax(
+                            n,
+                            format!("`hook` takes a stage, a timeout and 1..={MAX_HOOK_ARGS} arguments"),
+                        ));
+                    }
+                    let stage = HookStage::parse(&fields[0]).ok_or_else(|| {
+                        syntax(n, format!("hook stage `{}`: expected configure, validate or run", fields[0]))
+                    })?;
+                    let timeout_secs = num(n, "hook timeout", &fields[1])?;
+                    if timeout_secs == 0 || timeout_secs > MAX_HOOK_TIMEOUT_SECS {
+                        return Err(syntax(n, format!("hook timeout must be 1..={MAX_HOOK_TIMEOUT_SECS} seconds")));
+                    }
+                    hooks.push(Hook { stage, timeout_secs, argv: fields[2..].to_vec() })
+                }
+                "dir" | "file" => {
+                    if entries.len() >= MAX_ENTRIES {
+                        return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_ENTRIES} entries"))));
+                    }
+                    let entry = if key == "dir" {
+                        want(2)?;
+                        Entry { mode: mode(n, &fields[0])?, path: entry_path(n, &fields[1])?, kind: EntryKind::Dir }
+                    } else {
+                        want(4)?;
+                        Entry {
+                            mode: mode(n, &fields[0])?,
+                            kind: EntryKind::File { size: num(n, "size", &fields[1])?, sha256: digest(n, &fields[2])? },
+                            path: entry_path(n, &fields[3])?,
+                        }
+                    };
+                    if !seen.insert(entry.path.clone()) {
+                        return Err(syntax(n, format!("duplicate entry `{}`", entry.path)));
+                    }
+                    if let Some(parent) = entry.path.parent() {
+                        if !dirs.contains(&parent) {
+                            return Err(syntax(n, format!("`{}` comes before its directory `{parent}`", entry.path)));
+                        }
+                    }
+                    if entry.kind == EntryKind::Dir {
+                        dirs.insert(entry.path.clone());
+                    }
+                    entries.push(entry)
+                }
+                "end" => {
+                    want(0)?;
+                    ended = true
+                }
+                other => return Err(syntax(n, format!("unknown line `{other}`"))),
+            }
+        }
+        if !ended {
+            return Err(err(last_line, ManifestErrorKind::Missing("end")));
+        }
+
+        let headscale = match (hs_server, hs_host) {
+            (Some(login_server), Some(hostname)) => {
+                Some(Headscale { login_server, ca_cert: hs_ca, tags: hs_tags, hostname })
+            }
+            (None, None) if hs_ca.is_none() && hs_tags.is_empty() => None,
+            _ => {
+                return Err(err(last_line, ManifestErrorKind::Missing("headscale-login-server and headscale-hostname")))
+            }
+        };
+        let m = Manifest {
+            product: product.ok_or(err(last_line, ManifestErrorKind::Missing("product")))?,
+            version: version.ok_or(err(last_line, ManifestErrorKind::Missing("version")))?,
+            tier: tier.ok_or(err(last_line, ManifestErrorKind::Missing("tier")))?,
+            target: target.ok_or(err(last_line, ManifestErrorKind::Missing("target")))?,
+            mtime: mtime.ok_or(err(last_line, ManifestErrorKind::Missing("mtime")))?,
+            dev: dev.ok_or(err(last_line, ManifestErrorKind::Missing("dev")))?,
+            stub: stub.ok_or(err(last_line, ManifestErrorKind::Missing("stub")))?,
+            payload: payload.ok_or(err(last_line, ManifestErrorKind::Missing("payload")))?,
+            frames,
+            headscale,
+            hooks,
+            entries,
+        };
+        let compressed = m.frames.iter().try_fold(0u64, |acc, f| acc.checked_add(f.compressed));
+        if compressed != Some(m.payload.len) {
+            return Err(syntax(last_line, "frame table does not add up to the payload length"));
+        }
+        if m.frames.iter().try_fold(0u64, |acc, f| acc.checked_add(f.raw)).is_none() {
+            return Err(syntax(last_line, "frame table overflows"));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let p = |s| EntryPath::parse(s).unwrap();
+        Manifest {
+            product: "nxs-survival".into(),
+            version: Version::parse("1.4.0").unwrap(),
+            tier: "standard".into(),
+            target: "x86_64-unknown-linux-musl".into(),
+            mtime: 1_700_000_000,
+            dev: false,
+            stub: Region { len: 600_000, sha256: [1; 32] },
+            payload: Region { len: 30, sha256: [2; 32] },
+            frames: vec![Frame { compressed: 10, raw: 4096 }, Frame { compressed: 20, raw: 1024 }],
+            headscale: Some(Headscale {
+                login_server: "https://hs.example.net".into(),
+                ca_cert: Some(p("etc/ca.pem")),
+                tags: vec!["tag:nxs".into()],
+                hostname: "nxs-{hostname}".into(),
+            }),
+            hooks: vec![Hook {
+                stage: HookStage::Validate,
+                timeout_secs: 30,
+                argv: vec!["bin/nxs survival".into(), "check".into(), "--root".into(), ".".into(), "".into()],
+            }],
+            entries: vec![
+                Entry { path: p("etc"), mode: 0o755, kind: EntryKind::Dir },
+                Entry { path: p("etc/ca.pem"), mode: 0o644, kind: EntryKind::File { size: 5, sha256: [3; 32] } },
+                Entry { path: p("etc/a b%c"), mode: 0o4755, kind: EntryKind::File { size: 0, sha256: [4; 32] } },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        let text = m.to_text();
+        assert_eq!(Manifest::parse(text.as_bytes()), Ok(m));
+        assert!(text.contains("file 644 5 0303"));
+        assert!(text.contains("etc/a%20b%25c\n"));
+    }
+
+    fn check_refused(text: &str, want_line: usize, want_msg: &str) {
+        let e = Manifest::parse(text.as_bytes()).expect_err(text);
+        assert_eq!(e.line, want_line, "{e}");
+        assert!(e.to_string().contains(want_msg), "`{e}` should mention `{want_msg}`");
+    }
+
+    #[test]
+    fn refusals_name_the_line() {
+        let good = sample().to_text();
+        let edit = |from: &str, to: &str| good.replacen(from, to, 1);
+        check_refused("hello\n", 1, "does not start");
+        check_refused("nxs-manifest 2\nend\n", 1, "format 2");
+        check_refused(&edit("end\n", ""), 19, "`end` is missing");
+        check_refused(&good.replace("\nend\n", "\nend"), 20, "newline");
+        check_refused(&edit("etc/ca.pem\n", "../ca.pem\n"), 13, "`..`");
+        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 etc\n"), 18, "duplicate entry");
+        check_refused(&edit("dir 755 etc\n", ""), 17, "before its directory");
+        check_refused(&edit("frame 10 4096", "frame 11 4096"), 20, "does not add up");
+        check_refused(&edit("mtime 1700000000", "mtime 1e9"), 6, "decimal");
+        check_refused(&edit("tier standard", "tier standard extra"), 4, "takes 1 field");
+        check_refused(&edit("tier standard", "tier a%41"), 4, "badly encoded");
+        check_refused(&edit("file 644", "file 17777"), 18, "octal mode");
+        check_refused(&edit("version 1.4.0", "surprise 1"), 3, "unknown line");
+        check_refused(&format!("{good}x\n"), 21, "after the `end`");
+    }
+
+    #[test]
+    fn escapes_are_canonical() {
+        assert_eq!(decode_field("a%20b").as_deref(), Some("a b"));
+        assert_eq!(decode_field("%41"), None, "an escaped plain byte has two spellings");
+        assert_eq!(decode_field("a\tb"), None);
+        assert_eq!(encode_field(""), "%00");
+        assert_eq!(decode_field("%00").as_deref(), Some(""));
+    }
+}

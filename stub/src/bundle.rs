@@ -1,0 +1,245 @@
+//! Opening a bundle and deciding whether to trust it.
+//!
+//! Order matters: read the trailer, read the manifest and signature into
+//! memory, verify the signature over those bytes, parse exactly those bytes,
+//! then check the regions the signed manifest describes. Nothing is parsed
+//! before it is verified, and nothing verified is read again from disk.
+
+use crate::error::{Class, Error, Result};
+use nxs_format::{hex, Manifest, Trailer, TRAILER_LEN};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+include!(concat!(env!("OUT_DIR"), "/trust_root.rs"));
+
+/// The target triple this stub was built for.
+pub const STUB_TARGET: &str = env!("NXS_STUB_TARGET");
+
+/// A bundle whose manifest signature has been verified.
+pub struct Bundle {
+    pub path: PathBuf,
+    pub file: File,
+    pub trailer: Trailer,
+    pub manifest: Manifest,
+    /// The verified manifest bytes, kept for the install record.
+    pub manifest_bytes: Vec<u8>,
+    pub signature: String,
+    /// Key id of the key that signed it.
+    pub signer: String,
+}
+
+/// Where the trust comes from.
+pub enum Trust<'a> {
+    /// The keys embedded at build time.
+    Embedded,
+    /// A public key file given by the operator (`verify --pubkey`).
+    PubkeyFile(&'a Path),
+}
+
+/// The path of the running executable: the bundle itself.
+pub fn self_path() -> Result<PathBuf> {
+    std::env::current_exe()
+        .or_else(|_| std::env::args_os().next().map(PathBuf::from).ok_or(std::io::ErrorKind::NotFound.into()))
+        .map_err(|e| Error::io("cannot find my own executable", Path::new("/proc/self/exe"), e))
+}
+
+fn read_at(file: &File, path: &Path, offset: u64, len: u64, region: &str) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        Error::verify(format!("{}: cannot read the {region} at bytes {offset}..{}: {e}", path.display(), offset + len))
+    })?;
+    Ok(buf)
+}
+
+fn load_keys(trust: &Trust) -> Result<Vec<(String, minisign_verify::PublicKey)>> {
+    match trust {
+        Trust::Embedded => {
+            if TRUST_ROOT.is_empty() {
+                return Err(Error::new(Class::Verify, "this stub was built with an empty trust root, so it trusts no signature")
+                    .hint("check the bundle with `verify --pubkey FILE` and a published key, or rebuild with `cargo xtask bundle`"));
+            }
+            Ok(TRUST_ROOT
+                .iter()
+                .map(|(id, b64)| {
+                    (id.to_string(), minisign_verify::PublicKey::from_base64(b64).expect("checked by build.rs"))
+                })
+                .collect())
+        }
+        Trust::PubkeyFile(p) => {
+            let k = minisign_verify::PublicKey::from_file(p).map_err(|e| {
+                Error::new(Class::Usage, format!("cannot use public key {}: {e}", p.display()))
+                    .hint("pass a minisign .pub file")
+            })?;
+            Ok(vec![(p.display().to_string(), k)])
+        }
+    }
+}
+
+impl Bundle {
+    /// Opens the bundle at `path` and verifies its manifest signature.
+    ///
+    /// # Security
+    /// The file is untrusted. The trailer's lengths are checked against the
+    /// file size, the signature against the trust root (prehashed Ed25519
+    /// only; legacy signatures are refused), and only then is the manifest
+    /// parsed, from the verified bytes. Its stub and payload lengths must
+    /// equal the trailer's. Region hashes are checked by [`Bundle::check_regions`].
+    pub fn open(path: &Path, trust: &Trust) -> Result<Bundle> {
+        let file = File::open(path).map_err(|e| Error::io("cannot open the bundle", path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io("cannot stat the bundle", path, e))?.len();
+        if file_len < TRAILER_LEN as u64 {
+            return Err(Error::verify(format!(
+                "{}: trailer: file is only {file_len} bytes (truncated?)",
+                path.display()
+            )));
+        }
+        let raw = read_at(&file, path, file_len - TRAILER_LEN as u64, TRAILER_LEN as u64, "trailer")?;
+        let trailer = Trailer::decode(raw[..].try_into().unwrap(), file_len).map_err(|e| {
+            let class = if matches!(e, nxs_format::TrailerError::UnsupportedVersion(_)) {
+                Class::Incompatible
+            } else {
+                Class::Verify
+            };
+            let err = Error::new(class, format!("{}: trailer (last {TRAILER_LEN} bytes): {e}", path.display()));
+            if class == Class::Incompatible {
+                err.hint("this bundle needs a newer stub; use the bundle file built with it")
+            } else {
+                Error::verify(err.msg)
+            }
+        })?;
+        let manifest_bytes = read_at(&file, path, trailer.manifest_offset(), trailer.manifest_len, "manifest")?;
+        let sig_bytes = read_at(&file, path, trailer.signature_offset(), trailer.signature_len, "signature")?;
+        let sig_region = format!(
+            "signature at bytes {}..{}",
+            trailer.signature_offset(),
+            trailer.signature_offset() + trailer.signature_len
+        );
+        let signature = String::from_utf8(sig_bytes)
+            .map_err(|_| Error::verify(format!("{}: {sig_region}: not text", path.display())))?;
+        let sig = minisign_verify::Signature::decode(&signature)
+            .map_err(|e| Error::verify(format!("{}: {sig_region}: not a minisign signature: {e}", path.display())))?;
+
+        let keys = load_keys(trust)?;
+        let mut last = None;
+        let mut signer = None;
+        for (id, key) in &keys {
+            // Refuses legacy (non-prehashed) signatures: allow_legacy = false.
+            match key.verify(&manifest_bytes, &sig, false) {
+                Ok(()) => {
+                    signer = Some(id.clone());
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let manifest_region = format!(
+            "manifest at bytes {}..{}",
+            trailer.manifest_offset(),
+            trailer.manifest_offset() + trailer.manifest_len
+        );
+        let signer = match signer {
+            Some(s) => s,
+            None => {
+                let ids: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+                let why = match last {
+                    Some(minisign_verify::Error::UnexpectedKeyId) => {
+                        "it was signed by a key that is not in the trust root".to_string()
+                    }
+                    Some(minisign_verify::Error::UnexpectedAlgorithm) => {
+                        "it is a legacy (non-prehashed) signature, which is refused".to_string()
+                    }
+                    Some(e) => format!("the signature does not match ({e})"),
+                    None => "no key to check it with".to_string(),
+                };
+                return Err(Error::verify(format!(
+                    "{}: {manifest_region}: signature refused: {why} (trusted keys: {})",
+                    path.display(),
+                    ids.join(", ")
+                )));
+            }
+        };
+        let manifest = Manifest::parse(&manifest_bytes).map_err(|e| {
+            let class = if e.is_unsupported_version() { Class::Incompatible } else { Class::Verify };
+            Error::new(class, format!("{}: {manifest_region}: {e}", path.display()))
+        })?;
+        if manifest.stub.len != trailer.stub_len || manifest.payload.len != trailer.payload_len {
+            return Err(Error::verify(format!(
+                "{}: trailer says stub {} bytes and payload {} bytes, the signed manifest says {} and {}",
+                path.display(),
+                trailer.stub_len,
+                trailer.payload_len,
+                manifest.stub.len,
+                manifest.payload.len
+            )));
+        }
+        Ok(Bundle { path: path.to_path_buf(), file, trailer, manifest, manifest_bytes, signature, signer })
+    }
+
+    /// Hashes the stub and the payload regions against the manifest.
+    pub fn check_regions(&self) -> Result<()> {
+        let t = &self.trailer;
+        self.check_region("stub", 0, t.stub_len, &self.manifest.stub.sha256)?;
+        self.check_region("payload", t.payload_offset(), t.payload_len, &self.manifest.payload.sha256)
+    }
+
+    fn check_region(&self, name: &str, offset: u64, len: u64, want: &[u8; 32]) -> Result<()> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], offset + done).map_err(|e| {
+                Error::verify(format!(
+                    "{}: {name} at bytes {}..{}: read failed at byte {}: {e}",
+                    self.path.display(),
+                    offset,
+                    offset + len,
+                    offset + done
+                ))
+            })?;
+            h.update(&buf[..n]);
+            done += n as u64;
+        }
+        let got: [u8; 32] = h.finalize().into();
+        if &got != want {
+            return Err(Error::verify(format!(
+                "{}: {name} at bytes {}..{}: sha256 is {}, the signed manifest says {}",
+                self.path.display(),
+                offset,
+                offset + len,
+                hex::encode(&got),
+                hex::encode(want)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a bundle built for another target than this stub.
+    pub fn check_target(&self) -> Result<()> {
+        if self.manifest.target != STUB_TARGET {
+            return Err(Error::new(
+                Class::Incompatible,
+                format!(
+                    "{}: the manifest is for {}, but this stub was built for {STUB_TARGET}",
+                    self.path.display(),
+                    self.manifest.target
+                ),
+            )
+            .hint(format!(
+                "use {}-{}-{}-{STUB_TARGET}.run",
+                self.manifest.product, self.manifest.version, self.manifest.tier
+            )));
+        }
+        Ok(())
+    }
+
+    /// Everything but the per-file hashes: signature, target, regions.
+    pub fn open_verified(path: &Path, trust: &Trust) -> Result<Bundle> {
+        let b = Bundle::open(path, trust)?;
+        b.check_target()?;
+        b.check_regions()?;
+        Ok(b)
+    }
+}

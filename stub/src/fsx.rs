@@ -1,0 +1,80 @@
+//! The filesystem helpers every durable write goes through.
+
+use crate::error::{Error, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The one atomic write: a temp file in the same directory, fsync, rename,
+/// fsync of the directory. Readers see the old content or the new, whole.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = parent(path);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", &tmp, e));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", path, e)
+    })?;
+    fsync_dir(dir)
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot fsync directory", dir, e))
+}
+
+pub fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes `path` absolute without touching the filesystem.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))
+}
+
+/// True if `dir` is missing or an empty directory.
+pub fn is_missing_or_empty(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(mut it) => Ok(it.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io("cannot read", dir, e)),
+    }
+}
+
+/// Removes a tree of ours if present; a symlink is removed, never followed.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("cannot inspect", path, e)),
+        Ok(m) if m.is_dir() => {
+            // Directories we staged may be read-only; make them writable first.
+            make_writable(path);
+            fs::remove_dir_all(path).map_err(|e| Error::io("cannot remove", path, e))
+        }
+        Ok(_) => fs::remove_file(path).map_err(|e| Error::io("cannot remove", path, e)),
+    }
+}
+
+fn make_writable(dir: &Path) {
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    if let Ok(it) = fs::read_dir(dir) {
+        for e in it.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                make_writable(&e.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The bootstrap state machine, as a pure function: no I/O, no clock, no
+//! randomness. `install.rs` carries out the actions and feeds back events.
+//!
+//! Architecture invariant: this module does no I/O. Every path through the
+//! recovery matrix is a sequence of `step` calls that a unit test can drive.
+
+pub use nxs_format::checkpoint::State;
+
+/// What happened while carrying out the last action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Begin,
+    Verified,
+    NoInstall,
+    InstallFound,
+    SameInstallRunning,
+    Staged,
+    Configured,
+    Validated,
+    Started,
+    Failed,
+}
+
+/// What the effects layer must do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Verify,
+    Detect,
+    InstallFresh,
+    InstallUpgrade,
+    Configure,
+    Validate,
+    Run,
+    /// Stop: the run is over, successfully.
+    Finish,
+    /// Stop: the run failed; the error is reported as it is.
+    Abort,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub next: State,
+    pub action: Action,
+}
+
+const fn t(next: State, action: Action) -> Transition {
+    Transition { next, action }
+}
+
+/// The transition function of the straight path. Any event that does not
+/// belong to the state it arrives in is a failure, never a guess.
+pub fn step(state: State, event: &Event) -> Transition {
+    use Event as E;
+    use State as S;
+    match (state, event) {
+        (_, E::Failed) => t(S::Failed, Action::Abort),
+        (S::Start, E::Begin) => t(S::Verifying, Action::Verify),
+        (S::Verifying, E::Verified) => t(S::Detecting, Action::Detect),
+        (S::Detecting, E::NoInstall) => t(S::Fresh, Action::InstallFresh),
+        (S::Detecting, E::InstallFound) => t(S::Upgrade, Action::InstallUpgrade),
+        (S::Detecting, E::SameInstallRunning) => t(S::Running, Action::Finish),
+        (S::Fresh | S::Upgrade, E::Staged) => t(S::Configuring, Action::Configure),
+        (S::Configuring, E::Configured) => t(S::Validating, Action::Validate),
+        (S::Validating, E::Validated) => t(S::Running, Action::Run),
+        (S::Running, E::Started) => t(S::Running, Action::Finish),
+        (
+            S::Start
+            | S::Verifying
+            | S::Detecting
+            | S::Upgrade
+            | S::Fresh
+            | S::Configuring
+            | S::Validating
+            | S::Running
+            | S::Failed
+            | S::RollingBack
+            | S::SafeMode
+            | S::Degraded,
+            _,
+        ) => t(S::Failed, Action::Abort),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives the machine from START with `events`, returning the states.
+    fn drive(events: &[Event]) -> Vec<State> {
+        let mut s = State::Start;
+        let mut seen = Vec::new();
+        for e in events {
+            let tr = step(s, e);
+            s = tr.next;
+            seen.push(s);
+        }
+        seen
+    }
+
+    #[test]
+    fn straight_fresh_path() {
+        use Event::*;
+        use State::*;
+        assert_eq!(
+            drive(&[Begin, Verified, NoInstall, Staged, Configured, Validated, Started]),
+            vec![Verifying, Detecting, Fresh, Configuring, Validating, Running, Running]
+        );
+        assert_eq!(step(Running, &Started).action, Action::Finish);
+    }
+
+    #[test]
+    fn upgrade_and_already_installed() {
+        use Event::*;
+        assert_eq!(drive(&[Begin, Verified, InstallFound])[2], State::Upgrade);
+        assert_eq!(step(State::Detecting, &SameInstallRunning), t(State::Running, Action::Finish));
+    }
+
+    #[test]
+    fn failures_and_stray_events_abort() {
+        for s in State::ALL {
+            assert_eq!(step(s, &Event::Failed), t(State::Failed, Action::Abort));
+        }
+        assert_eq!(step(State::Start, &Event::Validated).next, State::Failed);
+        assert_eq!(step(State::Fresh, &Event::Verified).next, State::Failed);
+    }
+}

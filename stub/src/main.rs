@@ -1,0 +1,302 @@
+//! nxs-stub: the program at the front of every bundle, and the installed
+//! `nxs-survival` tool. It verifies the bundle it is part of, extracts it
+//! safely and runs the bootstrap state machine.
+//!
+//! Kept small on purpose: no argument-parsing or serialisation crates; the
+//! only dependencies are the format crate, a minisign verifier, sha2, tar
+//! and a pure-Rust zstd decoder.
+
+mod bundle;
+mod error;
+mod extract;
+mod fsx;
+mod hooks;
+mod install;
+mod json;
+mod machine;
+mod payload;
+
+use bundle::{Bundle, Trust};
+use error::{Class, Error, Result};
+use nxs_format::{hex, EntryKind, RECORD_DIR};
+use std::path::PathBuf;
+
+const USAGE: &str = "\
+usage: BUNDLE.run <command> [flags]
+
+commands:
+  verify [--pubkey FILE]            check the signature, the stub, the payload
+                                    and every file; write nothing
+  list [--json]                     the files the bundle holds
+  extract --to DIR                  verified extraction into a new or empty DIR
+  install --root DIR [--state-dir DIR] [--allow-downgrade]
+                                    verify and install; running it again resumes
+  status [--state-dir DIR] [--json] where the last install stands
+  check --root DIR [--json]         re-hash an installed tree against its record
+  --version                         this stub's version and target
+
+exit codes: 0 ok, 2 usage, 3 verification failed, 4 incompatible,
+5 I/O or resources, 6 locked, 7 rolled back, 8 degraded, 9 hook failed";
+
+/// Parsed flags: `--name value`, `--name=value` and bare `--switch`.
+struct Flags {
+    pairs: Vec<(String, Option<String>)>,
+}
+
+impl Flags {
+    fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Flags> {
+        let mut pairs = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let (name, inline) = match a.split_once('=') {
+                Some((n, v)) if a.starts_with("--") => (n.to_string(), Some(v.to_string())),
+                _ => (a.clone(), None),
+            };
+            if with_value.contains(&name.as_str()) {
+                let v = match inline {
+                    Some(v) => v,
+                    None => it.next().cloned().ok_or_else(|| Error::usage(format!("{name} needs a value")))?,
+                };
+                pairs.push((name, Some(v)));
+            } else if switches.contains(&name.as_str()) && inline.is_none() {
+                pairs.push((name, None));
+            } else {
+                return Err(Error::usage(format!("unexpected argument `{a}`")));
+            }
+        }
+        Ok(Flags { pairs })
+    }
+    fn value(&self, name: &str) -> Option<PathBuf> {
+        self.pairs.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.clone()).map(PathBuf::from)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(n, _)| n == name)
+    }
+    fn require(&self, name: &str) -> Result<PathBuf> {
+        self.value(name).ok_or_else(|| Error::usage(format!("{name} DIR is required")))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.msg);
+            if let Some(h) = &e.hint {
+                eprintln!("  hint: {h}");
+            }
+            e.class as i32
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(args: &[String]) -> Result<i32> {
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprintln!("{USAGE}");
+            return Ok(Class::Usage as i32);
+        }
+    };
+    match cmd {
+        "--help" | "-h" | "help" => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        "--version" | "-V" => {
+            println!("nxs-stub {} ({})", env!("CARGO_PKG_VERSION"), bundle::STUB_TARGET);
+            Ok(0)
+        }
+        "verify" => {
+            let f = Flags::parse(rest, &["--pubkey"], &["--json"])?;
+            let pubkey = f.value("--pubkey");
+            let trust = match &pubkey {
+                Some(p) => Trust::PubkeyFile(p),
+                None => Trust::Embedded,
+            };
+            let b = Bundle::open_verified(&bundle::self_path()?, &trust)?;
+            let mut p = extract::Progress::new(true, b.manifest.files_total());
+            extract::run(&b, &extract::Sink::Check, &mut p)?;
+            let m = &b.manifest;
+            if f.has("--json") {
+                println!(
+                    "{{\"ok\":true,\"bundle\":{},\"version\":{},\"tier\":{},\"target\":{},\"signer\":{},\"dev\":{},\"entries\":{},\"payload_sha256\":{}}}",
+                    json::s(&m.bundle_id()), json::s(m.version.as_str()), json::s(&m.tier), json::s(&m.target), json::s(&b.signer), m.dev, m.entries.len(), json::s(&hex::encode(&m.payload.sha256))
+                );
+            } else {
+                println!(
+                    "OK {}: signature by key {}, stub, payload and {} entries verified",
+                    m.bundle_id(),
+                    b.signer,
+                    m.entries.len()
+                );
+                if m.dev {
+                    println!("WARNING: signed with a development key; not for production");
+                }
+            }
+            Ok(0)
+        }
+        "list" => {
+            let f = Flags::parse(rest, &[], &["--json"])?;
+            let b = Bundle::open(&bundle::self_path()?, &Trust::Embedded)?;
+            let m = &b.manifest;
+            if f.has("--json") {
+                let items: Vec<String> = m
+                    .entries
+                    .iter()
+                    .map(|e| match &e.kind {
+                        EntryKind::Dir => format!(
+                            "{{\"path\":{},\"type\":\"dir\",\"mode\":\"{:o}\"}}",
+                            json::s(e.path.as_str()),
+                            e.mode
+                        ),
+                        EntryKind::File { size, sha256 } => format!(
+                            "{{\"path\":{},\"type\":\"file\",\"mode\":\"{:o}\",\"size\":{size},\"sha256\":{}}}",
+                            json::s(e.path.as_str()),
+                            e.mode,
+                            json::s(&hex::encode(sha256))
+                        ),
+                    })
+                    .collect();
+                println!("{{\"bundle\":{},\"entries\":[{}]}}", json::s(&m.bundle_id()), items.join(","));
+            } else {
+                for e in &m.entries {
+                    match &e.kind {
+                        EntryKind::Dir => println!("d {:>5o} {:>12} {}/", e.mode, "-", e.path),
+                        EntryKind::File { size, .. } => {
+                            println!("f {:>5o} {:>12} {}", e.mode, size, e.path)
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        "extract" => {
+            let f = Flags::parse(rest, &["--to"], &[])?;
+            let to = f.require("--to")?;
+            let layout = install::Layout::new(&to)?;
+            if !fsx::is_missing_or_empty(&layout.root)? {
+                return Err(Error::new(Class::Io, format!("{} is not empty", layout.root.display()))
+                    .hint("extract into a new or empty directory"));
+            }
+            let b = Bundle::open_verified(&bundle::self_path()?, &Trust::Embedded)?;
+            install::stage(&b, &layout, false, true)?;
+            install::commit(&layout)?;
+            println!("extracted {} entries into {}", b.manifest.entries.len(), layout.root.display());
+            Ok(0)
+        }
+        "install" => {
+            let f = Flags::parse(rest, &["--root", "--state-dir"], &["--allow-downgrade", "--quiet"])?;
+            let opts = install::InstallOptions {
+                bundle: bundle::self_path()?,
+                root: f.require("--root")?,
+                state_dir: install::state_dir(f.value("--state-dir"))?,
+                allow_downgrade: f.has("--allow-downgrade"),
+                progress: !f.has("--quiet"),
+            };
+            let out = install::install(&opts)?;
+            if out.already {
+                println!("already installed and RUNNING in {}; nothing to do", opts.root.display());
+            } else {
+                println!("{} in {} (state dir {})", out.state, opts.root.display(), opts.state_dir.display());
+            }
+            Ok(0)
+        }
+        "status" => {
+            let f = Flags::parse(rest, &["--state-dir"], &["--json"])?;
+            let dir = install::state_dir(f.value("--state-dir"))?;
+            status(&dir, f.has("--json"))
+        }
+        "check" => {
+            let f = Flags::parse(rest, &["--root"], &["--json"])?;
+            let root = f.require("--root")?;
+            check(&root, f.has("--json"))
+        }
+        other => Err(Error::usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn status(dir: &std::path::Path, as_json: bool) -> Result<i32> {
+    let cp = match install::read_checkpoint(dir)? {
+        None => {
+            if as_json {
+                println!("{{\"state\":null,\"state_dir\":{}}}", json::s(&dir.display().to_string()));
+            } else {
+                println!("no install recorded in {}", dir.display());
+            }
+            return Ok(0);
+        }
+        Some(Err(e)) => {
+            return Err(Error::new(Class::Io, format!("{}: {e}", dir.join(install::CHECKPOINT_FILE).display()))
+                .hint("run install again: it starts afresh from VERIFYING"))
+        }
+        Some(Ok(c)) => c,
+    };
+    if as_json {
+        let hist: Vec<String> =
+            cp.history.iter().map(|h| format!("{{\"state\":\"{}\",\"at\":{}}}", h.state, h.at)).collect();
+        println!(
+            "{{\"state\":\"{}\",\"bundle\":{},\"version\":{},\"payload_sha256\":{},\"root\":{},\"last_error\":{},\"history\":[{}],\"state_dir\":{}}}",
+            cp.state,
+            json::s(&cp.bundle_id),
+            json::s(&cp.version),
+            json::s(&cp.payload_sha256),
+            json::s(&cp.root),
+            json::opt(cp.last_error.as_deref()),
+            hist.join(","),
+            json::s(&dir.display().to_string())
+        );
+    } else {
+        println!("state:    {}", cp.state);
+        println!("bundle:   {}", cp.bundle_id);
+        println!("version:  {}", cp.version);
+        println!("root:     {}", cp.root);
+        if let Some(e) = &cp.last_error {
+            println!("error:    {e}");
+        }
+        let tail: Vec<String> = cp.history.iter().rev().take(10).rev().map(|h| h.state.to_string()).collect();
+        println!("history:  {}", tail.join(" -> "));
+    }
+    Ok(0)
+}
+
+fn check(root: &std::path::Path, as_json: bool) -> Result<i32> {
+    let rec = root.join(RECORD_DIR);
+    let bytes = std::fs::read(rec.join("manifest"))
+        .map_err(|e| Error::io("cannot read the install record", &rec.join("manifest"), e))?;
+    let sig_text = std::fs::read_to_string(rec.join("manifest.minisig"))
+        .map_err(|e| Error::io("cannot read", &rec.join("manifest.minisig"), e))?;
+    let sig = minisign_verify::Signature::decode(&sig_text)
+        .map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest.minisig").display())))?;
+    let trusted = bundle::TRUST_ROOT.iter().any(|(_, k)| {
+        minisign_verify::PublicKey::from_base64(k).map(|k| k.verify(&bytes, &sig, false).is_ok()).unwrap_or(false)
+    });
+    if !trusted {
+        return Err(Error::verify(format!(
+            "{}: the install record's signature is not from a trusted key",
+            rec.display()
+        )));
+    }
+    let m = nxs_format::Manifest::parse(&bytes)
+        .map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest").display())))?;
+    let problems = extract::check_tree(root, &m);
+    if as_json {
+        let items: Vec<String> = problems.iter().map(|p| json::s(p)).collect();
+        println!(
+            "{{\"ok\":{},\"bundle\":{},\"entries\":{},\"problems\":[{}]}}",
+            problems.is_empty(),
+            json::s(&m.bundle_id()),
+            m.entries.len(),
+            items.join(",")
+        );
+    } else if problems.is_empty() {
+        println!("OK {}: {} entries match the signed record", m.bundle_id(), m.entries.len());
+    } else {
+        for p in &problems {
+            println!("MISMATCH {p}");
+        }
+    }
+    Ok(if problems.is_empty() { 0 } else { Class::Verify as i32 })
+}

@@ -1,0 +1,225 @@
+//! Helpers shared by the end-to-end tests: the test key, a stub built the
+//! way `cargo xtask bundle` builds it, a small project to bundle, and a way
+//! to run a bundle and to snapshot a directory tree.
+//!
+//! Nothing here is a double: bundles are built by the real bundler, run as
+//! real processes, and checked with the real stock tools.
+
+use nxs_bundler::sign::TrustedKey;
+use nxs_bundler::{BuildReport, BuildRequest, PackOptions};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const HOST: &str = "x86_64-unknown-linux-musl";
+
+pub fn workspace() -> PathBuf {
+    xtask::workspace_root()
+}
+
+/// The committed test key pair (secret, public).
+pub fn test_key() -> (PathBuf, PathBuf) {
+    let d = workspace().join("tests/fixtures/keys");
+    (d.join("test.key"), d.join("test.pub"))
+}
+
+/// The host stub, trusting only the test key. Built once per test binary.
+pub fn stub() -> &'static Path {
+    static STUB: OnceLock<PathBuf> = OnceLock::new();
+    STUB.get_or_init(|| {
+        let root = workspace();
+        let platform = xtask::platform::Platform::load(&root, HOST).expect("platform file");
+        let trust = vec![TrustedKey::from_file(&test_key().1).unwrap()];
+        xtask::stub::build(&root, &platform, &trust, true).expect("stub build")
+    })
+}
+
+/// Fails the test, with the install hint, when a stock tool is missing.
+/// Tests never skip: CI installs these (see .ci/run).
+pub fn require_tool(name: &str) {
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
+    assert!(found, "`{name}` is not installed; `apt-get install {name}` (see .ci/run)");
+}
+
+pub fn write(path: &Path, bytes: &[u8], mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small project: a spec and its sources in a temporary directory.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub spec: PathBuf,
+}
+
+pub const SPEC: &str = r#"platforms = ["x86_64-unknown-linux-musl"]
+
+[product]
+name = "demo"
+version = "2.0.1"
+mtime = 1700000000
+
+[trust]
+keys = ["@TRUST@"]
+
+[headscale]
+login_server = "https://hs.example.net"
+ca_cert = "etc/ca.pem"
+tags = ["tag:nxs"]
+hostname = "nxs-{hostname}"
+
+[hooks.validate]
+argv = ["bin/nxs-survival", "check", "--root", "."]
+timeout = 60
+
+[[component]]
+name = "tool"
+from = "stub"
+install = "bin/nxs-survival"
+mode = 0o755
+
+[[component]]
+name = "config"
+source = "src/etc"
+install = "etc"
+
+[[component]]
+name = "data"
+source = "src/data"
+install = "share/data"
+
+[[tier]]
+name = "minimal"
+components = ["tool", "config"]
+
+[[tier]]
+name = "full"
+extends = "minimal"
+components = ["data"]
+"#;
+
+impl Project {
+    /// Makes the project; its spec trusts `trust_pub` (the test key if `None`).
+    pub fn new(trust_pub: Option<&Path>) -> Project {
+        let dir = tempfile::Builder::new().prefix("nxs-proj-").tempdir().unwrap();
+        let d = dir.path();
+        let trust = trust_pub.map(Path::to_path_buf).unwrap_or_else(|| test_key().1);
+        let spec = d.join("spec.toml");
+        write(&spec, SPEC.replace("@TRUST@", trust.to_str().unwrap()).as_bytes(), 0o644);
+        write(
+            &d.join("src/etc/ca.pem"),
+            b"-----BEGIN CERTIFICATE-----\nnot a real cert\n-----END CERTIFICATE-----\n",
+            0o644,
+        );
+        write(&d.join("src/etc/nxs.toml"), b"[instance]\nname = \"t\"\n", 0o600);
+        write(&d.join("src/etc/hooks/start.sh"), b"#!/bin/sh\necho started\n", 0o750);
+        write(&d.join("src/etc/empty"), b"", 0o644);
+        write(&d.join("src/data/a name with spaces.txt"), b"spaces", 0o644);
+        let long = format!("src/data/{}/{}.bin", "deep/".repeat(20).trim_end_matches('/'), "x".repeat(120));
+        write(&d.join(long), b"long path", 0o644);
+        // 9 MiB of mixed data: several zstd frames, part incompressible.
+        let mut big = Vec::with_capacity(9 << 20);
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        while big.len() < (9 << 20) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (big.len() >> 16) % 3 == 0 {
+                big.extend_from_slice(&x.to_le_bytes());
+            } else {
+                big.extend_from_slice(b"nxs survival ");
+            }
+        }
+        write(&d.join("src/data/big.bin"), &big, 0o644);
+        Project { dir, spec }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn request(&self, out: &Path, key: &Path) -> BuildRequest {
+        BuildRequest {
+            spec: self.spec.clone(),
+            out_dir: out.to_path_buf(),
+            platforms: vec![],
+            tiers: vec![],
+            stubs: BTreeMap::from([(HOST.to_string(), stub().to_path_buf())]),
+            key: key.to_path_buf(),
+            key_password: None,
+            dev: false,
+            source_date_epoch: None,
+            pack: PackOptions { frame_size: 1 << 20, progress: false, ..PackOptions::default() },
+        }
+    }
+
+    /// Builds every tier with the test key into `out`.
+    pub fn build(&self, out: &Path) -> BuildReport {
+        nxs_bundler::build(&self.request(out, &test_key().0)).expect("build")
+    }
+}
+
+/// The built bundle of `tier` in a report.
+pub fn bundle_of<'a>(r: &'a BuildReport, tier: &str) -> &'a Path {
+    &r.bundles.iter().find(|b| b.manifest.tier == tier).expect("tier built").path
+}
+
+/// Runs a bundle (or any program) with arguments.
+pub fn run(program: &Path, args: &[&str]) -> Output {
+    Command::new(program).args(args).output().expect("run")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    nxs_format::hex::encode(&Sha256::digest(bytes))
+}
+
+/// Every path under `dir` with its type, mode and content hash. Two equal
+/// snapshots mean nothing was written, removed or changed.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    for e in walk(dir) {
+        let meta = std::fs::symlink_metadata(&e).unwrap();
+        let mode = meta.permissions().mode();
+        let what = if meta.is_file() {
+            sha256(&std::fs::read(&e).unwrap())
+        } else if meta.is_dir() {
+            "dir".into()
+        } else {
+            "other".into()
+        };
+        out.insert(e.strip_prefix(dir).unwrap().to_path_buf(), format!("{mode:o} {what}"));
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            v.extend(walk(&p));
+        }
+        v.push(p);
+    }
+    v
+}

@@ -1,0 +1,32 @@
+//! The example spec, manifests/survival.toml, is complete: it parses, every
+//! tier plans with every source present, tiers are cumulative, and it holds
+//! no secret.
+
+use nxs_bundler::Spec;
+use nxs_tests::*;
+use std::collections::BTreeMap;
+
+#[test]
+fn example_spec_plans_every_tier() {
+    let spec = Spec::load(&workspace().join("manifests/survival.toml")).unwrap();
+    assert_eq!(spec.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["minimal", "standard", "full"]);
+    let stubs: BTreeMap<String, std::path::PathBuf> =
+        spec.platforms.iter().map(|p| (p.clone(), stub().to_path_buf())).collect();
+    let plan = nxs_bundler::plan::plan(&spec, &[], &[], &stubs, 0).unwrap();
+    let sets: Vec<Vec<String>> =
+        plan.bundles.iter().map(|b| b.entries.iter().map(|e| e.path.to_string()).collect()).collect();
+    assert!(sets.len() >= 3);
+    assert!(sets[0].iter().all(|p| sets[1].contains(p)), "minimal is inside standard");
+    assert!(sets[1].iter().all(|p| sets[2].contains(p)), "standard is inside full");
+    assert!(sets[0].len() < sets[1].len() && sets[1].len() < sets[2].len());
+    let hs = spec.headscale.as_ref().expect("headscale section");
+    assert!(hs.login_server.starts_with("https://"));
+    assert!(sets[0].contains(&hs.ca_cert.as_ref().unwrap().to_string()), "the CA file is in every tier");
+    for b in &plan.bundles {
+        for e in &b.entries {
+            if let Some(src) = &e.source {
+                assert!(src.is_file(), "{} is missing", src.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The project's build tasks, as a library so that the end-to-end tests
+//! build stubs exactly the way `cargo xtask bundle` does.
+//!
+//! One module a task: [`platform`] reads `platforms/*.toml`, [`stub`] builds
+//! the static stub for one of them, [`devkey`] makes the development key.
+
+pub mod devkey;
+pub mod platform;
+pub mod stub;
+
+use std::path::PathBuf;
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// The `cargo` that runs us, or the one on PATH.
+pub fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}

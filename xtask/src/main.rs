@@ -1,0 +1,260 @@
+//! `cargo xtask`: the project's tasks. Flags are parsed here, in one place;
+//! each task is a function below, built on the `xtask` library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use nxs_bundler::sign::{SigningKey, TrustedKey};
+use nxs_bundler::{BuildRequest, PackOptions, Spec};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use xtask::platform::Platform;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "nxs-survival build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the example bundle for this machine with the development key,
+    /// install it into a temporary root and show what happened.
+    Demo,
+    /// The release build: a static stub per platform, every tier, signed.
+    Bundle {
+        #[arg(long, default_value = "manifests/survival.toml")]
+        manifest: PathBuf,
+        /// Only these platforms (default: all of the spec's).
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+        /// Only these tiers (default: all).
+        #[arg(long = "tier")]
+        tiers: Vec<String>,
+        #[arg(long, default_value = "target/bundles")]
+        out: PathBuf,
+        /// Minisign secret key (default: the development key, loudly).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// File holding the key's password (else a prompt).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Print the plan; build and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The whole test suite.
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let root = xtask::workspace_root();
+    let result = match cli.task {
+        Task::Demo => demo(&root),
+        Task::Bundle { manifest, platforms, tiers, out, key, password_file, dry_run } => {
+            bundle(&root, &BundleArgs { manifest, platforms, tiers, out, key, password_file, dry_run }).map(|_| ())
+        }
+        Task::Test { args } => test(&root, &args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+struct BundleArgs {
+    manifest: PathBuf,
+    platforms: Vec<String>,
+    tiers: Vec<String>,
+    out: PathBuf,
+    key: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    dry_run: bool,
+}
+
+/// Builds the bundles; `None` for a dry run.
+fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildReport>> {
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        }
+    };
+    let spec = Spec::load(&abs(&a.manifest))?;
+    let (key, dev) = match &a.key {
+        Some(k) => (abs(k), false),
+        None => {
+            eprintln!("==================================================================");
+            eprintln!(" WARNING: no --key given: signing with the DEVELOPMENT key under");
+            eprintln!(" target/dev-key/. These bundles are marked dev and are not for");
+            eprintln!(" release. Pass --key keys/release.key for a release build.");
+            eprintln!("==================================================================");
+            (xtask::devkey::ensure(root)?, true)
+        }
+    };
+    let password = match &a.password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(abs(f))
+                .with_context(|| format!("cannot read {}", f.display()))?
+                .trim_end()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let signer = SigningKey::load(&key, password.clone())?;
+    let (trust, warnings) = nxs_bundler::trust_root(
+        &spec,
+        if dev { Some(TrustedKey::parse(&signer.public_base64())?) } else { None }.as_ref(),
+    )?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let platforms: Vec<String> = if a.platforms.is_empty() { spec.platforms.clone() } else { a.platforms.clone() };
+    let mut stubs = BTreeMap::new();
+    for triple in &platforms {
+        let p = Platform::load(root, triple)?;
+        let stub = if a.dry_run {
+            PathBuf::from(format!("<stub for {triple}>"))
+        } else {
+            eprintln!("building the stub for {triple} ({})", p.name);
+            let s = xtask::stub::build(root, &p, &trust, true)?;
+            let size = std::fs::metadata(&s)?.len();
+            eprintln!("  stub {}: {} bytes ({:.1} KiB; budget 640 KiB)", triple, size, size as f64 / 1024.0);
+            s
+        };
+        stubs.insert(triple.clone(), stub);
+    }
+    let req = BuildRequest {
+        spec: abs(&a.manifest),
+        out_dir: abs(&a.out),
+        platforms,
+        tiers: a.tiers.clone(),
+        stubs,
+        key,
+        key_password: password,
+        dev,
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        pack: PackOptions::default(),
+    };
+    if a.dry_run {
+        let (_, plan) = nxs_bundler::plan_build(&req)?;
+        for b in &plan.bundles {
+            println!("{} ({} entries)", b.file_name, b.entries.len());
+        }
+        println!("dry run: nothing was built or written");
+        return Ok(None);
+    }
+    let report = nxs_bundler::build(&req)?;
+    for b in &report.bundles {
+        println!("{}", b.path.display());
+    }
+    println!("{}", report.sums.display());
+    Ok(Some(report))
+}
+
+/// Runs a command, echoing it, and returns (exit code, stdout).
+fn show(cmd: &mut Command) -> Result<(i32, String)> {
+    let line: Vec<String> =
+        std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy().into_owned()).collect();
+    println!("\n$ {}", line.join(" "));
+    let out = cmd.output().with_context(|| format!("cannot run {}", line[0]))?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let host = Platform::host(root)?;
+    let report = bundle(
+        root,
+        &BundleArgs {
+            manifest: "manifests/survival.toml".into(),
+            platforms: vec![host.triple.clone()],
+            tiers: vec!["standard".into()],
+            out: "target/demo/bundles".into(),
+            key: None,
+            password_file: None,
+            dry_run: false,
+        },
+    )?
+    .expect("not a dry run");
+    let run = &report.bundles[0].path;
+    let tmp = tempfile::Builder::new().prefix("nxs-demo-").tempdir()?.keep();
+    let (troot, state) = (tmp.join("root"), tmp.join("state"));
+    let mut failed = Vec::new();
+    let steps: Vec<Vec<std::ffi::OsString>> = vec![
+        vec!["verify".into()],
+        vec!["install".into(), "--root".into(), troot.clone().into(), "--state-dir".into(), state.clone().into()],
+        vec!["status".into(), "--state-dir".into(), state.clone().into()],
+        vec!["status".into(), "--state-dir".into(), state.clone().into(), "--json".into()],
+    ];
+    for args in steps {
+        let (code, _) = show(Command::new(run).args(&args))?;
+        if code != 0 {
+            failed.push(format!("{} exited {code}", args[0].to_string_lossy()));
+        }
+    }
+    println!("\nThe demo built {}", run.display());
+    println!("and installed it into {} (state in {}).", troot.display(), state.display());
+    println!("Look around, then remove {} when done.", tmp.display());
+    if !failed.is_empty() {
+        bail!("demo failed: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// The stock tools the tests run against, with the Debian package of each.
+const TEST_TOOLS: &[(&str, &str)] =
+    &[("minisign", "minisign"), ("zstd", "zstd"), ("tar", "tar"), ("sha256sum", "coreutils")];
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
+}
+
+/// Installs missing stock tools from Debian's packages when we are root,
+/// so that the suite runs on a fresh machine; else says what to install.
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| !on_path(t)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+    if !is_root || !on_path("apt-get") {
+        bail!(
+            "the tests need these Debian packages: {}\n  help: apt-get install {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("installing {} from Debian's packages", missing.join(" "));
+    let ok = Command::new("apt-get").arg("update").status()?.success()
+        && Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+    if !ok {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    ensure_tools()?;
+    for p in Platform::all(root)? {
+        xtask::stub::ensure_target(&p.triple)?;
+    }
+    let st = Command::new(xtask::cargo()).current_dir(root).args(["test", "--workspace"]).args(args).status()?;
+    if !st.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `platforms/*.toml`: the targets the stub is built for, and how.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    pub triple: String,
+    /// A friendly name, such as `linux-arm64`.
+    pub name: String,
+    /// The linker strategy: `rust-lld`.
+    pub linker: String,
+    /// The qemu-user program that runs this platform's binaries in tests,
+    /// or empty for the host.
+    #[serde(default)]
+    pub runner: String,
+    pub min_kernel: String,
+    /// `uname -m` values this platform runs on.
+    pub machines: Vec<String>,
+}
+
+impl Platform {
+    /// Reads `platforms/<triple>.toml` under `root`.
+    pub fn load(root: &Path, triple: &str) -> Result<Platform> {
+        let path = root.join("platforms").join(format!("{triple}.toml"));
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("platform {triple}: cannot read {}\n  help: add a platforms/{triple}.toml", path.display())
+        })?;
+        let p: Platform = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        if p.triple != triple {
+            bail!("{}: says triple = {:?}, but its name says {triple}", path.display(), p.triple);
+        }
+        if p.linker != "rust-lld" {
+            bail!("{}: linker strategy {:?} is not known (expected \"rust-lld\")", path.display(), p.linker);
+        }
+        Ok(p)
+    }
+
+    /// Every platform under `root/platforms`, sorted by triple.
+    pub fn all(root: &Path) -> Result<Vec<Platform>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(root.join("platforms"))? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Some(triple) = name.strip_suffix(".toml") {
+                out.push(Platform::load(root, triple)?);
+            }
+        }
+        out.sort_by(|a, b| a.triple.cmp(&b.triple));
+        Ok(out)
+    }
+
+    /// The platform that runs natively on this machine.
+    pub fn host(root: &Path) -> Result<Platform> {
+        let arch = std::env::consts::ARCH;
+        Platform::all(root)?
+            .into_iter()
+            .find(|p| p.runner.is_empty() && p.machines.iter().any(|m| m == arch))
+            .with_context(|| format!("no platform in platforms/ runs natively on this {arch} machine"))
+    }
+}

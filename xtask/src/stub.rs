@@ -1,0 +1,69 @@
+//! Building the static stub for a platform, with a given trust root baked in.
+//!
+//! Each trust root gets its own cargo target directory under
+//! `target/stubs/<fingerprint>/`, so switching between the development key,
+//! the test key and a release key does not rebuild, and cargo's own
+//! freshness checks make a second call cheap.
+
+use crate::platform::Platform;
+use anyhow::{bail, Context, Result};
+use nxs_bundler::sign::TrustedKey;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Adds the rustup target if it is missing.
+pub fn ensure_target(triple: &str) -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("cannot run rustup")?;
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == triple) {
+        return Ok(());
+    }
+    eprintln!("adding rustup target {triple}");
+    let st = Command::new("rustup").args(["target", "add", triple]).status().context("cannot run rustup")?;
+    if !st.success() {
+        bail!("`rustup target add {triple}` failed");
+    }
+    Ok(())
+}
+
+/// A short fingerprint of a trust root.
+pub fn fingerprint(trust: &[TrustedKey]) -> String {
+    let mut h = Sha256::new();
+    for k in trust {
+        h.update(k.base64.as_bytes());
+        h.update(b"\n");
+    }
+    nxs_format::hex::encode(&h.finalize())[..16].to_string()
+}
+
+/// Builds the stub for `platform` trusting `trust`; returns its path.
+pub fn build(root: &Path, platform: &Platform, trust: &[TrustedKey], quiet: bool) -> Result<PathBuf> {
+    ensure_target(&platform.triple)?;
+    let target_dir = root.join("target").join("stubs").join(fingerprint(trust));
+    let triple_env = platform.triple.to_uppercase().replace('-', "_");
+    let keys: Vec<&str> = trust.iter().map(|k| k.base64.as_str()).collect();
+    // Paths baked into panic messages would make the stub depend on where
+    // the tree was checked out; map them to fixed prefixes.
+    let cargo_home =
+        std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let rustflags = format!("--remap-path-prefix={}=/nxs\x1f--remap-path-prefix={cargo_home}=/cargo", root.display());
+    let mut cmd = Command::new(crate::cargo());
+    cmd.current_dir(root)
+        .args(["build", "--package", "nxs-stub", "--profile", "stub", "--target", &platform.triple, "--target-dir"])
+        .arg(&target_dir)
+        .env("NXS_TRUST_ROOT", keys.join(","))
+        .env(format!("CARGO_TARGET_{triple_env}_LINKER"), &platform.linker)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    let st = cmd.status().context("cannot run cargo")?;
+    if !st.success() {
+        bail!("building the stub for {} failed", platform.triple);
+    }
+    let bin = target_dir.join(&platform.triple).join("stub").join("nxs-stub");
+    if !bin.is_file() {
+        bail!("cargo succeeded but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
