@@ -15,6 +15,21 @@ fn main() {
     let target = std::env::var("TARGET").expect("cargo sets TARGET");
     println!("cargo:rustc-env=NXS_STUB_TARGET={target}");
 
+    // What DETECTING accepts, from platforms/<triple>.toml (set by the xtask).
+    // A plain `cargo build` falls back to the target's own architecture.
+    println!("cargo:rerun-if-env-changed=NXS_PLATFORM_MACHINES");
+    println!("cargo:rerun-if-env-changed=NXS_MIN_KERNEL");
+    let machines = std::env::var("NXS_PLATFORM_MACHINES").unwrap_or_else(|_| {
+        match std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default().as_str() {
+            "x86" => "i686".to_string(),
+            "arm" => "armv7l".to_string(),
+            other => other.to_string(),
+        }
+    });
+    println!("cargo:rustc-env=NXS_PLATFORM_MACHINES={machines}");
+    let min_kernel = std::env::var("NXS_MIN_KERNEL").unwrap_or_else(|_| "3.2".to_string());
+    println!("cargo:rustc-env=NXS_MIN_KERNEL={min_kernel}");
+
     let raw = std::env::var("NXS_TRUST_ROOT").unwrap_or_default();
     let mut out = String::from(
         "/// The public keys this stub trusts: (key id, base64).\npub const TRUST_ROOT: &[(&str, &str)] = &[\n",

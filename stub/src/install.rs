@@ -248,6 +248,13 @@ impl Run<'_> {
             }
             Action::Detect => {
                 let b = self.bundle();
+                let machine = crate::detect::this_machine();
+                crate::detect::check(&machine, crate::detect::MACHINES, crate::detect::MIN_KERNEL).map_err(
+                    |report| {
+                        Error::new(Class::Incompatible, report)
+                            .hint("a bundle runs only on the platform it was built for")
+                    },
+                )?;
                 match installed_manifest(&self.layout.root)? {
                     Some(old) => {
                         let running_here = self.found.as_ref().is_some_and(|c| {

@@ -7,6 +7,7 @@
 //! and a pure-Rust zstd decoder.
 
 mod bundle;
+mod detect;
 mod error;
 mod extract;
 mod fsx;
@@ -107,6 +108,11 @@ fn run(args: &[String]) -> Result<i32> {
         }
         "--version" | "-V" => {
             println!("nxs-stub {} ({})", env!("CARGO_PKG_VERSION"), bundle::STUB_TARGET);
+            println!(
+                "runs on: machine {}, Linux {} or newer",
+                detect::MACHINES.replace(',', " or "),
+                detect::MIN_KERNEL
+            );
             Ok(0)
         }
         "verify" => {

@@ -29,12 +29,15 @@ pub fn test_key() -> (PathBuf, PathBuf) {
 /// The host stub, trusting only the test key. Built once per test binary.
 pub fn stub() -> &'static Path {
     static STUB: OnceLock<PathBuf> = OnceLock::new();
-    STUB.get_or_init(|| {
-        let root = workspace();
-        let platform = xtask::platform::Platform::load(&root, HOST).expect("platform file");
-        let trust = vec![TrustedKey::from_file(&test_key().1).unwrap()];
-        xtask::stub::build(&root, &platform, &trust, true).expect("stub build")
-    })
+    STUB.get_or_init(|| stub_for(HOST))
+}
+
+/// The stub for `triple`, trusting only the test key, built as a release is.
+pub fn stub_for(triple: &str) -> PathBuf {
+    let root = workspace();
+    let platform = xtask::platform::Platform::load(&root, triple).expect("platform file");
+    let trust = vec![TrustedKey::from_file(&test_key().1).unwrap()];
+    xtask::stub::build(&root, &platform, &trust, true).expect("stub build")
 }
 
 /// Fails the test, with the install hint, when a stock tool is missing.
@@ -106,11 +109,20 @@ components = ["data"]
 impl Project {
     /// Makes the project; its spec trusts `trust_pub` (the test key if `None`).
     pub fn new(trust_pub: Option<&Path>) -> Project {
+        Project::for_platforms(trust_pub, &[HOST])
+    }
+
+    /// The same project, for other platforms.
+    pub fn for_platforms(trust_pub: Option<&Path>, platforms: &[&str]) -> Project {
         let dir = tempfile::Builder::new().prefix("nxs-proj-").tempdir().unwrap();
         let d = dir.path();
         let trust = trust_pub.map(Path::to_path_buf).unwrap_or_else(|| test_key().1);
         let spec = d.join("spec.toml");
-        write(&spec, SPEC.replace("@TRUST@", trust.to_str().unwrap()).as_bytes(), 0o644);
+        let list: Vec<String> = platforms.iter().map(|p| format!("{p:?}")).collect();
+        let text = SPEC
+            .replace("@TRUST@", trust.to_str().unwrap())
+            .replace("[\"x86_64-unknown-linux-musl\"]", &format!("[{}]", list.join(", ")));
+        write(&spec, text.as_bytes(), 0o644);
         write(
             &d.join("src/etc/ca.pem"),
             b"-----BEGIN CERTIFICATE-----\nnot a real cert\n-----END CERTIFICATE-----\n",
@@ -144,12 +156,16 @@ impl Project {
     }
 
     pub fn request(&self, out: &Path, key: &Path) -> BuildRequest {
+        self.request_with_stubs(out, key, BTreeMap::from([(HOST.to_string(), stub().to_path_buf())]))
+    }
+
+    pub fn request_with_stubs(&self, out: &Path, key: &Path, stubs: BTreeMap<String, PathBuf>) -> BuildRequest {
         BuildRequest {
             spec: self.spec.clone(),
             out_dir: out.to_path_buf(),
             platforms: vec![],
             tiers: vec![],
-            stubs: BTreeMap::from([(HOST.to_string(), stub().to_path_buf())]),
+            stubs,
             key: key.to_path_buf(),
             key_password: None,
             dev: false,

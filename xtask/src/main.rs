@@ -247,11 +247,53 @@ fn ensure_tools() -> Result<()> {
     Ok(())
 }
 
+/// Lets the kernel run foreign executables through qemu-user, so that a
+/// stub under qemu can spawn its bundle's per-platform hooks. Registers
+/// Debian's qemu-user-binfmt entries for the platforms' runners (never the
+/// host's own architecture), mounting binfmt_misc if needed.
+fn ensure_binfmt(platforms: &[Platform]) -> Result<()> {
+    let misc = Path::new("/proc/sys/fs/binfmt_misc");
+    for p in platforms.iter().filter(|p| !p.runner.is_empty()) {
+        let arch = p.runner.trim_start_matches("qemu-");
+        if p.machines.iter().any(|m| m == std::env::consts::ARCH) || arch == "i386" {
+            continue; // runs natively here
+        }
+        let entry = misc.join(&p.runner);
+        if entry.exists() {
+            continue;
+        }
+        if !misc.join("register").exists() {
+            let st = Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc"]).arg(misc).status()?;
+            if !st.success() {
+                bail!("cannot mount binfmt_misc (are we root?); the qemu tests need it");
+            }
+        }
+        let conf = Path::new("/usr/lib/binfmt.d").join(format!("{}.conf", p.runner));
+        if !conf.exists() {
+            let ok = Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "qemu-user-binfmt"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()?
+                .success();
+            if !ok || !conf.exists() {
+                bail!("{} is missing\n  help: apt-get install qemu-user-binfmt", conf.display());
+            }
+        }
+        let line: String = std::fs::read_to_string(&conf)?.lines().filter(|l| l.starts_with(':')).collect();
+        std::fs::write(misc.join("register"), line)
+            .with_context(|| format!("cannot register {} with binfmt_misc", p.runner))?;
+        eprintln!("registered {} with binfmt_misc", p.runner);
+    }
+    Ok(())
+}
+
 fn test(root: &Path, args: &[String]) -> Result<()> {
     ensure_tools()?;
-    for p in Platform::all(root)? {
+    let platforms = Platform::all(root)?;
+    for p in &platforms {
         xtask::stub::ensure_target(&p.triple)?;
     }
+    ensure_binfmt(&platforms)?;
     let st = Command::new(xtask::cargo()).current_dir(root).args(["test", "--workspace"]).args(args).status()?;
     if !st.success() {
         bail!("tests failed");

@@ -52,6 +52,8 @@ pub fn build(root: &Path, platform: &Platform, trust: &[TrustedKey], quiet: bool
         .args(["build", "--package", "nxs-stub", "--profile", "stub", "--target", &platform.triple, "--target-dir"])
         .arg(&target_dir)
         .env("NXS_TRUST_ROOT", keys.join(","))
+        .env("NXS_PLATFORM_MACHINES", platform.machines.join(","))
+        .env("NXS_MIN_KERNEL", &platform.min_kernel)
         .env(format!("CARGO_TARGET_{triple_env}_LINKER"), &platform.linker)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
     if quiet {
