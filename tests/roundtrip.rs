@@ -61,6 +61,8 @@ fn build_verify_install_status() {
     let after = snapshot(t.path());
     let changed: Vec<_> = after.iter().filter(|(k, v)| before.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect();
     assert!(changed.iter().all(|k| k.starts_with("state")), "only the state dir may change: {changed:?}");
+    let s = run(run_file, &["status", "--state-dir", state.to_str().unwrap(), "--json"]);
+    assert!(stdout(&s).starts_with("{\"state\":\"RUNNING\""), "still RUNNING: {}", stdout(&s));
 
     // The installed tool re-checks the install and notices tampering.
     let tool = root.join("bin/nxs-survival");

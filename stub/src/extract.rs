@@ -73,6 +73,9 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<()> {
         if name != want.path.as_str() {
             return Err(region_err(b, format!("payload entry {count} is `{name}`, the manifest says `{}`", want.path)));
         }
+        if let Sink::Dir(_) = sink {
+            crate::fault::effect(&format!("extract:{name}"))?;
+        }
         let ty = entry.header().entry_type();
         let size = entry.header().size().map_err(|e| region_err(b, format!("payload entry `{name}`: {e}")))?;
         match (&want.kind, ty) {

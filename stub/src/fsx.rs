@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// fsync of the directory. Readers see the old content or the new, whole.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = parent(path);
+    crate::fault::effect(&format!("write:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
@@ -22,6 +23,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("cannot write", &tmp, e));
     }
+    crate::fault::effect("write-rename")?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io("cannot rename into", path, e)

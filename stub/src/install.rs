@@ -124,6 +124,7 @@ pub fn stage(b: &Bundle, layout: &Layout, record: bool, progress: bool) -> Resul
     let parent = layout.parent();
     fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
     // A staging directory left by an interrupted run is ours; start afresh.
+    crate::fault::effect("stage")?;
     fsx::remove_tree(&layout.staging)?;
     fs::DirBuilder::new()
         .mode(0o755)
@@ -147,6 +148,7 @@ pub fn stage(b: &Bundle, layout: &Layout, record: bool, progress: bool) -> Resul
 /// `previous` first; the parent directory is fsynced after the renames.
 pub fn commit(layout: &Layout) -> Result<()> {
     let parent = layout.parent();
+    crate::fault::effect("commit")?;
     match fs::symlink_metadata(&layout.root) {
         Ok(m) if m.is_dir() && fsx::is_missing_or_empty(&layout.root)? => {
             fs::remove_dir(&layout.root).map_err(|e| Error::io("cannot replace the empty root", &layout.root, e))?
@@ -232,6 +234,7 @@ impl Run<'_> {
     fn hook(&self, stage: HookStage) -> Result<()> {
         let b = self.bundle();
         for h in b.manifest.hooks.iter().filter(|h| h.stage == stage) {
+            crate::fault::effect(&format!("hook:{}", stage.as_str()))?;
             crate::hooks::run(h, &self.layout.root, &self.opts.state_dir, b.manifest.version.as_str())?;
         }
         Ok(())
@@ -348,16 +351,13 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         let tr = step(state, &event);
         match tr.action {
             Action::Finish => {
-                let already = event == Event::SameInstallRunning;
-                if !already {
-                    run.checkpoint.last_error = None;
-                    if tr.next != state {
-                        run.save(tr.next, None)?;
-                    } else {
-                        run.save_quiet()?;
-                    }
+                run.checkpoint.last_error = None;
+                if tr.next != state {
+                    run.save(tr.next, None)?;
+                } else {
+                    run.save_quiet()?;
                 }
-                return Ok(Outcome { state: tr.next, already });
+                return Ok(Outcome { state: tr.next, already: event == Event::SameInstallRunning });
             }
             Action::Abort => unreachable!("failures return through the error path"),
             _ => {}

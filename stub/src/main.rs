@@ -10,6 +10,7 @@ mod bundle;
 mod detect;
 mod error;
 mod extract;
+mod fault;
 mod fsx;
 mod hooks;
 mod install;

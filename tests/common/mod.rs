@@ -32,6 +32,17 @@ pub fn stub() -> &'static Path {
     STUB.get_or_init(|| stub_for(HOST))
 }
 
+/// The host stub with the `fault-injection` feature, for the crash tests.
+pub fn fault_stub() -> &'static Path {
+    static STUB: OnceLock<PathBuf> = OnceLock::new();
+    STUB.get_or_init(|| {
+        let root = workspace();
+        let platform = xtask::platform::Platform::load(&root, HOST).expect("platform file");
+        let trust = vec![TrustedKey::from_file(&test_key().1).unwrap()];
+        xtask::stub::build_with_features(&root, &platform, &trust, &["fault-injection"], true).expect("stub build")
+    })
+}
+
 /// The stub for `triple`, trusting only the test key, built as a release is.
 pub fn stub_for(triple: &str) -> PathBuf {
     let root = workspace();

@@ -63,9 +63,27 @@ pub fn fingerprint(trust: &[TrustedKey]) -> String {
 /// the binary is linked static and non-PIE: together that halves the stub
 /// (x86_64: 690 KB with the prebuilt std, 440 KB so). Panic messages stay.
 pub fn build(root: &Path, platform: &Platform, trust: &[TrustedKey], quiet: bool) -> Result<PathBuf> {
+    build_with_features(root, platform, trust, &[], quiet)
+}
+
+/// As [`build`], with cargo features of the stub (tests use
+/// `fault-injection`; releases never do). Each feature set gets its own
+/// target directory.
+pub fn build_with_features(
+    root: &Path,
+    platform: &Platform,
+    trust: &[TrustedKey],
+    features: &[&str],
+    quiet: bool,
+) -> Result<PathBuf> {
     ensure_target(&platform.triple)?;
     let sysroot = ensure_rust_src()?;
-    let target_dir = root.join("target").join("stubs").join(fingerprint(trust));
+    let mut dir_name = fingerprint(trust);
+    for f in features {
+        dir_name.push('-');
+        dir_name.push_str(f);
+    }
+    let target_dir = root.join("target").join("stubs").join(dir_name);
     let triple_env = platform.triple.to_uppercase().replace('-', "_");
     let keys: Vec<&str> = trust.iter().map(|k| k.base64.as_str()).collect();
     // Paths baked into panic messages would make the stub depend on where
@@ -90,6 +108,9 @@ pub fn build(root: &Path, platform: &Platform, trust: &[TrustedKey], quiet: bool
         .env("NXS_MIN_KERNEL", &platform.min_kernel)
         .env(format!("CARGO_TARGET_{triple_env}_LINKER"), &platform.linker)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
     if quiet {
         cmd.arg("--quiet");
     }
