@@ -291,7 +291,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     ensure_tools()?;
     let platforms = Platform::all(root)?;
     for p in &platforms {
-        xtask::stub::ensure_target(&p.triple)?;
+        xtask::stub::ensure_target_for(p)?;
     }
     ensure_binfmt(&platforms)?;
     let st = Command::new(xtask::cargo()).current_dir(root).args(["test", "--workspace"]).args(args).status()?;

@@ -10,8 +10,15 @@ pub struct Platform {
     pub triple: String,
     /// A friendly name, such as `linux-arm64`.
     pub name: String,
-    /// The linker strategy: `rust-lld`.
+    /// The linker strategy: `rust-lld` (rustup ships the target's std and
+    /// musl CRT), or `zig` (`zig cc` from PyPI's `ziglang` supplies musl, for
+    /// targets rustup has no std for).
     pub linker: String,
+    /// With `zig`: zig's target and CPU for this triple.
+    #[serde(default)]
+    pub zig_target: String,
+    #[serde(default)]
+    pub zig_cpu: String,
     /// The qemu-user program that runs this platform's binaries in tests,
     /// or empty for the host.
     #[serde(default)]
@@ -32,8 +39,13 @@ impl Platform {
         if p.triple != triple {
             bail!("{}: says triple = {:?}, but its name says {triple}", path.display(), p.triple);
         }
-        if p.linker != "rust-lld" {
-            bail!("{}: linker strategy {:?} is not known (expected \"rust-lld\")", path.display(), p.linker);
+        match p.linker.as_str() {
+            "rust-lld" => {}
+            "zig" if !p.zig_target.is_empty() => {}
+            "zig" => bail!("{}: linker \"zig\" needs zig_target", path.display()),
+            other => {
+                bail!("{}: linker strategy {other:?} is not known (expected \"rust-lld\" or \"zig\")", path.display())
+            }
         }
         Ok(p)
     }

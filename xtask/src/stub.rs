@@ -12,6 +12,56 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The ziglang release the armv7 and riscv64 stubs link with.
+pub const ZIGLANG: &str = "ziglang==0.17.1";
+
+/// Installs `ziglang` from PyPI if `python3 -m ziglang` is missing.
+pub fn ensure_zig() -> Result<()> {
+    let have = Command::new("python3")
+        .args(["-m", "ziglang", "version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if have {
+        return Ok(());
+    }
+    eprintln!("installing {ZIGLANG} from PyPI (zig cc links the armv7 and riscv64 stubs)");
+    let st = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", ZIGLANG])
+        .status()
+        .context("cannot run pip")?;
+    if !st.success() {
+        bail!("`pip install {ZIGLANG}` failed");
+    }
+    Ok(())
+}
+
+/// Writes the linker wrapper cargo runs for a `zig` platform: `zig cc` for
+/// the platform's zig target and CPU. zig accepts rustc's link line as is.
+fn zig_wrapper(root: &Path, platform: &Platform) -> Result<PathBuf> {
+    ensure_zig()?;
+    let dir = root.join("target").join("zigcc");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("cc-{}", platform.triple));
+    let cpu = if platform.zig_cpu.is_empty() { String::new() } else { format!(" -mcpu={}", platform.zig_cpu) };
+    let text = format!("#!/bin/sh\nexec python3 -m ziglang cc -target {}{cpu} \"$@\"\n", platform.zig_target);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&path, text)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(path)
+}
+
+/// Adds the rustup target if it is missing. Targets rustup has no std for
+/// (the `zig` platforms) need only `rust-src`: their std is built anyway.
+pub fn ensure_target_for(platform: &Platform) -> Result<()> {
+    if platform.linker == "zig" {
+        return ensure_rust_src().map(|_| ());
+    }
+    ensure_target(&platform.triple)
+}
+
 /// Adds the rustup target if it is missing.
 pub fn ensure_target(triple: &str) -> Result<()> {
     let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("cannot run rustup")?;
@@ -76,7 +126,7 @@ pub fn build_with_features(
     features: &[&str],
     quiet: bool,
 ) -> Result<PathBuf> {
-    ensure_target(&platform.triple)?;
+    ensure_target_for(platform)?;
     let sysroot = ensure_rust_src()?;
     let mut dir_name = fingerprint(trust);
     for f in features {
@@ -90,13 +140,21 @@ pub fn build_with_features(
     // the tree was checked out; map them to fixed prefixes.
     let cargo_home =
         std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
-    let rustflags = [
+    let mut rustflags = vec![
         format!("--remap-path-prefix={}=/nxs", root.display()),
         format!("--remap-path-prefix={cargo_home}=/cargo"),
         format!("--remap-path-prefix={}=/rustc", sysroot.display()),
         "-Crelocation-model=static".to_string(),
-    ]
-    .join("\x1f");
+    ];
+    let linker = match platform.linker.as_str() {
+        // zig brings musl's CRT and libc; rustc must not look for its own.
+        "zig" => {
+            rustflags.push("-Clink-self-contained=no".to_string());
+            zig_wrapper(root, platform)?.into_os_string()
+        }
+        _ => platform.linker.clone().into(),
+    };
+    let rustflags = rustflags.join("\x1f");
     let mut cmd = Command::new(crate::cargo());
     cmd.current_dir(root)
         .args(["build", "--package", "nxs-stub", "--profile", "stub", "--target", &platform.triple])
@@ -106,7 +164,8 @@ pub fn build_with_features(
         .env("NXS_TRUST_ROOT", keys.join(","))
         .env("NXS_PLATFORM_MACHINES", platform.machines.join(","))
         .env("NXS_MIN_KERNEL", &platform.min_kernel)
-        .env(format!("CARGO_TARGET_{triple_env}_LINKER"), &platform.linker)
+        .env(format!("CARGO_TARGET_{triple_env}_LINKER"), linker)
+        .env("ZIG_GLOBAL_CACHE_DIR", root.join("target").join("zig-cache"))
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
     if !features.is_empty() {
         cmd.arg("--features").arg(features.join(","));
