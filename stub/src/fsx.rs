@@ -80,3 +80,21 @@ fn make_writable(dir: &Path) {
         }
     }
 }
+
+/// Swaps two paths atomically (`renameat2` with `RENAME_EXCHANGE`): at no
+/// instant is either name missing. Filesystems without it answer EINVAL.
+pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    const RENAME_EXCHANGE: libc::c_uint = 2;
+    // SAFETY: two valid NUL-terminated paths; the syscall reads them only.
+    let r = unsafe {
+        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), RENAME_EXCHANGE)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

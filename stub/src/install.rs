@@ -13,7 +13,7 @@ use crate::machine::{step, Action, Event, State};
 use nxs_format::checkpoint::{Checkpoint, HistoryRecord};
 use nxs_format::{hex, HookStage, Manifest, RECORD_DIR};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -57,14 +57,27 @@ pub fn lock(state_dir: &Path) -> Result<Lock> {
         .map_err(|e| Error::io("cannot open the lock", &path, e))?;
     match file.try_lock() {
         Ok(()) => {
-            let _ = file.set_len(0);
-            let _ = file.rewind();
-            let _ = writeln!(file, "{}", std::process::id());
+            // Overwrite in place, then trim: a reader never sees an empty file
+            // where a PID was.
+            use std::os::unix::fs::FileExt;
+            let pid = format!("{}\n", std::process::id());
+            let _ = file.write_all_at(pid.as_bytes(), 0);
+            let _ = file.set_len(pid.len() as u64);
             Ok(Lock { _file: file })
         }
         Err(fs::TryLockError::WouldBlock) => {
+            // The holder writes its PID just after it takes the lock; give it
+            // a moment rather than report an anonymous holder.
             let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
+            for _ in 0..20 {
+                pid.clear();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut pid);
+                if !pid.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             let pid = pid.trim();
             let holder = if pid.is_empty() { "another process".to_string() } else { format!("process {pid}") };
             Err(Error::new(Class::Locked, format!("{} is locked by {holder}", path.display()))
@@ -144,8 +157,9 @@ pub fn stage(b: &Bundle, layout: &Layout, record: bool, progress: bool) -> Resul
     fsx::fsync_dir(&layout.staging)
 }
 
-/// Switches the staged tree into the root. An existing install is moved to
-/// `previous` first; the parent directory is fsynced after the renames.
+/// Switches the staged tree into the root. An existing install is swapped
+/// out atomically (`RENAME_EXCHANGE`) and kept as `previous`; the parent
+/// directory is fsynced after each rename.
 pub fn commit(layout: &Layout) -> Result<()> {
     let parent = layout.parent();
     crate::fault::effect("commit")?;
@@ -155,8 +169,26 @@ pub fn commit(layout: &Layout) -> Result<()> {
         }
         Ok(m) if m.is_dir() => {
             fsx::remove_tree(&layout.previous)?;
-            fs::rename(&layout.root, &layout.previous)
-                .map_err(|e| Error::io("cannot move the previous install aside to", &layout.previous, e))?;
+            crate::fault::effect("commit-exchange")?;
+            match fsx::exchange(&layout.staging, &layout.root) {
+                Ok(()) => {
+                    fsx::fsync_dir(parent)?;
+                    crate::fault::effect("commit-previous")?;
+                    fs::rename(&layout.staging, &layout.previous)
+                        .map_err(|e| Error::io("cannot keep the previous install at", &layout.previous, e))?;
+                    return fsx::fsync_dir(parent);
+                }
+                // No RENAME_EXCHANGE on this filesystem: two renames. A crash
+                // between them leaves no root and a complete `previous`,
+                // which `repair` puts back on the next run.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                    fs::rename(&layout.root, &layout.previous)
+                        .map_err(|e| Error::io("cannot move the previous install aside to", &layout.previous, e))?;
+                    fsx::fsync_dir(parent)?;
+                    crate::fault::effect("commit-second-rename")?;
+                }
+                Err(e) => return Err(Error::io("cannot switch in the new install at", &layout.root, e)),
+            }
         }
         Ok(_) => {
             return Err(Error::new(Class::Io, format!("{} exists and is not a directory", layout.root.display()))
@@ -168,6 +200,67 @@ pub fn commit(layout: &Layout) -> Result<()> {
     fs::rename(&layout.staging, &layout.root)
         .map_err(|e| Error::io("cannot move the staged install into", &layout.root, e))?;
     fsx::fsync_dir(parent)
+}
+
+/// Puts `previous` back in place of the root, atomically. With `keep`, the
+/// version rolled back from becomes `previous` (so a second rollback rolls
+/// forward); without, it is removed. Idempotent: safe to run again after a
+/// crash at any point.
+pub fn roll_back(layout: &Layout, failed_payload: Option<&[u8; 32]>, keep: bool) -> Result<()> {
+    let parent = layout.parent();
+    let root_payload = installed_manifest(&layout.root)?.map(|m| m.payload.sha256);
+    let already_back = match (failed_payload, root_payload) {
+        (Some(f), Some(r)) => &r != f,
+        _ => false,
+    };
+    if !already_back {
+        if installed_manifest(&layout.previous)?.is_none() {
+            return Err(Error::new(
+                Class::Io,
+                format!("there is no previous install at {} to roll back to", layout.previous.display()),
+            )
+            .hint("rollback needs an earlier install of this root"));
+        }
+        crate::fault::effect("rollback-exchange")?;
+        fsx::exchange(&layout.previous, &layout.root)
+            .map_err(|e| Error::io("cannot swap the previous install back into", &layout.root, e))?;
+        fsx::fsync_dir(parent)?;
+    }
+    if !keep {
+        crate::fault::effect("rollback-cleanup")?;
+        fsx::remove_tree(&layout.previous)?;
+        fsx::fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Repairs what an interrupted run can leave beside the root: a root moved
+/// aside but not yet replaced, or the old install swapped out into staging
+/// but not yet renamed to `previous`.
+pub fn repair(layout: &Layout, payload: &[u8; 32]) -> Result<()> {
+    let parent = layout.parent();
+    if !layout.root.exists() && installed_manifest(&layout.previous)?.is_some() {
+        eprintln!("  note: restoring {} from an interrupted switch", layout.root.display());
+        fs::rename(&layout.previous, &layout.root).map_err(|e| Error::io("cannot restore", &layout.root, e))?;
+        fsx::fsync_dir(parent)?;
+    }
+    if let Some(m) = installed_manifest(&layout.staging)? {
+        if &m.payload.sha256 != payload && installed_manifest(&layout.root)?.is_some() {
+            // A complete other install in staging is the one swapped out.
+            fsx::remove_tree(&layout.previous)?;
+            fs::rename(&layout.staging, &layout.previous)
+                .map_err(|e| Error::io("cannot keep the previous install at", &layout.previous, e))?;
+            fsx::fsync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// The highest version ever installed with this state directory.
+pub const HIGHEST_FILE: &str = "highest-version";
+
+fn highest_version(state_dir: &Path) -> Option<nxs_format::Version> {
+    fs::read_to_string(state_dir.join(HIGHEST_FILE)).ok().and_then(|s| nxs_format::Version::parse(s.trim()))
 }
 
 /// The install record in a root, if any: the manifest it was installed from.
@@ -205,6 +298,10 @@ struct Run<'a> {
     preverified: Option<Bundle>,
     /// The checkpoint as this run found it.
     found: Option<Checkpoint>,
+    /// An install was there before this run.
+    upgrading: bool,
+    /// The error behind a rollback, reported when it is done.
+    pending: Option<Error>,
 }
 
 impl Run<'_> {
@@ -225,6 +322,25 @@ impl Run<'_> {
     /// Rewrites the checkpoint without a new history record.
     fn save_quiet(&mut self) -> Result<()> {
         fsx::write_atomic(&self.opts.state_dir.join(CHECKPOINT_FILE), self.checkpoint.to_text().as_bytes(), 0o600)
+    }
+
+    /// Refuses to go below the highest version installed here, or below
+    /// the version in the root, unless asked to.
+    fn check_downgrade(&self, installed: Option<&nxs_format::Version>) -> Result<()> {
+        let new = &self.bundle().manifest.version;
+        let highest = highest_version(&self.opts.state_dir);
+        let top = match (installed, highest.as_ref()) {
+            (Some(a), Some(b)) => Some(if a > b { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        match top {
+            Some(top) if top > new && !self.opts.allow_downgrade => Err(Error::new(
+                Class::Incompatible,
+                format!("version {top} has been installed here, newer than this bundle's {new}: refusing a downgrade"),
+            )
+            .hint("pass --allow-downgrade to install an older version on purpose")),
+            _ => Ok(()),
+        }
     }
 
     fn bundle(&self) -> &Bundle {
@@ -278,21 +394,14 @@ impl Run<'_> {
                             )
                             .hint("use the bundle built for the installed platform"));
                         }
-                        if old.version > b.manifest.version && !self.opts.allow_downgrade {
-                            return Err(Error::new(
-                                Class::Incompatible,
-                                format!(
-                                    "{} holds version {}, newer than this bundle's {}: refusing a downgrade",
-                                    self.layout.root.display(),
-                                    old.version,
-                                    b.manifest.version
-                                ),
-                            )
-                            .hint("pass --allow-downgrade to install an older version on purpose"));
-                        }
+                        self.check_downgrade(Some(&old.version))?;
+                        self.upgrading = true;
                         Ok(Event::InstallFound)
                     }
-                    None if fsx::is_missing_or_empty(&self.layout.root)? => Ok(Event::NoInstall),
+                    None if fsx::is_missing_or_empty(&self.layout.root)? => {
+                        self.check_downgrade(None)?;
+                        Ok(Event::NoInstall)
+                    }
                     None => Err(Error::new(
                         Class::Io,
                         format!("{} is not empty and holds no nxs install", self.layout.root.display()),
@@ -308,9 +417,25 @@ impl Run<'_> {
                 Ok(Event::Staged)
             }
             Action::Configure => self.hook(HookStage::Configure).map(|_| Event::Configured),
-            Action::Validate => self.hook(HookStage::Validate).map(|_| Event::Validated),
+            Action::Validate => match self.hook(HookStage::Validate) {
+                Ok(()) => Ok(Event::Validated),
+                Err(e) => {
+                    let upgrade = self.upgrading;
+                    self.pending = Some(e);
+                    Ok(Event::ValidationFailed { upgrade })
+                }
+            },
+            Action::Rollback => {
+                let failed =
+                    self.bundle.as_ref().map(|b| b.manifest.payload.sha256).or_else(|| {
+                        self.found.as_ref().and_then(|c| nxs_format::hex::decode_sha256(&c.payload_sha256))
+                    });
+                eprintln!("  rolling back {} to the previous install", self.layout.root.display());
+                roll_back(&self.layout, failed.as_ref(), false)?;
+                Ok(Event::RolledBack)
+            }
             Action::Run => self.hook(HookStage::Run).map(|_| Event::Started),
-            Action::Finish | Action::Abort => {
+            Action::Finish | Action::Abort | Action::ReportRolledBack => {
                 unreachable!("terminal actions are handled by the loop")
             }
         }
@@ -344,14 +469,48 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         history: Vec::new(),
         last_error: None,
     });
-    let mut run = Run { opts, layout, checkpoint, bundle: None, preverified: Some(preverified), found };
+    let mut run = Run {
+        opts,
+        layout,
+        checkpoint,
+        bundle: None,
+        preverified: Some(preverified),
+        found,
+        upgrading: false,
+        pending: None,
+    };
     let mut state = State::Start;
-    let mut event = Event::Begin;
+    let mut event = match &run.found {
+        Some(c) if c.state == State::RollingBack => Event::ResumeRollback,
+        _ => Event::Begin,
+    };
+    if event == Event::Begin {
+        repair(&run.layout, &run.preverified.as_ref().expect("verified above").manifest.payload.sha256)?;
+    }
     loop {
         let tr = step(state, &event);
         match tr.action {
+            Action::ReportRolledBack => {
+                let cause = run.pending.take().map(|e| e.msg).unwrap_or_else(|| "an interrupted rollback".into());
+                let e = Error::new(
+                    Class::RolledBack,
+                    format!(
+                        "the new version failed ({cause}); the previous install is back in {}",
+                        run.layout.root.display()
+                    ),
+                )
+                .hint("the previous version runs as before; fix the cause, then install again");
+                run.save(tr.next, Some(&e))?;
+                return Err(e);
+            }
             Action::Finish => {
                 run.checkpoint.last_error = None;
+                if let Some(b) = &run.bundle {
+                    let v = &b.manifest.version;
+                    if highest_version(&run.opts.state_dir).is_none_or(|h| v > &h) {
+                        fsx::write_atomic(&run.opts.state_dir.join(HIGHEST_FILE), format!("{v}\n").as_bytes(), 0o600)?;
+                    }
+                }
                 if tr.next != state {
                     run.save(tr.next, None)?;
                 } else {
@@ -375,4 +534,35 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
             }
         };
     }
+}
+
+/// `rollback`: swaps the previous install back into the root recorded in
+/// the checkpoint, keeping the current one as `previous`.
+pub fn rollback_command(state_dir: &Path) -> Result<()> {
+    let _lock = lock(state_dir)?;
+    let mut cp = match read_checkpoint(state_dir)? {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            return Err(Error::new(Class::Io, format!("{}: {e}", state_dir.join(CHECKPOINT_FILE).display())))
+        }
+        None => {
+            return Err(Error::new(Class::Io, format!("no install recorded in {}", state_dir.display()))
+                .hint("pass the --state-dir the install used"))
+        }
+    };
+    let layout = Layout::new(Path::new(&cp.root))?;
+    let from = installed_manifest(&layout.root)?.map(|m| m.version.to_string()).unwrap_or_default();
+    roll_back(&layout, None, true)?;
+    let now_in = installed_manifest(&layout.root)?
+        .ok_or_else(|| Error::new(Class::Io, "the rolled-back root has no install record"))?;
+    cp.bundle_id = now_in.bundle_id();
+    cp.version = now_in.version.to_string();
+    cp.payload_sha256 = hex::encode(&now_in.payload.sha256);
+    cp.state = State::Running;
+    cp.last_error = None;
+    cp.history.push(HistoryRecord { at: now(), state: State::RollingBack });
+    cp.history.push(HistoryRecord { at: now(), state: State::Running });
+    fsx::write_atomic(&state_dir.join(CHECKPOINT_FILE), cp.to_text().as_bytes(), 0o600)?;
+    println!("rolled back {} from version {from} to {}", layout.root.display(), now_in.version);
+    Ok(())
 }

@@ -17,6 +17,13 @@ pub enum Event {
     Staged,
     Configured,
     Validated,
+    /// The validate hook failed; `upgrade` says a previous install exists.
+    ValidationFailed {
+        upgrade: bool,
+    },
+    /// The checkpoint says a rollback was under way: finish it.
+    ResumeRollback,
+    RolledBack,
     Started,
     Failed,
 }
@@ -31,6 +38,10 @@ pub enum Action {
     Configure,
     Validate,
     Run,
+    /// Put the previous install back.
+    Rollback,
+    /// Stop: the new version failed and the previous one is back (exit 7).
+    ReportRolledBack,
     /// Stop: the run is over, successfully.
     Finish,
     /// Stop: the run failed; the error is reported as it is.
@@ -55,6 +66,7 @@ pub fn step(state: State, event: &Event) -> Transition {
     match (state, event) {
         (_, E::Failed) => t(S::Failed, Action::Abort),
         (S::Start, E::Begin) => t(S::Verifying, Action::Verify),
+        (S::Start, E::ResumeRollback) => t(S::RollingBack, Action::Rollback),
         (S::Verifying, E::Verified) => t(S::Detecting, Action::Detect),
         (S::Detecting, E::NoInstall) => t(S::Fresh, Action::InstallFresh),
         (S::Detecting, E::InstallFound) => t(S::Upgrade, Action::InstallUpgrade),
@@ -62,6 +74,9 @@ pub fn step(state: State, event: &Event) -> Transition {
         (S::Fresh | S::Upgrade, E::Staged) => t(S::Configuring, Action::Configure),
         (S::Configuring, E::Configured) => t(S::Validating, Action::Validate),
         (S::Validating, E::Validated) => t(S::Running, Action::Run),
+        (S::Validating, E::ValidationFailed { upgrade: true }) => t(S::RollingBack, Action::Rollback),
+        (S::Validating, E::ValidationFailed { upgrade: false }) => t(S::Failed, Action::Abort),
+        (S::RollingBack, E::RolledBack) => t(S::Failed, Action::ReportRolledBack),
         (S::Running, E::Started) => t(S::Running, Action::Finish),
         (
             S::Start
@@ -113,6 +128,17 @@ mod tests {
         use Event::*;
         assert_eq!(drive(&[Begin, Verified, InstallFound])[2], State::Upgrade);
         assert_eq!(step(State::Detecting, &SameInstallRunning), t(State::Running, Action::Finish));
+    }
+
+    #[test]
+    fn a_failed_upgrade_rolls_back_and_a_failed_fresh_install_stops() {
+        use Event::*;
+        let states =
+            drive(&[Begin, Verified, InstallFound, Staged, Configured, ValidationFailed { upgrade: true }, RolledBack]);
+        assert_eq!(states[5..], [State::RollingBack, State::Failed]);
+        assert_eq!(step(State::RollingBack, &RolledBack).action, Action::ReportRolledBack);
+        assert_eq!(step(State::Validating, &ValidationFailed { upgrade: false }), t(State::Failed, Action::Abort));
+        assert_eq!(step(State::Start, &ResumeRollback), t(State::RollingBack, Action::Rollback));
     }
 
     #[test]

@@ -32,8 +32,10 @@ commands:
   list [--json]                     the files the bundle holds
   extract --to DIR                  verified extraction into a new or empty DIR
   install --root DIR [--state-dir DIR] [--allow-downgrade]
-                                    verify and install; running it again resumes
+                                    verify and install; running it again resumes;
+                                    a failed upgrade is rolled back (exit 7)
   status [--state-dir DIR] [--json] where the last install stands
+  rollback [--state-dir DIR]        put the previous install back
   check --root DIR [--json]         re-hash an installed tree against its record
   --version                         this stub's version and target
 
@@ -209,6 +211,12 @@ fn run(args: &[String]) -> Result<i32> {
             } else {
                 println!("{} in {} (state dir {})", out.state, opts.root.display(), opts.state_dir.display());
             }
+            Ok(0)
+        }
+        "rollback" => {
+            let f = Flags::parse(rest, &["--state-dir"], &[])?;
+            let dir = install::state_dir(f.value("--state-dir"))?;
+            install::rollback_command(&dir)?;
             Ok(0)
         }
         "status" => {
