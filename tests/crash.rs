@@ -16,7 +16,7 @@ fn install(
     env: &[(&str, String)],
 ) -> std::process::Output {
     let mut c = Command::new(bundle);
-    c.args(["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--quiet"]);
+    c.args(["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -61,4 +61,35 @@ fn sigkill_at_every_effect_then_rerun_converges() {
         assert!(!staging.exists(), "after a crash at {n}, staging is cleaned up");
     }
     eprintln!("crashed and recovered at each of {total} effects");
+}
+
+/// An empty, truncated, garbage, foreign or future-schema checkpoint has a
+/// defined answer: install starts again from VERIFYING and ends RUNNING,
+/// and status reports the damage (exit 5) instead of panicking.
+#[test]
+fn damaged_checkpoints_restart_from_verifying() {
+    let p = Project::new(None);
+    let report = p.build(&p.path().join("out"));
+    let bundle = bundle_of(&report, "minimal");
+    let cases: &[(&str, &[u8])] = &[
+        ("empty", b""),
+        ("truncated", b"nxs-bootstrap-state 1\nbundle x\nversion 1\n"),
+        ("garbage", &[0xde, 0xad, 0xbe, 0xef, 0x00, 0xff]),
+        ("foreign", b"{\"state\": \"RUNNING\"}\n"),
+        ("future", b"nxs-bootstrap-state 99\nwhatever\nend\n"),
+    ];
+    for (name, bytes) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let (root, state) = (t.path().join("root"), t.path().join("state"));
+        std::fs::create_dir(&state).unwrap();
+        std::fs::write(state.join("bootstrap.state"), bytes).unwrap();
+        let s = run(bundle, &["status", "--state-dir", state.to_str().unwrap()]);
+        assert_eq!(code(&s), 5, "{name}: {}", stderr(&s));
+        assert!(stderr(&s).contains("bootstrap.state") && stderr(&s).contains("hint:"), "{name}: {}", stderr(&s));
+        let o = install(bundle, &root, &state, &[]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("starting again from VERIFYING"), "{name}: {}", stderr(&o));
+        let s = run(bundle, &["status", "--state-dir", state.to_str().unwrap(), "--json"]);
+        assert!(stdout(&s).starts_with("{\"state\":\"RUNNING\""), "{name}: {}", stdout(&s));
+    }
 }

@@ -16,6 +16,11 @@ pub enum Class {
     Degraded = 8,
     /// A hook failed and the install was left in place, not rolled back.
     HookFailed = 9,
+    /// The service would not start and runs in safe mode; the operator must step in.
+    SafeMode = 10,
+    /// The same bundle failed too many runs in a row; not tried again
+    /// without `--retry-failed`.
+    GaveUp = 11,
 }
 
 #[derive(Debug)]
@@ -23,13 +28,15 @@ pub struct Error {
     pub class: Class,
     pub msg: String,
     pub hint: Option<String>,
+    /// Worth another try after a pause: EBUSY, EAGAIN, EINTR, ETXTBSY.
+    pub transient: bool,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(class: Class, msg: impl Into<String>) -> Error {
-        Error { class, msg: msg.into(), hint: None }
+        Error { class, msg: msg.into(), hint: None, transient: false }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Error {
         self.hint = Some(hint.into());
@@ -50,7 +57,8 @@ impl Error {
             Some(13) | Some(1) => "permission denied: run as a user who may write there, or choose another path",
             _ => "check the path and the device, then run again",
         };
-        Error::new(Class::Io, format!("{what} {}: {e}", path.display())).hint(hint)
+        let transient = matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN | libc::EINTR | libc::ETXTBSY));
+        Error { transient, ..Error::new(Class::Io, format!("{what} {}: {e}", path.display())).hint(hint) }
     }
 }
 

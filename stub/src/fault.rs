@@ -22,12 +22,19 @@ pub fn effect(name: &str) -> Result<()> {
         // SAFETY: sends a signal to ourselves; no memory is involved.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
-    if let Ok(prefix) = std::env::var("NXS_FAULT_FAIL") {
-        if !prefix.is_empty() && name.starts_with(&prefix) {
-            return Err(crate::error::Error::new(
-                crate::error::Class::Io,
-                format!("fault: injected failure at {name}"),
-            ));
+    // NXS_FAULT_FAIL=prefix fails every matching effect with EIO; prefix*N
+    // only the first N. NXS_FAULT_BUSY likewise, with a transient EBUSY.
+    static FIRED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    for (i, (var, errno)) in [("NXS_FAULT_FAIL", libc::EIO), ("NXS_FAULT_BUSY", libc::EBUSY)].into_iter().enumerate() {
+        let Ok(spec) = std::env::var(var) else { continue };
+        let (prefix, limit) = match spec.split_once('*') {
+            Some((p, n)) => (p.to_string(), n.parse().unwrap_or(u64::MAX)),
+            None => (spec.clone(), u64::MAX),
+        };
+        if !prefix.is_empty() && name.starts_with(&prefix) && FIRED[i].fetch_add(1, Ordering::SeqCst) < limit {
+            eprintln!("fault: {var} at effect {n} ({name})");
+            let e = std::io::Error::from_raw_os_error(errno);
+            return Err(crate::error::Error::io("fault: injected failure at", std::path::Path::new(name), e));
         }
     }
     Ok(())

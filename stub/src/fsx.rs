@@ -6,9 +6,30 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Runs `op`, retrying up to 3 times with exponential backoff (50, 100,
+/// 200 ms) while it fails with a transient error (EBUSY, EAGAIN, ...).
+pub fn with_retry<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay = std::time::Duration::from_millis(50);
+    for attempt in 1..=3 {
+        match op() {
+            Err(e) if e.transient => {
+                eprintln!("  {what}: {}; retry {attempt} of 3 in {} ms", e.msg, delay.as_millis());
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    op()
+}
+
 /// The one atomic write: a temp file in the same directory, fsync, rename,
 /// fsync of the directory. Readers see the old content or the new, whole.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    with_retry("write", || write_atomic_once(path, bytes, mode))
+}
+
+fn write_atomic_once(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = parent(path);
     crate::fault::effect(&format!("write:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -1,54 +1,134 @@
 //! Running the signed spec's hooks: a command inside the install root, with
 //! a timeout. The argv comes from the verified manifest only.
+//!
+//! A hook that exits 75 (EX_TEMPFAIL) asks to be retried later: it is run
+//! again up to 3 times, with exponential backoff. Its output goes to the
+//! terminal and to `<state-dir>/logs/hook-<stage>.log`.
 
 use crate::error::{Class, Error, Result};
 use nxs_format::Hook;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Runs `hook` with the install root as its working directory. A relative
-/// program path with a `/` is taken inside the root.
-pub fn run(hook: &Hook, root: &Path, state_dir: &Path, version: &str) -> Result<()> {
+/// Exit status with which a hook asks to be retried later (sysexits' EX_TEMPFAIL).
+pub const RETRY_LATER: i32 = 75;
+
+/// Runs `hook` with the install root as its working directory, and
+/// `extra_env` added. A relative program path with a `/` is taken inside
+/// the root.
+pub fn run(hook: &Hook, root: &Path, state_dir: &Path, version: &str, extra_env: &[(&str, &str)]) -> Result<()> {
+    let mut delay = Duration::from_millis(250);
+    for attempt in 0..=3 {
+        match run_once(hook, root, state_dir, version, extra_env)? {
+            None => return Ok(()),
+            Some(code) if code == RETRY_LATER && attempt < 3 => {
+                eprintln!(
+                    "  hook {} asks to retry later (exit 75); retry {} of 3 in {} ms",
+                    hook.stage.as_str(),
+                    attempt + 1,
+                    delay.as_millis()
+                );
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            Some(code) => {
+                let log = log_path(state_dir, hook);
+                return Err(Error::new(
+                    Class::HookFailed,
+                    format!("{} hook `{}` failed with exit status {code}", hook.stage.as_str(), hook.argv.join(" ")),
+                )
+                .hint(format!("its output is in {}; fix the cause and run install again", log.display())));
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+pub fn log_path(state_dir: &Path, hook: &Hook) -> std::path::PathBuf {
+    state_dir.join("logs").join(format!("hook-{}.log", hook.stage.as_str()))
+}
+
+/// Copies a child's pipe to our own stream and to the log.
+fn tee(mut from: impl Read + Send + 'static, log: Arc<Mutex<File>>, to_stdout: bool) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = log.lock().map(|mut f| f.write_all(&buf[..n]));
+            if to_stdout {
+                let _ = std::io::stdout().write_all(&buf[..n]);
+            } else {
+                let _ = std::io::stderr().write_all(&buf[..n]);
+            }
+        }
+    })
+}
+
+/// One run; `None` on success, else the exit status (-1 for a signal or timeout).
+fn run_once(
+    hook: &Hook,
+    root: &Path,
+    state_dir: &Path,
+    version: &str,
+    extra_env: &[(&str, &str)],
+) -> Result<Option<i32>> {
     let stage = hook.stage.as_str();
     let prog = &hook.argv[0];
     let program = if prog.contains('/') && !prog.starts_with('/') { root.join(prog) } else { prog.into() };
     eprintln!("  hook {stage}: {}", hook.argv.join(" "));
-    let mut child = Command::new(&program)
-        .args(&hook.argv[1..])
+    let log_file = log_path(state_dir, hook);
+    std::fs::create_dir_all(crate::fsx::parent(&log_file))
+        .map_err(|e| Error::io("cannot create", crate::fsx::parent(&log_file), e))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_file)
+        .map_err(|e| Error::io("cannot open", &log_file, e))?;
+    let log = Arc::new(Mutex::new(log));
+    let mut cmd = Command::new(&program);
+    cmd.args(&hook.argv[1..])
         .current_dir(root)
         .env("NXS_ROOT", root)
         .env("NXS_STATE_DIR", state_dir)
         .env("NXS_BUNDLE_VERSION", version)
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            Error::new(Class::HookFailed, format!("{stage} hook: cannot start {}: {e}", program.display()))
-                .hint("the hook's program must exist in the bundle or on PATH and run on this machine")
-        })?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::new(Class::HookFailed, format!("{stage} hook: cannot start {}: {e}", program.display()))
+            .hint("the hook's program must exist in the bundle or on PATH and run on this machine")
+    })?;
+    let out = tee(child.stdout.take().expect("piped"), log.clone(), true);
+    let err = tee(child.stderr.take().expect("piped"), log.clone(), false);
     let deadline = Instant::now() + Duration::from_secs(hook.timeout_secs);
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => {
-                return Err(Error::new(
-                    Class::HookFailed,
-                    format!("{stage} hook `{}` failed: {status}", hook.argv.join(" ")),
-                )
-                .hint("its output is above; fix the cause and run install again"))
-            }
+            Ok(Some(status)) => break status.code().unwrap_or(-1),
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::new(
-                    Class::HookFailed,
-                    format!("{stage} hook `{}` timed out after {} s", hook.argv.join(" "), hook.timeout_secs),
-                ));
+                let _ = log.lock().map(|mut f| writeln!(f, "nxs: timed out after {} s", hook.timeout_secs));
+                eprintln!("  hook {stage} timed out after {} s", hook.timeout_secs);
+                break -1;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(Error::new(Class::HookFailed, format!("{stage} hook: cannot wait for it: {e}"))),
         }
+    };
+    // A hook that leaves a daemon behind may keep the pipes open: wait a
+    // moment for the output, never forever.
+    let until = Instant::now() + Duration::from_secs(1);
+    while !(out.is_finished() && err.is_finished()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
     }
+    Ok(if status == 0 { None } else { Some(status) })
 }

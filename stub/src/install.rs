@@ -18,6 +18,18 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const CHECKPOINT_FILE: &str = "bootstrap.state";
+/// Runs of one bundle that may fail in a row before install gives up.
+pub const MAX_FAILED_RUNS: usize = 5;
+
+/// Failed runs since the last good one, as the checkpoint's history tells.
+fn failed_runs(c: &Checkpoint) -> usize {
+    c.history
+        .iter()
+        .rev()
+        .take_while(|h| !matches!(h.state, State::Running | State::SafeMode))
+        .filter(|h| h.state == State::Failed)
+        .count()
+}
 pub const LOCK_FILE: &str = "lock";
 
 /// The state directory: `--state-dir`, else `$NXS_HOME`, else `~/.nxs`.
@@ -281,6 +293,10 @@ pub struct InstallOptions {
     pub state_dir: PathBuf,
     pub allow_downgrade: bool,
     pub progress: bool,
+    /// Start attempts before safe mode.
+    pub max_start_attempts: u32,
+    /// Try again even after [`MAX_FAILED_RUNS`] failed runs in a row.
+    pub retry_failed: bool,
 }
 
 /// The outcome of an install run.
@@ -319,6 +335,17 @@ impl Run<'_> {
         fsx::write_atomic(&self.opts.state_dir.join(CHECKPOINT_FILE), self.checkpoint.to_text().as_bytes(), 0o600)
     }
 
+    /// Writes the diagnostic dump, names it in the error, and offers the
+    /// emergency shell on an interactive terminal.
+    fn after_failure(&self, mut e: Error) -> Error {
+        match crate::diag::dump(&self.opts.state_dir, &self.layout.root, &e) {
+            Ok(path) => e.msg.push_str(&format!("\n  diagnostic dump: {}", path.display())),
+            Err(d) => e.msg.push_str(&format!("\n  (no diagnostic dump: {})", d.msg)),
+        }
+        crate::diag::offer_shell(&self.opts.state_dir);
+        e
+    }
+
     /// Rewrites the checkpoint without a new history record.
     fn save_quiet(&mut self) -> Result<()> {
         fsx::write_atomic(&self.opts.state_dir.join(CHECKPOINT_FILE), self.checkpoint.to_text().as_bytes(), 0o600)
@@ -347,11 +374,11 @@ impl Run<'_> {
         self.bundle.as_ref().expect("verified before use")
     }
 
-    fn hook(&self, stage: HookStage) -> Result<()> {
+    fn hook(&self, stage: HookStage, env: &[(&str, &str)]) -> Result<()> {
         let b = self.bundle();
         for h in b.manifest.hooks.iter().filter(|h| h.stage == stage) {
             crate::fault::effect(&format!("hook:{}", stage.as_str()))?;
-            crate::hooks::run(h, &self.layout.root, &self.opts.state_dir, b.manifest.version.as_str())?;
+            crate::hooks::run(h, &self.layout.root, &self.opts.state_dir, b.manifest.version.as_str(), env)?;
         }
         Ok(())
     }
@@ -379,8 +406,28 @@ impl Run<'_> {
                         let running_here = self.found.as_ref().is_some_and(|c| {
                             c.state == State::Running && c.root == self.layout.root.display().to_string()
                         });
-                        if old.payload.sha256 == b.manifest.payload.sha256 && running_here {
-                            return Ok(Event::SameInstallRunning);
+                        if old.payload.sha256 == b.manifest.payload.sha256 {
+                            if running_here {
+                                return Ok(Event::SameInstallRunning);
+                            }
+                            // Resume past the switch, but only over a tree
+                            // that still matches, byte for byte.
+                            let problems = crate::extract::check_tree(&self.layout.root, &b.manifest);
+                            if problems.is_empty() {
+                                eprintln!(
+                                    "  {} already holds this bundle, intact: resuming at CONFIGURING",
+                                    self.layout.root.display()
+                                );
+                                // An interrupted upgrade left its previous tree: a failed
+                                // validation still rolls back to it.
+                                self.upgrading = installed_manifest(&self.layout.previous)?.is_some();
+                                return Ok(Event::SameInstallPresent);
+                            }
+                            eprintln!(
+                                "  {} holds this bundle with {} problem(s): installing it again",
+                                self.layout.root.display(),
+                                problems.len()
+                            );
                         }
                         if old.target != b.manifest.target {
                             return Err(Error::new(
@@ -411,13 +458,21 @@ impl Run<'_> {
             }
             Action::InstallFresh | Action::InstallUpgrade => {
                 eprintln!("  extracting into {}", self.layout.staging.display());
-                stage(self.bundle(), &self.layout, true, self.opts.progress)?;
+                if let Err(e) = stage(self.bundle(), &self.layout, true, self.opts.progress) {
+                    // An I/O failure while staging: once more, in a fresh
+                    // staging directory. A verification failure is final.
+                    if e.class != Class::Io {
+                        return Err(e);
+                    }
+                    eprintln!("  staging failed ({}); retrying once in a fresh staging directory", e.msg);
+                    stage(self.bundle(), &self.layout, true, self.opts.progress)?;
+                }
                 commit(&self.layout)?;
                 eprintln!("  installed into {}", self.layout.root.display());
                 Ok(Event::Staged)
             }
-            Action::Configure => self.hook(HookStage::Configure).map(|_| Event::Configured),
-            Action::Validate => match self.hook(HookStage::Validate) {
+            Action::Configure => self.hook(HookStage::Configure, &[]).map(|_| Event::Configured),
+            Action::Validate => match self.hook(HookStage::Validate, &[]) {
                 Ok(()) => Ok(Event::Validated),
                 Err(e) => {
                     let upgrade = self.upgrading;
@@ -434,8 +489,28 @@ impl Run<'_> {
                 roll_back(&self.layout, failed.as_ref(), false)?;
                 Ok(Event::RolledBack)
             }
-            Action::Run => self.hook(HookStage::Run).map(|_| Event::Started),
-            Action::Finish | Action::Abort | Action::ReportRolledBack => {
+            Action::Run => {
+                let attempts = self.opts.max_start_attempts.max(1);
+                for attempt in 1..=attempts {
+                    match self.hook(HookStage::Run, &[]) {
+                        Ok(()) => return Ok(Event::Started),
+                        Err(e) if e.class == Class::HookFailed => {
+                            eprintln!("  start attempt {attempt} of {attempts} failed: {}", e.msg);
+                            self.pending = Some(e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Event::StartFailed)
+            }
+            Action::StartSafe => {
+                eprintln!(
+                    "  the service failed to start {} times: starting it in safe mode (NXS_SAFE_MODE=1)",
+                    self.opts.max_start_attempts.max(1)
+                );
+                self.hook(HookStage::Run, &[("NXS_SAFE_MODE", "1")]).map(|_| Event::Started)
+            }
+            Action::Finish | Action::Abort | Action::ReportRolledBack | Action::ReportSafeMode => {
                 unreachable!("terminal actions are handled by the loop")
             }
         }
@@ -459,6 +534,16 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         }
         None => None,
     };
+    if let Some(c) = &previous {
+        let n = failed_runs(c);
+        if n >= MAX_FAILED_RUNS && c.bundle_id == preverified.manifest.bundle_id() && !opts.retry_failed {
+            return Err(Error::new(
+                Class::GaveUp,
+                format!("{} failed {n} runs in a row, the last at: {}", c.bundle_id, c.last_error.as_deref().unwrap_or("unknown")),
+            )
+            .hint("see the diagnostic dumps in the state directory's diag/; fix the cause, then run install with --retry-failed"));
+        }
+    }
     let found = previous.clone();
     let checkpoint = previous.unwrap_or_else(|| Checkpoint {
         bundle_id: String::new(),
@@ -490,6 +575,18 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     loop {
         let tr = step(state, &event);
         match tr.action {
+            Action::ReportSafeMode => {
+                let cause = run.pending.take().map(|e| e.msg).unwrap_or_default();
+                let e = Error::new(
+                    Class::SafeMode,
+                    format!("the service would not start ({cause}); it runs in safe mode, with its minimal config"),
+                )
+                .hint(
+                    "look at the run hook's log in the state directory's logs/, fix the cause, then run install again",
+                );
+                run.save(tr.next, Some(&e))?;
+                return Err(run.after_failure(e));
+            }
             Action::ReportRolledBack => {
                 let cause = run.pending.take().map(|e| e.msg).unwrap_or_else(|| "an interrupted rollback".into());
                 let e = Error::new(
@@ -518,7 +615,16 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
                 }
                 return Ok(Outcome { state: tr.next, already: event == Event::SameInstallRunning });
             }
-            Action::Abort => unreachable!("failures return through the error path"),
+            // A failure the machine decided on (a failed validation of a
+            // fresh install): the error is the one that caused it.
+            Action::Abort => {
+                let e = run
+                    .pending
+                    .take()
+                    .unwrap_or_else(|| Error::new(Class::Io, format!("unexpected event {event:?} in state {state}")));
+                run.save(tr.next, Some(&e))?;
+                return Err(run.after_failure(e));
+            }
             _ => {}
         }
         if tr.next != state || state == State::Start {
@@ -530,7 +636,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
             Ok(ev) => ev,
             Err(e) => {
                 let _ = run.save(step(state, &Event::Failed).next, Some(&e));
-                return Err(e);
+                return Err(run.after_failure(e));
             }
         };
     }

@@ -14,6 +14,9 @@ pub enum Event {
     NoInstall,
     InstallFound,
     SameInstallRunning,
+    /// The root already holds this exact payload, intact (an earlier run
+    /// got past the switch): go on from CONFIGURING without extracting.
+    SameInstallPresent,
     Staged,
     Configured,
     Validated,
@@ -25,6 +28,8 @@ pub enum Event {
     ResumeRollback,
     RolledBack,
     Started,
+    /// The run hook failed every attempt: the service will not start.
+    StartFailed,
     Failed,
 }
 
@@ -42,6 +47,10 @@ pub enum Action {
     Rollback,
     /// Stop: the new version failed and the previous one is back (exit 7).
     ReportRolledBack,
+    /// Start the service once more, with its minimal (safe-mode) config.
+    StartSafe,
+    /// Stop: the service runs in safe mode; the operator must step in.
+    ReportSafeMode,
     /// Stop: the run is over, successfully.
     Finish,
     /// Stop: the run failed; the error is reported as it is.
@@ -71,6 +80,7 @@ pub fn step(state: State, event: &Event) -> Transition {
         (S::Detecting, E::NoInstall) => t(S::Fresh, Action::InstallFresh),
         (S::Detecting, E::InstallFound) => t(S::Upgrade, Action::InstallUpgrade),
         (S::Detecting, E::SameInstallRunning) => t(S::Running, Action::Finish),
+        (S::Detecting, E::SameInstallPresent) => t(S::Configuring, Action::Configure),
         (S::Fresh | S::Upgrade, E::Staged) => t(S::Configuring, Action::Configure),
         (S::Configuring, E::Configured) => t(S::Validating, Action::Validate),
         (S::Validating, E::Validated) => t(S::Running, Action::Run),
@@ -78,6 +88,8 @@ pub fn step(state: State, event: &Event) -> Transition {
         (S::Validating, E::ValidationFailed { upgrade: false }) => t(S::Failed, Action::Abort),
         (S::RollingBack, E::RolledBack) => t(S::Failed, Action::ReportRolledBack),
         (S::Running, E::Started) => t(S::Running, Action::Finish),
+        (S::Running, E::StartFailed) => t(S::SafeMode, Action::StartSafe),
+        (S::SafeMode, E::Started) => t(S::SafeMode, Action::ReportSafeMode),
         (
             S::Start
             | S::Verifying
@@ -139,6 +151,13 @@ mod tests {
         assert_eq!(step(State::RollingBack, &RolledBack).action, Action::ReportRolledBack);
         assert_eq!(step(State::Validating, &ValidationFailed { upgrade: false }), t(State::Failed, Action::Abort));
         assert_eq!(step(State::Start, &ResumeRollback), t(State::RollingBack, Action::Rollback));
+    }
+
+    #[test]
+    fn repeated_start_failures_lead_to_safe_mode() {
+        assert_eq!(step(State::Running, &Event::StartFailed), t(State::SafeMode, Action::StartSafe));
+        assert_eq!(step(State::SafeMode, &Event::Started), t(State::SafeMode, Action::ReportSafeMode));
+        assert_eq!(step(State::SafeMode, &Event::Failed), t(State::Failed, Action::Abort));
     }
 
     #[test]

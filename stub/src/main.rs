@@ -8,6 +8,7 @@
 
 mod bundle;
 mod detect;
+mod diag;
 mod error;
 mod extract;
 mod fault;
@@ -31,7 +32,7 @@ commands:
                                     and every file; write nothing
   list [--json]                     the files the bundle holds
   extract --to DIR                  verified extraction into a new or empty DIR
-  install --root DIR [--state-dir DIR] [--allow-downgrade]
+  install --root DIR [--state-dir DIR] [--allow-downgrade] [--max-start-attempts N] [--retry-failed]
                                     verify and install; running it again resumes;
                                     a failed upgrade is rolled back (exit 7)
   status [--state-dir DIR] [--json] where the last install stands
@@ -40,7 +41,8 @@ commands:
   --version                         this stub's version and target
 
 exit codes: 0 ok, 2 usage, 3 verification failed, 4 incompatible,
-5 I/O or resources, 6 locked, 7 rolled back, 8 degraded, 9 hook failed";
+5 I/O or resources, 6 locked, 7 rolled back, 8 degraded, 9 hook failed,
+10 safe mode, 11 gave up after repeated failures";
 
 /// Parsed flags: `--name value`, `--name=value` and bare `--switch`.
 struct Flags {
@@ -197,13 +199,27 @@ fn run(args: &[String]) -> Result<i32> {
             Ok(0)
         }
         "install" => {
-            let f = Flags::parse(rest, &["--root", "--state-dir"], &["--allow-downgrade", "--quiet"])?;
+            let f = Flags::parse(
+                rest,
+                &["--root", "--state-dir", "--max-start-attempts"],
+                &["--allow-downgrade", "--quiet", "--retry-failed"],
+            )?;
+            let max_start_attempts = match f.value("--max-start-attempts") {
+                None => 3,
+                Some(v) => v
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| Error::usage("--max-start-attempts takes a number from 1"))?,
+            };
             let opts = install::InstallOptions {
                 bundle: bundle::self_path()?,
                 root: f.require("--root")?,
                 state_dir: install::state_dir(f.value("--state-dir"))?,
                 allow_downgrade: f.has("--allow-downgrade"),
                 progress: !f.has("--quiet"),
+                max_start_attempts,
+                retry_failed: f.has("--retry-failed"),
             };
             let out = install::install(&opts)?;
             if out.already {

@@ -202,7 +202,7 @@ pub fn run(program: &Path, args: &[&str]) -> Output {
 }
 
 pub fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
+    o.status.code().unwrap_or_else(|| panic!("killed ({:?}): {}{}", o.status, stdout(o), stderr(o)))
 }
 
 pub fn stderr(o: &Output) -> String {
