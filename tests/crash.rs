@@ -93,3 +93,60 @@ fn damaged_checkpoints_restart_from_verifying() {
         assert!(stdout(&s).starts_with("{\"state\":\"RUNNING\""), "{name}: {}", stdout(&s));
     }
 }
+
+/// The same for an upgrade: killed at any effect, the root holds v1 or v2,
+/// each complete, never a mix; the rerun ends RUNNING on v2.
+#[test]
+fn sigkill_at_every_effect_of_an_upgrade_leaves_old_or_new_never_a_mix() {
+    let p = Project::new(None);
+    let stubs = || BTreeMap::from([(HOST.to_string(), fault_stub().to_path_buf())]);
+    let v1 = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out1"), &test_key().0, stubs())).unwrap();
+    let v1 = v1.bundles.iter().find(|b| b.manifest.tier == "full").unwrap().clone();
+    let spec = std::fs::read_to_string(&p.spec).unwrap().replace("version = \"2.0.1\"", "version = \"2.1.0\"");
+    std::fs::write(&p.spec, spec).unwrap();
+    std::fs::write(p.path().join("src/etc/nxs.toml"), b"[instance]\nname = \"v2\"\n").unwrap();
+    std::fs::write(p.path().join("src/data/new-in-v2"), b"new").unwrap();
+    let v2 = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out2"), &test_key().0, stubs())).unwrap();
+    let v2 = v2.bundles.iter().find(|b| b.manifest.tier == "full").unwrap().clone();
+
+    let fresh_v1 = || {
+        let t = tempfile::tempdir().unwrap();
+        let o = install(&v1.path, &t.path().join("root"), &t.path().join("state"), &[]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        t
+    };
+    let t = fresh_v1();
+    let o = install(&v2.path, &t.path().join("root"), &t.path().join("state"), &[("NXS_FAULT_TRACE", "1".into())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let total = stderr(&o).lines().filter(|l| l.starts_with("fault: effect ")).count();
+
+    let tree_is = |root: &std::path::Path, m: &nxs_format::Manifest| {
+        m.entries.iter().all(|e| match &e.kind {
+            nxs_format::EntryKind::File { sha256, .. } => std::fs::read(root.join(e.path.as_str()))
+                .map(|b| sha256 == &<[u8; 32]>::from(sha2::Sha256::digest(&b)))
+                .unwrap_or(false),
+            nxs_format::EntryKind::Dir => root.join(e.path.as_str()).is_dir(),
+        }) && std::fs::read(root.join(".nxs-bundle/manifest")).map(|b| b == m.to_text().as_bytes()).unwrap_or(false)
+    };
+    use sha2::Digest;
+    for n in 1..=total {
+        let t = fresh_v1();
+        let (root, state) = (t.path().join("root"), t.path().join("state"));
+        let o = install(&v2.path, &root, &state, &[("NXS_FAULT_CRASH_AT", n.to_string())]);
+        assert_eq!(o.status.signal(), Some(9), "killed at effect {n}: {}", stderr(&o));
+        let old = tree_is(&root, &v1.manifest);
+        let new = tree_is(&root, &v2.manifest);
+        // With RENAME_EXCHANGE the root is never missing.
+        assert!(old ^ new, "after a crash at effect {n} the root is v1 ({old}) or v2 ({new}), exactly one");
+        let o = install(&v2.path, &root, &state, &[]);
+        assert_eq!(code(&o), 0, "rerun after a crash at effect {n}: {}", stderr(&o));
+        assert!(tree_is(&root, &v2.manifest), "v2 complete after the rerun (crash at {n})");
+        let s = run(&v2.path, &["status", "--state-dir", state.to_str().unwrap(), "--json"]);
+        assert!(
+            stdout(&s).starts_with("{\"state\":\"RUNNING\"") && stdout(&s).contains("\"version\":\"2.1.0\""),
+            "{}",
+            stdout(&s)
+        );
+    }
+    eprintln!("upgrade crashed and recovered at each of {total} effects");
+}

@@ -22,6 +22,11 @@ fn project(hooks: &str, stub: &Path) -> (Project, PathBuf) {
         0o755,
     );
     write(
+        &p.path().join("src/etc/hooks/partial.sh"),
+        b"#!/bin/sh\n[ -f \"$NXS_STATE_DIR/dependency-up\" ] && exit 0\necho dependency unreachable\nexit 69\n",
+        0o755,
+    );
+    write(
         &p.path().join("src/etc/hooks/start.sh"),
         b"#!/bin/sh\nif [ -n \"$NXS_SAFE_MODE\" ]; then echo started in safe mode; exit 0; fi\necho crashed on start >&2\nexit 3\n",
         0o755,
@@ -171,4 +176,25 @@ fn a_bundle_that_keeps_failing_is_not_retried_forever() {
     assert!(stderr(&o).contains("failed 5 runs in a row") && stderr(&o).contains("--retry-failed"), "{}", stderr(&o));
     let o = place.install(&bundle, &["--retry-failed"], &[]);
     assert_eq!(code(&o), 9, "tried again on request: {}", stderr(&o));
+}
+
+#[test]
+fn a_partial_failure_finishes_degraded_and_a_later_run_resumes_without_extracting() {
+    let hooks = "[hooks.validate]\nargv = [\"etc/hooks/partial.sh\"]\ntimeout = 30\n";
+    let (_p, bundle) = project(hooks, stub());
+    let place = Place::new();
+    let o = place.install(&bundle, &[], &[]);
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    assert!(stderr(&o).contains("partial failure"), "{}", stderr(&o));
+    let s = place.status(&bundle);
+    assert!(s.starts_with("{\"state\":\"DEGRADED\"") && s.contains("partial failure"), "{s}");
+    assert!(place.root().join("share/data/big.bin").is_file(), "installed, with less");
+
+    // The dependency comes back: the next run validates again, without
+    // extracting anything.
+    std::fs::write(place.state().join("dependency-up"), b"").unwrap();
+    let o = place.install(&bundle, &[], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming at CONFIGURING") && !stderr(&o).contains("extracting"), "{}", stderr(&o));
+    assert!(place.status(&bundle).starts_with("{\"state\":\"RUNNING\""));
 }

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// Exit status with which a hook asks to be retried later (sysexits' EX_TEMPFAIL).
 pub const RETRY_LATER: i32 = 75;
+/// Exit status with which a validate hook says "works, but a dependency is
+/// unavailable" (sysexits' EX_UNAVAILABLE): the install goes on DEGRADED.
+pub const DEGRADED: i32 = 69;
 
 /// Runs `hook` with the install root as its working directory, and
 /// `extra_env` added. A relative program path with a `/` is taken inside
@@ -34,6 +37,16 @@ pub fn run(hook: &Hook, root: &Path, state_dir: &Path, version: &str, extra_env:
                 );
                 std::thread::sleep(delay);
                 delay *= 2;
+            }
+            Some(DEGRADED) if hook.stage == nxs_format::HookStage::Validate => {
+                return Err(Error::new(
+                    Class::Degraded,
+                    format!("validate hook `{}` reports a partial failure (exit 69)", hook.argv.join(" ")),
+                )
+                .hint(format!(
+                    "the install works with less; its output is in {}; run install again later to retry",
+                    log_path(state_dir, hook).display()
+                )));
             }
             Some(code) => {
                 let log = log_path(state_dir, hook);

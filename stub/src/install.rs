@@ -474,6 +474,10 @@ impl Run<'_> {
             Action::Configure => self.hook(HookStage::Configure, &[]).map(|_| Event::Configured),
             Action::Validate => match self.hook(HookStage::Validate, &[]) {
                 Ok(()) => Ok(Event::Validated),
+                Err(e) if e.class == Class::Degraded => {
+                    self.pending = Some(e);
+                    Ok(Event::ValidatedDegraded)
+                }
                 Err(e) => {
                     let upgrade = self.upgrading;
                     self.pending = Some(e);
@@ -510,11 +514,26 @@ impl Run<'_> {
                 );
                 self.hook(HookStage::Run, &[("NXS_SAFE_MODE", "1")]).map(|_| Event::Started)
             }
-            Action::Finish | Action::Abort | Action::ReportRolledBack | Action::ReportSafeMode => {
+            Action::Finish
+            | Action::Abort
+            | Action::ReportRolledBack
+            | Action::ReportSafeMode
+            | Action::ReportDegraded => {
                 unreachable!("terminal actions are handled by the loop")
             }
         }
     }
+}
+
+/// Remembers the installed version if it is the highest so far.
+fn record_highest(run: &Run) -> Result<()> {
+    if let Some(b) = &run.bundle {
+        let v = &b.manifest.version;
+        if highest_version(&run.opts.state_dir).is_none_or(|h| v > &h) {
+            fsx::write_atomic(&run.opts.state_dir.join(HIGHEST_FILE), format!("{v}\n").as_bytes(), 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the install state machine to its end.
@@ -575,6 +594,12 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     loop {
         let tr = step(state, &event);
         match tr.action {
+            Action::ReportDegraded => {
+                let e = run.pending.take().unwrap_or_else(|| Error::new(Class::Degraded, "degraded"));
+                run.save(tr.next, Some(&e))?;
+                record_highest(&run)?;
+                return Err(e);
+            }
             Action::ReportSafeMode => {
                 let cause = run.pending.take().map(|e| e.msg).unwrap_or_default();
                 let e = Error::new(
@@ -602,12 +627,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
             }
             Action::Finish => {
                 run.checkpoint.last_error = None;
-                if let Some(b) = &run.bundle {
-                    let v = &b.manifest.version;
-                    if highest_version(&run.opts.state_dir).is_none_or(|h| v > &h) {
-                        fsx::write_atomic(&run.opts.state_dir.join(HIGHEST_FILE), format!("{v}\n").as_bytes(), 0o600)?;
-                    }
-                }
+                record_highest(&run)?;
                 if tr.next != state {
                     run.save(tr.next, None)?;
                 } else {

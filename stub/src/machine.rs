@@ -20,6 +20,8 @@ pub enum Event {
     Staged,
     Configured,
     Validated,
+    /// Validation found a partial failure (exit 69): carry on with less.
+    ValidatedDegraded,
     /// The validate hook failed; `upgrade` says a previous install exists.
     ValidationFailed {
         upgrade: bool,
@@ -51,6 +53,8 @@ pub enum Action {
     StartSafe,
     /// Stop: the service runs in safe mode; the operator must step in.
     ReportSafeMode,
+    /// Stop: installed and running, but degraded (exit 8).
+    ReportDegraded,
     /// Stop: the run is over, successfully.
     Finish,
     /// Stop: the run failed; the error is reported as it is.
@@ -84,6 +88,9 @@ pub fn step(state: State, event: &Event) -> Transition {
         (S::Fresh | S::Upgrade, E::Staged) => t(S::Configuring, Action::Configure),
         (S::Configuring, E::Configured) => t(S::Validating, Action::Validate),
         (S::Validating, E::Validated) => t(S::Running, Action::Run),
+        (S::Validating, E::ValidatedDegraded) => t(S::Degraded, Action::Run),
+        (S::Degraded, E::Started) => t(S::Degraded, Action::ReportDegraded),
+        (S::Degraded, E::StartFailed) => t(S::SafeMode, Action::StartSafe),
         (S::Validating, E::ValidationFailed { upgrade: true }) => t(S::RollingBack, Action::Rollback),
         (S::Validating, E::ValidationFailed { upgrade: false }) => t(S::Failed, Action::Abort),
         (S::RollingBack, E::RolledBack) => t(S::Failed, Action::ReportRolledBack),
@@ -151,6 +158,14 @@ mod tests {
         assert_eq!(step(State::RollingBack, &RolledBack).action, Action::ReportRolledBack);
         assert_eq!(step(State::Validating, &ValidationFailed { upgrade: false }), t(State::Failed, Action::Abort));
         assert_eq!(step(State::Start, &ResumeRollback), t(State::RollingBack, Action::Rollback));
+    }
+
+    #[test]
+    fn a_partial_failure_carries_on_degraded() {
+        use Event::*;
+        let states = drive(&[Begin, Verified, NoInstall, Staged, Configured, ValidatedDegraded, Started]);
+        assert_eq!(states[5..], [State::Degraded, State::Degraded]);
+        assert_eq!(step(State::Degraded, &Started).action, Action::ReportDegraded);
     }
 
     #[test]
