@@ -150,3 +150,40 @@ fn sigkill_at_every_effect_of_an_upgrade_leaves_old_or_new_never_a_mix() {
     }
     eprintln!("upgrade crashed and recovered at each of {total} effects");
 }
+
+/// Killed in the middle of extraction, the next run keeps the files already
+/// staged and verified, and writes only the rest.
+#[test]
+fn extraction_resumes_at_file_granularity() {
+    let p = Project::new(None);
+    let stubs = BTreeMap::from([(HOST.to_string(), fault_stub().to_path_buf())]);
+    let report = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out"), &test_key().0, stubs)).unwrap();
+    let bundle = &report.bundles.iter().find(|b| b.manifest.tier == "full").unwrap().path;
+    let t = tempfile::tempdir().unwrap();
+    let (root, state) = (t.path().join("root"), t.path().join("state"));
+    let o = install(bundle, &root, &state, &[("NXS_FAULT_TRACE", "1".into())]);
+    assert_eq!(code(&o), 0);
+    // The effect that extracts the last file of the payload.
+    let last = stderr(&o).lines().filter(|l| l.contains(" extract:")).last().unwrap().to_string();
+    let n: usize = last.strip_prefix("fault: effect ").unwrap().split(' ').next().unwrap().parse().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (root, state) = (t.path().join("root"), t.path().join("state"));
+    let o = install(bundle, &root, &state, &[("NXS_FAULT_CRASH_AT", n.to_string())]);
+    assert_eq!(o.status.signal(), Some(9));
+    assert!(t.path().join(".root.nxs-staging").is_dir(), "staging survives the crash");
+    // Something the manifest does not list, left in staging, is not installed.
+    std::fs::write(t.path().join(".root.nxs-staging/etc/planted"), b"not in the manifest").unwrap();
+    let o = install(bundle, &root, &state, &[("NXS_FAULT_TRACE", "1".into())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    let kept: usize = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("resumed: "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .expect(&err);
+    assert!(kept >= 5, "most files were kept: {kept}\n{err}");
+    let c = run(&root.join("bin/nxs-survival"), &["check", "--root", root.to_str().unwrap()]);
+    assert_eq!(code(&c), 0, "{}", stdout(&c));
+    assert!(!root.join("etc/planted").exists(), "only the manifest's entries are switched in");
+}

@@ -5,7 +5,6 @@ use std::fmt;
 
 /// Exit codes, as documented in README.md and MISSION.md section 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // 7 and 8 are in the exit-code contract; the recovery matrix produces them.
 pub enum Class {
     Usage = 2,
     Verify = 3,

@@ -25,8 +25,11 @@ use std::path::Path;
 pub enum Sink<'a> {
     /// Nowhere: hash and compare only.
     Check,
-    /// Into this staging directory, which must already exist and be empty.
-    Dir(&'a Path),
+    /// Into this staging directory, which must exist. With `resume`, it may
+    /// hold entries from an interrupted run: directories are kept, files
+    /// that match the manifest byte for byte are kept, anything else there
+    /// is replaced.
+    Dir { root: &'a Path, resume: bool },
 }
 
 /// Progress reporting for long extractions.
@@ -54,8 +57,10 @@ fn region_err(b: &Bundle, msg: impl std::fmt::Display) -> Error {
     Error::verify(format!("{}: {msg}", b.path.display()))
 }
 
-/// Reads the payload of `b` against its manifest into `sink`.
-pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<()> {
+/// Reads the payload of `b` against its manifest into `sink`. Returns how
+/// many files a resumed staging directory already held, verified.
+pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
+    let mut reused = 0usize;
     let m = &b.manifest;
     let reader = PayloadReader::new(&b.file, b.trailer.payload_offset(), m);
     let mut archive = tar::Archive::new(reader);
@@ -73,23 +78,44 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<()> {
         if name != want.path.as_str() {
             return Err(region_err(b, format!("payload entry {count} is `{name}`, the manifest says `{}`", want.path)));
         }
-        if let Sink::Dir(_) = sink {
+        if let Sink::Dir { .. } = sink {
             crate::fault::effect(&format!("extract:{name}"))?;
         }
         let ty = entry.header().entry_type();
         let size = entry.header().size().map_err(|e| region_err(b, format!("payload entry `{name}`: {e}")))?;
         match (&want.kind, ty) {
             (EntryKind::Dir, tar::EntryType::Directory) if size == 0 => {
-                if let Sink::Dir(root) = sink {
+                if let Sink::Dir { root, resume } = sink {
                     let p = root.join(want.path.as_str());
-                    fs::create_dir(&p).map_err(|e| Error::io("cannot create directory", &p, e))?;
+                    let kept = *resume && fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
+                    if !kept {
+                        if *resume {
+                            remove_any(&p)?;
+                        }
+                        fs::create_dir(&p).map_err(|e| Error::io("cannot create directory", &p, e))?;
+                    }
                 }
             }
             (EntryKind::File { size: want_size, sha256 }, tar::EntryType::Regular) if size == *want_size => {
                 let mut out = match sink {
                     Sink::Check => None,
-                    Sink::Dir(root) => {
+                    Sink::Dir { root, resume } => {
                         let p = root.join(want.path.as_str());
+                        if *resume {
+                            if staged_file_matches(&p, *want_size, sha256) {
+                                // Its mode and durability may predate the crash.
+                                let f = fs::File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
+                                f.set_permissions(fs::Permissions::from_mode(want.mode)).map_err(|e| Error::io("cannot set the mode of", &p, e))?;
+                                f.sync_all().map_err(|e| Error::io("cannot fsync", &p, e))?;
+                                reused += 1;
+                                // Still read the entry: the payload is checked whole.
+                                hash_entry(&mut entry, size, &mut buf, b, name, sha256)?;
+                                progress.add(size);
+                                count += 1;
+                                continue;
+                            }
+                            remove_any(&p)?;
+                        }
                         let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).map_err(|e| Error::io("cannot create", &p, e))?;
                         Some((f, p))
                     }
@@ -145,14 +171,75 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<()> {
     if !reader.finished() {
         return Err(region_err(b, "payload was not read to its end"));
     }
+    // A resumed staging directory may hold what the manifest does not
+    // (a file from another attempt, or put there by someone): remove it,
+    // so that exactly the manifest's entries are switched in.
+    if let Sink::Dir { root, resume: true } = sink {
+        let wanted: std::collections::HashSet<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        prune(root, root, &wanted)?;
+    }
     // Directory modes last: a read-only directory must be filled first.
-    if let Sink::Dir(root) = sink {
+    if let Sink::Dir { root, .. } = sink {
         for e in m.entries.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
             let p = root.join(e.path.as_str());
             fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
                 .map_err(|err| Error::io("cannot set the mode of", &p, err))?;
         }
         sync_dirs(root, m)?;
+    }
+    Ok(reused)
+}
+
+/// True if `p` is a regular file (not a link) of `size` bytes with `sha256`.
+fn staged_file_matches(p: &Path, size: u64, sha256: &[u8; 32]) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_file() && m.len() == size => matches!(hash_file(p), Ok((n, got)) if n == size && &got == sha256),
+        _ => false,
+    }
+}
+
+/// Removes everything under `dir` whose path relative to `root` is not wanted.
+fn prune(root: &Path, dir: &Path, wanted: &std::collections::HashSet<&str>) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("cannot read", dir, e))?;
+    for e in entries {
+        let p = e.map_err(|e| Error::io("cannot read", dir, e))?.path();
+        let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+        if !wanted.contains(rel.as_str()) {
+            remove_any(&p)?;
+        } else if fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+            prune(root, &p, wanted)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes whatever is at `p` in a staging directory being resumed.
+fn remove_any(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => crate::fsx::remove_tree(p),
+        Ok(_) => fs::remove_file(p).map_err(|e| Error::io("cannot replace", p, e)),
+    }
+}
+
+/// Reads a tar entry's data and checks it against the manifest's digest.
+fn hash_entry(entry: &mut impl Read, size: u64, buf: &mut [u8], b: &Bundle, name: &str, want: &[u8; 32]) -> Result<()> {
+    let mut h = Sha256::new();
+    let mut left = size;
+    while left > 0 {
+        let n = (left.min(buf.len() as u64)) as usize;
+        entry
+            .read_exact(&mut buf[..n])
+            .map_err(|e| region_err(b, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    let got: [u8; 32] = h.finalize().into();
+    if &got != want {
+        return Err(region_err(
+            b,
+            format!("file `{name}`: sha256 is {}, the signed manifest says {}", hex::encode(&got), hex::encode(want)),
+        ));
     }
     Ok(())
 }

@@ -119,6 +119,8 @@ fn now() -> u64 {
 pub struct Layout {
     pub root: PathBuf,
     pub staging: PathBuf,
+    /// Names the payload the staging directory is being filled from.
+    pub staging_id: PathBuf,
     pub previous: PathBuf,
 }
 
@@ -133,6 +135,7 @@ impl Layout {
         let parent = fsx::parent(&root).to_path_buf();
         Ok(Layout {
             staging: parent.join(format!(".{name}.nxs-staging")),
+            staging_id: parent.join(format!(".{name}.nxs-staging.id")),
             previous: parent.join(format!(".{name}.nxs-previous")),
             root,
         })
@@ -143,25 +146,41 @@ impl Layout {
     }
 }
 
-/// Extracts the verified bundle into a fresh staging directory, with the
-/// install record, ready to be switched in.
-pub fn stage(b: &Bundle, layout: &Layout, record: bool, progress: bool) -> Result<()> {
+/// Extracts the verified bundle into a staging directory, with the install
+/// record, ready to be switched in. With `resume`, a staging directory left
+/// by an interrupted run of the same payload is kept, and its files that
+/// still match the manifest are not written again.
+pub fn stage(b: &Bundle, layout: &Layout, record: bool, progress: bool, resume: bool) -> Result<()> {
     let parent = layout.parent();
     fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
-    // A staging directory left by an interrupted run is ours; start afresh.
     crate::fault::effect("stage")?;
-    fsx::remove_tree(&layout.staging)?;
-    fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&layout.staging)
-        .map_err(|e| Error::io("cannot create the staging directory", &layout.staging, e))?;
+    let id = hex::encode(&b.manifest.payload.sha256);
+    let same_payload = fs::read_to_string(&layout.staging_id).map(|s| s.trim() == id).unwrap_or(false);
+    let resuming = resume && same_payload && fs::symlink_metadata(&layout.staging).map(|m| m.is_dir()).unwrap_or(false);
+    if !resuming {
+        // Anything else there is ours from another run: start afresh.
+        fsx::remove_tree(&layout.staging)?;
+        fsx::write_atomic(&layout.staging_id, format!("{id}\n").as_bytes(), 0o600)?;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&layout.staging)
+            .map_err(|e| Error::io("cannot create the staging directory", &layout.staging, e))?;
+    }
     let mut p = Progress::new(progress, b.manifest.files_total());
-    if let Err(e) = extract::run(b, &Sink::Dir(&layout.staging), &mut p) {
-        let _ = fsx::remove_tree(&layout.staging);
-        return Err(e);
+    let reused = match extract::run(b, &Sink::Dir { root: &layout.staging, resume: resuming }, &mut p) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = fsx::remove_tree(&layout.staging);
+            let _ = fs::remove_file(&layout.staging_id);
+            return Err(e);
+        }
+    };
+    if resuming {
+        eprintln!("  resumed: {reused} file(s) already staged and verified were kept");
     }
     if record {
         let dir = layout.staging.join(RECORD_DIR);
+        fsx::remove_tree(&dir)?;
         fs::DirBuilder::new().mode(0o755).create(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
         fsx::write_atomic(&dir.join("manifest"), &b.manifest_bytes, 0o644)?;
         fsx::write_atomic(&dir.join("manifest.minisig"), b.signature.as_bytes(), 0o644)?;
@@ -188,7 +207,9 @@ pub fn commit(layout: &Layout) -> Result<()> {
                     crate::fault::effect("commit-previous")?;
                     fs::rename(&layout.staging, &layout.previous)
                         .map_err(|e| Error::io("cannot keep the previous install at", &layout.previous, e))?;
-                    return fsx::fsync_dir(parent);
+                    fsx::fsync_dir(parent)?;
+                    let _ = fs::remove_file(&layout.staging_id);
+                    return Ok(());
                 }
                 // No RENAME_EXCHANGE on this filesystem: two renames. A crash
                 // between them leaves no root and a complete `previous`,
@@ -211,7 +232,9 @@ pub fn commit(layout: &Layout) -> Result<()> {
     }
     fs::rename(&layout.staging, &layout.root)
         .map_err(|e| Error::io("cannot move the staged install into", &layout.root, e))?;
-    fsx::fsync_dir(parent)
+    fsx::fsync_dir(parent)?;
+    let _ = fs::remove_file(&layout.staging_id);
+    Ok(())
 }
 
 /// Puts `previous` back in place of the root, atomically. With `keep`, the
@@ -458,14 +481,14 @@ impl Run<'_> {
             }
             Action::InstallFresh | Action::InstallUpgrade => {
                 eprintln!("  extracting into {}", self.layout.staging.display());
-                if let Err(e) = stage(self.bundle(), &self.layout, true, self.opts.progress) {
+                if let Err(e) = stage(self.bundle(), &self.layout, true, self.opts.progress, true) {
                     // An I/O failure while staging: once more, in a fresh
                     // staging directory. A verification failure is final.
                     if e.class != Class::Io {
                         return Err(e);
                     }
                     eprintln!("  staging failed ({}); retrying once in a fresh staging directory", e.msg);
-                    stage(self.bundle(), &self.layout, true, self.opts.progress)?;
+                    stage(self.bundle(), &self.layout, true, self.opts.progress, false)?;
                 }
                 commit(&self.layout)?;
                 eprintln!("  installed into {}", self.layout.root.display());

@@ -193,7 +193,7 @@ fn run(args: &[String]) -> Result<i32> {
                     .hint("extract into a new or empty directory"));
             }
             let b = Bundle::open_verified(&bundle::self_path()?, &Trust::Embedded)?;
-            install::stage(&b, &layout, false, true)?;
+            install::stage(&b, &layout, false, true, false)?;
             install::commit(&layout)?;
             println!("extracted {} entries into {}", b.manifest.entries.len(), layout.root.display());
             Ok(0)
