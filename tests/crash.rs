@@ -164,7 +164,7 @@ fn extraction_resumes_at_file_granularity() {
     let o = install(bundle, &root, &state, &[("NXS_FAULT_TRACE", "1".into())]);
     assert_eq!(code(&o), 0);
     // The effect that extracts the last file of the payload.
-    let last = stderr(&o).lines().filter(|l| l.contains(" extract:")).last().unwrap().to_string();
+    let last = stderr(&o).lines().rfind(|l| l.contains(" extract:")).unwrap().to_string();
     let n: usize = last.strip_prefix("fault: effect ").unwrap().split(' ').next().unwrap().parse().unwrap();
     let t = tempfile::tempdir().unwrap();
     let (root, state) = (t.path().join("root"), t.path().join("state"));

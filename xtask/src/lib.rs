@@ -4,6 +4,7 @@
 //! One module a task: [`platform`] reads `platforms/*.toml`, [`stub`] builds
 //! the static stub for one of them, [`devkey`] makes the development key.
 
+pub mod corpus;
 pub mod devkey;
 pub mod platform;
 pub mod stub;
