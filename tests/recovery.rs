@@ -21,6 +21,7 @@ fn project(hooks: &str, stub: &Path) -> (Project, PathBuf) {
         b"#!/bin/sh\nf=\"$NXS_STATE_DIR/flaky-count\"\nn=$(cat \"$f\" 2>/dev/null || echo 0)\nn=$((n + 1))\necho $n > \"$f\"\necho \"flaky run $n\"\n[ $n -ge 3 ] || exit 75\n",
         0o755,
     );
+    write(&p.path().join("src/etc/hooks/write-config.sh"), b"#!/bin/sh\necho configured > \"$1\"\n", 0o755);
     write(
         &p.path().join("src/etc/hooks/partial.sh"),
         b"#!/bin/sh\n[ -f \"$NXS_STATE_DIR/dependency-up\" ] && exit 0\necho dependency unreachable\nexit 69\n",
@@ -197,4 +198,44 @@ fn a_partial_failure_finishes_degraded_and_a_later_run_resumes_without_extractin
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming at CONFIGURING") && !stderr(&o).contains("extracting"), "{}", stderr(&o));
     assert!(place.status(&bundle).starts_with("{\"state\":\"RUNNING\""));
+}
+
+#[test]
+fn configuring_falls_back_to_the_declared_path() {
+    let hooks = "[hooks.configure]\nargv = [\"etc/hooks/write-config.sh\", \"/proc/nxs-cannot-write-here.conf\"]\n\
+                 [hooks.configure_fallback]\nargv = [\"sh\", \"-c\", \"etc/hooks/write-config.sh $NXS_STATE_DIR/nxs.conf\"]\n";
+    let (_p, bundle) = project(hooks, stub());
+    let place = Place::new();
+    let o = place.install(&bundle, &[], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("running the declared fallback"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(place.state().join("nxs.conf")).unwrap(), "configured\n");
+}
+
+#[test]
+fn an_interactive_failure_offers_the_emergency_shell() {
+    let hooks =
+        "[hooks.validate]\nargv = [\"bin/nxs-survival\", \"check\", \"--root\", \"/nonexistent\"]\ntimeout = 30\n";
+    let (_p, bundle) = project(hooks, stub());
+    let place = Place::new();
+    // script(1) gives the run a terminal; we answer "n".
+    let cmdline = format!(
+        "{} install --root {} --state-dir {}",
+        bundle.display(),
+        place.root().display(),
+        place.state().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("Start an emergency shell in"), "{all}");
+    assert_eq!(code(&o), 9, "{all}");
 }

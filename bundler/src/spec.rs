@@ -139,6 +139,7 @@ struct RawHeadscale {
 #[serde(deny_unknown_fields)]
 struct RawHooks {
     configure: Option<Spanned<RawHook>>,
+    configure_fallback: Option<Spanned<RawHook>>,
     validate: Option<Spanned<RawHook>>,
     run: Option<Spanned<RawHook>>,
 }
@@ -336,10 +337,11 @@ impl Spec {
         };
 
         let mut hooks = Vec::new();
-        for (stage, hook) in [
-            (HookStage::Configure, &raw.hooks.configure),
-            (HookStage::Validate, &raw.hooks.validate),
-            (HookStage::Run, &raw.hooks.run),
+        for (stage, key, hook) in [
+            (HookStage::Configure, "configure", &raw.hooks.configure),
+            (HookStage::ConfigureFallback, "configure_fallback", &raw.hooks.configure_fallback),
+            (HookStage::Validate, "validate", &raw.hooks.validate),
+            (HookStage::Run, "run", &raw.hooks.run),
         ] {
             if let Some(h) = hook {
                 let r = h.get_ref();

@@ -53,6 +53,9 @@ pub struct Headscale {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HookStage {
     Configure,
+    /// Run when `Configure` fails, if the spec declares it (for example, a
+    /// config written to another path).
+    ConfigureFallback,
     Validate,
     Run,
 }
@@ -61,6 +64,7 @@ impl HookStage {
     pub fn as_str(self) -> &'static str {
         match self {
             HookStage::Configure => "configure",
+            HookStage::ConfigureFallback => "configure-fallback",
             HookStage::Validate => "validate",
             HookStage::Run => "run",
         }
@@ -68,6 +72,7 @@ impl HookStage {
     pub fn parse(s: &str) -> Option<HookStage> {
         match s {
             "configure" => Some(HookStage::Configure),
+            "configure-fallback" => Some(HookStage::ConfigureFallback),
             "validate" => Some(HookStage::Validate),
             "run" => Some(HookStage::Run),
             _ => None,
@@ -477,7 +482,13 @@ impl Manifest {
                         ));
                     }
                     let stage = HookStage::parse(&fields[0]).ok_or_else(|| {
-                        syntax(n, format!("hook stage `{}`: expected configure, validate or run", fields[0]))
+                        syntax(
+                            n,
+                            format!(
+                                "hook stage `{}`: expected configure, configure-fallback, validate or run",
+                                fields[0]
+                            ),
+                        )
                     })?;
                     let timeout_secs = num(n, "hook timeout", &fields[1])?;
                     if timeout_secs == 0 || timeout_secs > MAX_HOOK_TIMEOUT_SECS {

@@ -494,7 +494,16 @@ impl Run<'_> {
                 eprintln!("  installed into {}", self.layout.root.display());
                 Ok(Event::Staged)
             }
-            Action::Configure => self.hook(HookStage::Configure, &[]).map(|_| Event::Configured),
+            Action::Configure => match self.hook(HookStage::Configure, &[]) {
+                Err(e)
+                    if e.class == Class::HookFailed
+                        && self.bundle().manifest.hooks.iter().any(|h| h.stage == HookStage::ConfigureFallback) =>
+                {
+                    eprintln!("  configure failed ({}); running the declared fallback", e.msg);
+                    self.hook(HookStage::ConfigureFallback, &[]).map(|_| Event::Configured)
+                }
+                other => other.map(|_| Event::Configured),
+            },
             Action::Validate => match self.hook(HookStage::Validate, &[]) {
                 Ok(()) => Ok(Event::Validated),
                 Err(e) if e.class == Class::Degraded => {

@@ -55,7 +55,8 @@ pub fn generate(dir: &Path, total: u64, seed: u64) -> Result<(u64, u64)> {
     let weights: Vec<f64> = (0..files).map(|_| (2f64).powf((rng.below(1000) as f64) / 1000.0 * 12.0)).collect();
     let sum: f64 = weights.iter().sum();
     let mut written = 0u64;
-    let words: &[&[u8]] = &[b"agent ", b"session ", b"tailnet ", b"restore ", b"state ", b"nxs ", b"survival ", b"key\n"];
+    let words: &[&[u8]] =
+        &[b"agent ", b"session ", b"tailnet ", b"restore ", b"state ", b"nxs ", b"survival ", b"key\n"];
     let mut buf = Vec::with_capacity(1 << 20);
     for (i, w) in weights.iter().enumerate() {
         let size = if i as u64 == files - 1 { total - written } else { ((w / sum) * total as f64) as u64 };
@@ -106,7 +107,10 @@ mod tests {
         assert_eq!(bytes, 3 << 20);
         assert_eq!(n, 6);
         let list = |d: &Path| {
-            let mut v: Vec<(String, Vec<u8>)> = walk(d).into_iter().map(|p| (p.strip_prefix(d).unwrap().display().to_string(), std::fs::read(&p).unwrap())).collect();
+            let mut v: Vec<(String, Vec<u8>)> = walk(d)
+                .into_iter()
+                .map(|p| (p.strip_prefix(d).unwrap().display().to_string(), std::fs::read(&p).unwrap()))
+                .collect();
             v.sort();
             v
         };

@@ -382,7 +382,11 @@ fn soak(root: &Path, iterations: u32, size: &str, seed: u64) -> Result<()> {
         child.wait()?;
         let status = Command::new(&run).arg("status").arg("--state-dir").arg(&state).arg("--json").output()?;
         if !status.status.success() {
-            bail!("iteration {i}: after a kill at {:?}, status fails: {}", delay, String::from_utf8_lossy(&status.stderr));
+            bail!(
+                "iteration {i}: after a kill at {:?}, status fails: {}",
+                delay,
+                String::from_utf8_lossy(&status.stderr)
+            );
         }
         let text = String::from_utf8_lossy(&status.stdout).into_owned();
         let at = text.split('"').nth(3).filter(|_| !text.starts_with("{\"state\":null")).unwrap_or("none").to_string();
@@ -395,7 +399,11 @@ fn soak(root: &Path, iterations: u32, size: &str, seed: u64) -> Result<()> {
         }
         let out = install(true).stderr(std::process::Stdio::piped()).output()?;
         if !out.status.success() {
-            bail!("iteration {i}: the rerun after a kill in {at} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "iteration {i}: the rerun after a kill in {at} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let c = Command::new(troot.join("bin/nxs-survival")).arg("check").arg("--root").arg(&troot).output()?;
         if !c.status.success() {
@@ -403,7 +411,10 @@ fn soak(root: &Path, iterations: u32, size: &str, seed: u64) -> Result<()> {
         }
     }
     let summary: Vec<String> = seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("soak: {iterations} kills on a {size} bundle ({files} files), all converged; killed with the checkpoint at: {}", summary.join(", "));
+    println!(
+        "soak: {iterations} kills on a {size} bundle ({files} files), all converged; killed with the checkpoint at: {}",
+        summary.join(", ")
+    );
     reset()?;
     Ok(())
 }
