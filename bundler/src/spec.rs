@@ -348,11 +348,7 @@ impl Spec {
                 if r.argv.is_empty() || r.argv.len() > nxs_format::manifest::MAX_HOOK_ARGS {
                     return Err(cx.err(
                         h,
-                        format!(
-                            "hooks.{}: argv needs 1 to {} arguments",
-                            stage.as_str(),
-                            nxs_format::manifest::MAX_HOOK_ARGS
-                        ),
+                        format!("hooks.{key}: argv needs 1 to {} arguments", nxs_format::manifest::MAX_HOOK_ARGS),
                         None,
                     ));
                 }
@@ -360,8 +356,7 @@ impl Spec {
                     return Err(cx.err(
                         h,
                         format!(
-                            "hooks.{}: timeout must be 1 to {} seconds",
-                            stage.as_str(),
+                            "hooks.{key}: timeout must be 1 to {} seconds",
                             nxs_format::manifest::MAX_HOOK_TIMEOUT_SECS
                         ),
                         None,

@@ -13,7 +13,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -21,7 +21,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -70,7 +70,7 @@ pub fn generate(dir: &Path, total: u64, seed: u64) -> Result<(u64, u64)> {
             let n = left.min(1 << 20) as usize;
             while buf.len() < n {
                 if random {
-                    buf.extend_from_slice(&rng.next().to_le_bytes());
+                    buf.extend_from_slice(&rng.next_u64().to_le_bytes());
                 } else {
                     buf.extend_from_slice(words[rng.below(words.len() as u64) as usize]);
                 }
