@@ -168,3 +168,25 @@ fn detecting_refuses_another_machine_with_a_report() {
     assert!(err.contains("use the bundle built for x86_64-unknown-linux-musl instead"), "{err}");
     assert!(!root.exists(), "nothing installed");
 }
+
+#[test]
+fn an_upgrade_over_another_architecture_is_refused() {
+    let aarch64 = Platform::load(&workspace(), "aarch64-unknown-linux-musl").unwrap();
+    let proj = Project::for_platforms(None, &[&aarch64.triple, HOST]);
+    let stubs =
+        BTreeMap::from([(aarch64.triple.clone(), stub_for(&aarch64.triple)), (HOST.to_string(), stub().to_path_buf())]);
+    let report = nxs_bundler::build(&proj.request_with_stubs(&proj.path().join("out"), &test_key().0, stubs)).unwrap();
+    let of = |t: &str| {
+        report.bundles.iter().find(|b| b.manifest.target == t && b.manifest.tier == "minimal").unwrap().path.clone()
+    };
+    let t = tempfile::tempdir().unwrap();
+    let (root, state) = (t.path().join("root"), t.path().join("state"));
+    let args = ["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+    let o = run_on(&aarch64, &of(&aarch64.triple), &args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let before = snapshot(&root);
+    let o = run(&of(HOST), &args);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds an install for aarch64-unknown-linux-musl"), "{}", stderr(&o));
+    assert_eq!(snapshot(&root), before, "the aarch64 install is untouched");
+}

@@ -92,6 +92,13 @@ pub fn plan(
                     }
                 }
             }
+            // A filesystem that ignores case would merge these two.
+            let mut folded: BTreeMap<String, &EntryPath> = BTreeMap::new();
+            for p in entries.keys() {
+                if let Some(other) = folded.insert(p.fold_key(), p) {
+                    bail!("`{other}` and `{p}` differ only in case; a case-insensitive filesystem would merge them");
+                }
+            }
             bundles.push(BundlePlan {
                 tier: tier_name.clone(),
                 target: target.clone(),

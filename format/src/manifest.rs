@@ -382,6 +382,7 @@ impl Manifest {
         let mut hooks = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut folded = std::collections::HashSet::new();
         let mut dirs = std::collections::HashSet::new();
         let mut ended = false;
         let mut last_line = 1;
@@ -514,6 +515,9 @@ impl Manifest {
                     if !seen.insert(entry.path.clone()) {
                         return Err(syntax(n, format!("duplicate entry `{}`", entry.path)));
                     }
+                    if !folded.insert(entry.path.fold_key()) {
+                        return Err(syntax(n, format!("entry `{}` differs from another only in case", entry.path)));
+                    }
                     if let Some(parent) = entry.path.parent() {
                         if !dirs.contains(&parent) {
                             return Err(syntax(n, format!("`{}` comes before its directory `{parent}`", entry.path)));
@@ -630,6 +634,7 @@ mod tests {
         check_refused(&edit("etc/ca.pem\n", "../ca.pem\n"), 13, "`..`");
         check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 etc\n"), 18, "duplicate entry");
         check_refused(&edit("dir 755 etc\n", ""), 17, "before its directory");
+        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 ETC\n"), 18, "only in case");
         check_refused(&edit("frame 10 4096", "frame 11 4096"), 20, "does not add up");
         check_refused(&edit("mtime 1700000000", "mtime 1e9"), 6, "decimal");
         check_refused(&edit("tier standard", "tier standard extra"), 4, "takes 1 field");

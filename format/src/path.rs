@@ -22,7 +22,12 @@ pub enum PathError {
     EmptyComponent,
     DotComponent(String),
     ComponentTooLong(String),
-    ForbiddenByte { byte: u8 },
+    ForbiddenByte {
+        byte: u8,
+    },
+    /// A combining character, which would give the path a second
+    /// Unicode-normalised spelling.
+    Combining(char),
     Reserved,
 }
 
@@ -40,6 +45,11 @@ impl fmt::Display for PathError {
             PathError::ForbiddenByte { byte } => {
                 write!(f, "forbidden byte 0x{byte:02x} (control character or backslash)")
             }
+            PathError::Combining(c) => write!(
+                f,
+                "combining character U+{:04X}: write the precomposed form, so the path has one normalised spelling",
+                *c as u32
+            ),
             PathError::Reserved => write!(f, "`{}` is reserved for the install record", crate::RECORD_DIR),
         }
     }
@@ -67,6 +77,9 @@ impl EntryPath {
         if let Some(&byte) = s.as_bytes().iter().find(|&&b| b < 0x20 || b == 0x7f || b == b'\\') {
             return Err(PathError::ForbiddenByte { byte });
         }
+        if let Some(c) = s.chars().find(|&c| is_combining(c)) {
+            return Err(PathError::Combining(c));
+        }
         for (i, c) in s.split('/').enumerate() {
             match c {
                 "" => return Err(PathError::EmptyComponent),
@@ -83,6 +96,12 @@ impl EntryPath {
         &self.0
     }
 
+    /// The key two paths collide on when a filesystem ignores case: two
+    /// entries with the same key are refused, at build and at extract time.
+    pub fn fold_key(&self) -> String {
+        self.0.to_lowercase()
+    }
+
     /// The components, in order.
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
@@ -97,6 +116,17 @@ impl EntryPath {
     pub fn join(&self, component: &str) -> Result<EntryPath, PathError> {
         EntryPath::parse(&format!("{}/{}", self.0, component))
     }
+}
+
+/// Combining marks and conjoining jamo: the characters through which one
+/// name gets several Unicode-normalised spellings (NFC and NFD differ only
+/// where such characters appear or could be composed from them).
+fn is_combining(c: char) -> bool {
+    matches!(c as u32,
+        0x0300..=0x036F | 0x0483..=0x0489 | 0x0591..=0x05BD | 0x0610..=0x061A | 0x064B..=0x065F
+        | 0x0900..=0x0903 | 0x093A..=0x094F | 0x1100..=0x11FF | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF
+        | 0x20D0..=0x20FF | 0x302A..=0x302F | 0x3099..=0x309A | 0xA960..=0xA97F | 0xD7B0..=0xD7FF
+        | 0xFE20..=0xFE2F)
 }
 
 impl fmt::Display for EntryPath {
@@ -129,12 +159,21 @@ mod tests {
             ("a\nb", PathError::ForbiddenByte { byte: b'\n' }),
             ("a\\..\\b", PathError::ForbiddenByte { byte: b'\\' }),
             (".nxs-bundle/manifest", PathError::Reserved),
+            ("cafe\u{301}", PathError::Combining('\u{301}')),
         ];
         for (input, want) in cases {
             assert_eq!(EntryPath::parse(input).unwrap_err(), *want, "input {input:?}");
         }
         assert!(matches!(EntryPath::parse(&"a".repeat(256)), Err(PathError::ComponentTooLong(_))));
         assert!(matches!(EntryPath::parse(&"a/".repeat(2100)), Err(PathError::TooLong(_))));
+    }
+
+    #[test]
+    fn case_folds_collide() {
+        let a = EntryPath::parse("Etc/NXS.toml").unwrap();
+        let b = EntryPath::parse("etc/nxs.toml").unwrap();
+        assert_eq!(a.fold_key(), b.fold_key());
+        assert!(EntryPath::parse("café").is_ok(), "precomposed is fine");
     }
 
     #[test]

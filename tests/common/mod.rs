@@ -250,3 +250,117 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     v
 }
+
+/// Hostile bundles, made by hand: a tar stream of our choosing, cut into
+/// zstd frames, under a manifest listing `entries`, signed with the test key
+/// (a signer who is trusted and wrong, or a bundler with a bug). The stub
+/// must refuse what does not match, even so.
+pub mod hostile {
+    use super::*;
+    use nxs_format::{Entry, EntryKind, EntryPath, Frame, Manifest, Region, Trailer, Version};
+
+    pub fn file(path: &str, mode: u32, data: &[u8]) -> Entry {
+        Entry {
+            path: EntryPath::parse(path).unwrap(),
+            mode,
+            kind: EntryKind::File { size: data.len() as u64, sha256: Sha256::digest(data).into() },
+        }
+    }
+
+    pub fn dir(path: &str) -> Entry {
+        Entry { path: EntryPath::parse(path).unwrap(), mode: 0o755, kind: EntryKind::Dir }
+    }
+
+    /// A raw tar header block: any name, any type byte, any size.
+    pub fn header(name: &[u8], typeflag: u8, size: u64, mode: u32) -> [u8; 512] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        {
+            let raw = h.as_mut_bytes();
+            raw[..100].fill(0);
+            raw[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+            raw[156] = typeflag;
+        }
+        h.set_cksum();
+        *h.as_bytes()
+    }
+
+    /// A tar member: header, data, padding.
+    pub fn member(name: &[u8], typeflag: u8, data: &[u8], mode: u32) -> Vec<u8> {
+        let mut v = header(name, typeflag, data.len() as u64, mode).to_vec();
+        v.extend_from_slice(data);
+        v.resize(v.len().div_ceil(512) * 512, 0);
+        v
+    }
+
+    /// Ends a tar stream.
+    pub fn end(mut tar: Vec<u8>) -> Vec<u8> {
+        tar.extend_from_slice(&[0u8; 1024]);
+        tar
+    }
+
+    /// Frames `tar` honestly (each frame declares what it decodes to).
+    pub fn frames_of(tar: &[u8]) -> (Vec<u8>, Vec<Frame>) {
+        let mut payload = Vec::new();
+        let mut frames = Vec::new();
+        for chunk in tar.chunks(1 << 20) {
+            let c = zstd::bulk::compress(chunk, 3).unwrap();
+            frames.push(Frame { compressed: c.len() as u64, raw: chunk.len() as u64 });
+            payload.extend_from_slice(&c);
+        }
+        (payload, frames)
+    }
+
+    /// Assembles and signs a bundle; `edit` may change the manifest text
+    /// before it is signed.
+    pub fn bundle_with(
+        dir: &Path,
+        name: &str,
+        payload: &[u8],
+        frames: Vec<Frame>,
+        entries: Vec<Entry>,
+        edit: &dyn Fn(String) -> String,
+    ) -> PathBuf {
+        let stub_bytes = std::fs::read(stub()).unwrap();
+        let m = Manifest {
+            product: "demo".into(),
+            version: Version::parse("2.0.1").unwrap(),
+            tier: "hostile".into(),
+            target: HOST.into(),
+            mtime: 0,
+            dev: false,
+            stub: Region { len: stub_bytes.len() as u64, sha256: Sha256::digest(&stub_bytes).into() },
+            payload: Region { len: payload.len() as u64, sha256: Sha256::digest(payload).into() },
+            frames,
+            headscale: None,
+            hooks: vec![],
+            entries,
+        };
+        let text = edit(m.to_text());
+        let key = nxs_bundler::sign::SigningKey::load(&test_key().0, None).unwrap();
+        let sig = key.sign(text.as_bytes(), "hostile").unwrap();
+        let t = Trailer {
+            format_version: nxs_format::FORMAT_VERSION,
+            stub_len: stub_bytes.len() as u64,
+            payload_len: payload.len() as u64,
+            manifest_len: text.len() as u64,
+            signature_len: sig.len() as u64,
+        };
+        let mut out = stub_bytes;
+        out.extend_from_slice(payload);
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(sig.as_bytes());
+        out.extend_from_slice(&t.encode());
+        let path = dir.join(name);
+        write(&path, &out, 0o755);
+        path
+    }
+
+    /// A bundle of `tar` (framed honestly) listing `entries`.
+    pub fn bundle(dir: &Path, name: &str, tar: &[u8], entries: Vec<Entry>) -> PathBuf {
+        let (payload, frames) = frames_of(tar);
+        bundle_with(dir, name, &payload, frames, entries, &|s| s)
+    }
+}

@@ -1,0 +1,181 @@
+//! Hostile bundles, one test per attack class, built in memory and signed
+//! with the trusted test key (so only the stub's own checks stand between
+//! them and the disk). Each asserts the documented exit code, an error that
+//! names the path or region, and a byte-for-byte snapshot of the target and
+//! its surroundings before and after: nothing is written outside the root,
+//! ever, and nothing at all on refusal.
+
+use nxs_tests::hostile::*;
+use nxs_tests::*;
+use std::path::Path;
+
+/// verify and install both refuse `bundle` with `want`, naming `needle`,
+/// and the place around the root is as it was.
+fn refused(bundle: &Path, want: i32, needle: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let area = t.path().join("area");
+    std::fs::create_dir(&area).unwrap();
+    std::fs::write(area.join("neighbour"), b"keep me").unwrap();
+    let (root, state) = (area.join("root"), t.path().join("state"));
+    let before = snapshot(&area);
+    for args in
+        [vec!["verify"], vec!["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]]
+    {
+        let o = run(bundle, &args);
+        assert_eq!(code(&o), want, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: `{}` should name `{needle}`", stderr(&o));
+        assert_eq!(snapshot(&area), before, "{args:?}: the target and its surroundings changed");
+    }
+    assert!(!Path::new("/tmp/nxs-hostile-evil").exists(), "nothing escaped the root");
+}
+
+fn one_file_bundle(dir: &Path, name: &str, tar_name: &[u8], typeflag: u8) -> std::path::PathBuf {
+    let tar = end(member(tar_name, typeflag, b"evil", 0o644));
+    bundle(dir, name, &tar, vec![file("evil", 0o644, b"evil")])
+}
+
+#[test]
+fn dot_dot_paths() {
+    let d = tempfile::tempdir().unwrap();
+    refused(
+        &one_file_bundle(d.path(), "dotdot.run", b"../nxs-hostile-evil", b'0'),
+        3,
+        "payload entry 0 is `../nxs-hostile-evil`",
+    );
+}
+
+#[test]
+fn absolute_paths() {
+    let d = tempfile::tempdir().unwrap();
+    refused(
+        &one_file_bundle(d.path(), "abs.run", b"/tmp/nxs-hostile-evil", b'0'),
+        3,
+        "payload entry 0 is `/tmp/nxs-hostile-evil`",
+    );
+}
+
+#[test]
+fn links_devices_fifos_sparse_and_unknown_types() {
+    let d = tempfile::tempdir().unwrap();
+    let cases = [
+        (b'1', "payload entry `evil` is a Link"),
+        (b'2', "payload entry `evil` is a Symlink"),
+        (b'3', "payload entry `evil` is a Char"),
+        (b'4', "payload entry `evil` is a Block"),
+        (b'6', "payload entry `evil` is a Fifo"),
+        (b'S', "sparse entry type"),
+        (b'Z', "payload entry `evil` is a"),
+    ];
+    for (flag, needle) in cases {
+        let tar = end(member(b"evil", flag, b"", 0o644));
+        let b = bundle(d.path(), &format!("type-{}.run", flag as char), &tar, vec![file("evil", 0o644, b"")]);
+        refused(&b, 3, needle);
+    }
+}
+
+#[test]
+fn duplicate_entries() {
+    let d = tempfile::tempdir().unwrap();
+    let mut tar = member(b"evil", b'0', b"evil", 0o644);
+    tar.extend(member(b"evil", b'0', b"EVIL", 0o644));
+    let b = bundle(d.path(), "dup.run", &end(tar), vec![file("evil", 0o644, b"evil")]);
+    refused(&b, 3, "payload holds more entries than the 1 the manifest lists");
+}
+
+#[test]
+fn a_path_through_a_link() {
+    let d = tempfile::tempdir().unwrap();
+    let mut link = header(b"d", b'2', 0, 0o777);
+    link[157..161].copy_from_slice(b"/tmp");
+    let mut h = tar::Header::from_byte_slice(&link).clone();
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend(member(b"d/nxs-hostile-evil", b'0', b"evil", 0o644));
+    let b = bundle(d.path(), "through.run", &end(tar), vec![dir("d"), file("d/nxs-hostile-evil", 0o644, b"evil")]);
+    refused(&b, 3, "payload entry `d` is a Symlink");
+}
+
+/// A PAX extended header ('x') carrying `records` before a member.
+fn pax(records: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = String::new();
+    for (k, v) in records {
+        let rec = format!(" {k}={v}\n");
+        let mut len = rec.len() + 1;
+        while format!("{len}{rec}").len() != len {
+            len += 1;
+        }
+        body.push_str(&format!("{len}{rec}"));
+    }
+    member(b"PaxHeaders/x", b'x', body.as_bytes(), 0o644)
+}
+
+#[test]
+fn pax_headers_that_disagree_with_the_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    let mut tar = pax(&[("path", "../../nxs-hostile-evil")]);
+    tar.extend(member(b"evil", b'0', b"evil", 0o644));
+    refused(
+        &bundle(d.path(), "paxpath.run", &end(tar), vec![file("evil", 0o644, b"evil")]),
+        3,
+        "is `../../nxs-hostile-evil`",
+    );
+
+    let mut tar = pax(&[("size", "1")]);
+    tar.extend(member(b"evil", b'0', b"evil", 0o644));
+    refused(&bundle(d.path(), "paxsize.run", &end(tar), vec![file("evil", 0o644, b"evil")]), 3, "evil");
+}
+
+#[test]
+fn sizes_that_disagree_with_the_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    let tar = end(member(b"evil", b'0', b"evil and more", 0o644));
+    refused(
+        &bundle(d.path(), "size.run", &tar, vec![file("evil", 0o644, b"evil")]),
+        3,
+        "payload entry `evil` is a Regular of 13 bytes",
+    );
+    // Same size, other bytes: the per-file hash catches it.
+    let tar = end(member(b"evil", b'0', b"EVIL", 0o644));
+    refused(&bundle(d.path(), "bytes.run", &tar, vec![file("evil", 0o644, b"evil")]), 3, "file `evil`: sha256 is");
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_declared_size() {
+    let d = tempfile::tempdir().unwrap();
+    // 64 MiB of tar that compresses to a few KiB, declared as 4 KiB.
+    let mut tar = member(b"evil", b'0', &vec![0u8; 64 << 20], 0o644);
+    tar = end(tar);
+    let c = zstd::bulk::compress(&tar, 19).unwrap();
+    let frames = vec![nxs_format::Frame { compressed: c.len() as u64, raw: 4096 }];
+    let b = bundle_with(d.path(), "bomb.run", &c, frames, vec![file("evil", 0o644, b"")], &|s| s);
+    refused(&b, 3, "does not decode within its declared 4096 bytes");
+}
+
+#[test]
+fn unsafe_or_colliding_paths_in_a_signed_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    let tar = end(member(b"evil", b'0', b"evil", 0o644));
+    let (payload, frames) = frames_of(&tar);
+    let b = bundle_with(d.path(), "mdotdot.run", &payload, frames.clone(), vec![file("evil", 0o644, b"evil")], &|s| {
+        s.replace(" evil\n", " ../evil\n")
+    });
+    refused(&b, 3, "manifest at bytes");
+    let b = bundle_with(d.path(), "mcase.run", &payload, frames, vec![file("evil", 0o644, b"evil")], &|s| {
+        s.replace("end\n", &format!("file 644 4 {} EVIL\nend\n", sha256(b"evil")))
+    });
+    refused(&b, 3, "differs from another only in case");
+}
+
+#[test]
+fn modes_come_from_the_manifest_and_setuid_is_not_smuggled_in() {
+    let d = tempfile::tempdir().unwrap();
+    let tar = end(member(b"tool", b'0', b"#!/bin/sh\n", 0o6777));
+    let b = bundle(d.path(), "mode.run", &tar, vec![file("tool", 0o755, b"#!/bin/sh\n")]);
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let o =
+        run(&b, &["install", "--root", root.to_str().unwrap(), "--state-dir", t.path().join("s").to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(root.join("tool")).unwrap().permissions().mode() & 0o7777, 0o755);
+}
