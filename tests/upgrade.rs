@@ -158,3 +158,22 @@ fn downgrade_is_refused_unless_forced() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(t.status(&v1).contains("\"version\":\"2.0.1\""));
 }
+
+#[test]
+fn a_new_version_with_the_same_payload_still_replaces_the_record() {
+    let p = Project::new(None);
+    let v1 = build_version(&p, "2.0.1", &same, stub(), "out1");
+    // Same files, new version: only the signed manifest differs.
+    let spec = regex_version(&std::fs::read_to_string(&p.spec).unwrap(), "2.0.2");
+    std::fs::write(&p.spec, spec).unwrap();
+    let stubs = BTreeMap::from([(HOST.to_string(), stub().to_path_buf())]);
+    let r = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out2"), &test_key().0, stubs)).unwrap();
+    let v2 = r.bundles.iter().find(|b| b.manifest.tier == "full").unwrap().path.clone();
+    let t = Target::new();
+    assert_eq!(code(&t.install(&v1, &[], &[])), 0);
+    let o = t.install(&v2, &[], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let record = std::fs::read_to_string(t.root.join(".nxs-bundle/manifest")).unwrap();
+    assert!(record.contains("version 2.0.2\n"), "the record is the new bundle's");
+    assert!(t.status(&v2).contains("\"version\":\"2.0.2\""));
+}

@@ -5,7 +5,8 @@
 //! feature on, the environment can make the Nth effect kill the process
 //! with SIGKILL (`NXS_FAULT_CRASH_AT=N`, as a power cut would), make a named
 //! effect fail (`NXS_FAULT_FAIL=name-prefix`), or trace every effect
-//! (`NXS_FAULT_TRACE=1`).
+//! (`NXS_FAULT_TRACE=1`). `NXS_FAULT_BUSY` and `NXS_FAULT_NOSPC` fail a
+//! named effect with EBUSY or ENOSPC instead of EIO.
 
 use crate::error::Result;
 
@@ -24,8 +25,10 @@ pub fn effect(name: &str) -> Result<()> {
     }
     // NXS_FAULT_FAIL=prefix fails every matching effect with EIO; prefix*N
     // only the first N. NXS_FAULT_BUSY likewise, with a transient EBUSY.
-    static FIRED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-    for (i, (var, errno)) in [("NXS_FAULT_FAIL", libc::EIO), ("NXS_FAULT_BUSY", libc::EBUSY)].into_iter().enumerate() {
+    // NXS_FAULT_NOSPC likewise, with ENOSPC (a disk filling up mid-run).
+    static FIRED: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+    let kinds = [("NXS_FAULT_FAIL", libc::EIO), ("NXS_FAULT_BUSY", libc::EBUSY), ("NXS_FAULT_NOSPC", libc::ENOSPC)];
+    for (i, (var, errno)) in kinds.into_iter().enumerate() {
         let Ok(spec) = std::env::var(var) else { continue };
         let (prefix, limit) = match spec.split_once('*') {
             Some((p, n)) => (p.to_string(), n.parse().unwrap_or(u64::MAX)),

@@ -429,7 +429,9 @@ impl Run<'_> {
                         let running_here = self.found.as_ref().is_some_and(|c| {
                             c.state == State::Running && c.root == self.layout.root.display().to_string()
                         });
-                        if old.payload.sha256 == b.manifest.payload.sha256 {
+                        // The same signed manifest, not just the same payload: the
+                        // record in the root must be this bundle's.
+                        if old == b.manifest {
                             if running_here {
                                 return Ok(Event::SameInstallRunning);
                             }
@@ -574,8 +576,9 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     // a bundle that fails here leaves the machine exactly as it was.
     eprintln!("  verifying {}", opts.bundle.display());
     let preverified = Bundle::open_verified(&opts.bundle, &Trust::Embedded)?;
-    let _lock = lock(&opts.state_dir)?;
     let layout = Layout::new(&opts.root)?;
+    crate::preflight::check(&preverified.manifest, &layout.root)?;
+    let _lock = lock(&opts.state_dir)?;
     let previous = match read_checkpoint(&opts.state_dir)? {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {

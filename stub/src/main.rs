@@ -18,6 +18,7 @@ mod install;
 mod json;
 mod machine;
 mod payload;
+mod preflight;
 
 use bundle::{Bundle, Trust};
 use error::{Class, Error, Result};
@@ -193,6 +194,7 @@ fn run(args: &[String]) -> Result<i32> {
                     .hint("extract into a new or empty directory"));
             }
             let b = Bundle::open_verified(&bundle::self_path()?, &Trust::Embedded)?;
+            preflight::check(&b.manifest, &layout.root)?;
             install::stage(&b, &layout, false, true, false)?;
             install::commit(&layout)?;
             println!("extracted {} entries into {}", b.manifest.entries.len(), layout.root.display());
