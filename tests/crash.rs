@@ -20,7 +20,7 @@ fn install(
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().unwrap()
+    output(&mut c).unwrap()
 }
 
 #[test]

@@ -100,7 +100,7 @@ fn runner_cmd(p: &Platform, program: &Path) -> Command {
 }
 
 fn run_on(p: &Platform, program: &Path, args: &[&str]) -> std::process::Output {
-    runner_cmd(p, program).args(args).output().unwrap()
+    output(runner_cmd(p, program).args(args)).unwrap()
 }
 
 #[test]

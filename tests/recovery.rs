@@ -59,7 +59,7 @@ impl Place {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().unwrap()
+        output(&mut c).unwrap()
     }
     fn status(&self, bundle: &Path) -> String {
         stdout(&run(bundle, &["status", "--state-dir", self.state().to_str().unwrap(), "--json"]))

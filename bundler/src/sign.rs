@@ -105,7 +105,8 @@ impl SigningKey {
         global.extend_from_slice(trusted_comment.as_bytes());
         let global_sig = self.key.sign(&global).to_bytes();
         let text = format!(
-            "untrusted comment: signature from nxs-bundle secret key\n{}\ntrusted comment: {}\n{}\n",
+            "{}\n{}\ntrusted comment: {}\n{}\n",
+            nxs_format::SIGNATURE_FIRST_LINE,
             B64.encode(&sig_line),
             trusted_comment,
             B64.encode(global_sig)

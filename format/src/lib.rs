@@ -23,6 +23,11 @@ pub use version::Version;
 /// bundle whose trailer or manifest names a newer one (exit 4, incompatible).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The first line of the signature embedded in a bundle, exactly. minisign
+/// signs nothing of this line, so the format fixes it: a bundle whose line
+/// differs is refused, and no byte of a bundle goes unchecked.
+pub const SIGNATURE_FIRST_LINE: &str = "untrusted comment: signature from nxs-bundle secret key";
+
 /// The directory inside an install root that holds the install's own record
 /// (the verified manifest and its signature). Bundles may not carry it.
 pub const RECORD_DIR: &str = ".nxs-bundle";

@@ -37,6 +37,8 @@ pub enum TrailerError {
     UnsupportedVersion(u32),
     /// Reserved bytes are not zero.
     Reserved,
+    /// The trailer's own checksum does not match: a damaged trailer.
+    Checksum,
     /// The regions do not add up to the file's size.
     LengthMismatch { declared: Option<u64>, file_len: u64 },
     /// A region is larger than the reader accepts.
@@ -56,6 +58,7 @@ impl fmt::Display for TrailerError {
                 write!(f, "bundle format version {v}; this stub reads version {}", crate::FORMAT_VERSION)
             }
             TrailerError::Reserved => write!(f, "reserved trailer bytes are not zero"),
+            TrailerError::Checksum => write!(f, "the trailer's checksum does not match (damaged)"),
             TrailerError::LengthMismatch { declared: Some(d), file_len } => {
                 write!(f, "regions add up to {d} bytes but the file is {file_len} bytes (truncated or appended to)")
             }
@@ -99,6 +102,8 @@ impl Trailer {
         b[24..32].copy_from_slice(&self.payload_len.to_le_bytes());
         b[32..40].copy_from_slice(&self.manifest_len.to_le_bytes());
         b[40..48].copy_from_slice(&self.signature_len.to_le_bytes());
+        let sum = fnv1a(&b[..48]);
+        b[48..56].copy_from_slice(&sum.to_le_bytes());
         b[56..64].copy_from_slice(MAGIC_TAIL);
         b
     }
@@ -118,11 +123,16 @@ impl Trailer {
         }
         let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        // The checksum first: a damaged byte must read as damage, not as a
+        // newer format. Every version keeps it at bytes 48..56.
+        if u64_at(48) != fnv1a(&bytes[..48]) {
+            return Err(TrailerError::Checksum);
+        }
         let format_version = u32_at(8);
         if format_version != crate::FORMAT_VERSION {
             return Err(TrailerError::UnsupportedVersion(format_version));
         }
-        if u32_at(12) != 0 || u64_at(48) != 0 {
+        if u32_at(12) != 0 {
             return Err(TrailerError::Reserved);
         }
         let t = Trailer {
@@ -143,6 +153,18 @@ impl Trailer {
             declared => Err(TrailerError::LengthMismatch { declared, file_len }),
         }
     }
+}
+
+/// FNV-1a, 64 bits: each step is a bijection of the state, so any single
+/// changed byte changes the sum. (Integrity against damage; the signature
+/// is what resists tampering.)
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 #[cfg(test)]
@@ -168,12 +190,18 @@ mod tests {
         assert!(matches!(Trailer::decode(&t.encode(), len + 7), Err(TrailerError::LengthMismatch { .. })));
         assert_eq!(Trailer::decode(&[0u8; TRAILER_LEN], len), Err(TrailerError::BadMagic));
         assert_eq!(Trailer::decode(&t.encode(), 10), Err(TrailerError::TooShort { file_len: 10 }));
+        // A newer format, with a sound checksum, is a version problem...
         let mut b = t.encode();
         b[8] = 2;
+        let sum = fnv1a(&b[..48]);
+        b[48..56].copy_from_slice(&sum.to_le_bytes());
         assert_eq!(Trailer::decode(&b, len), Err(TrailerError::UnsupportedVersion(2)));
-        let mut b = t.encode();
-        b[50] = 1;
-        assert_eq!(Trailer::decode(&b, len), Err(TrailerError::Reserved));
+        // ...but any flipped byte of a trailer is damage.
+        for i in 8..56 {
+            let mut b = t.encode();
+            b[i] ^= 0x10;
+            assert_eq!(Trailer::decode(&b, len), Err(TrailerError::Checksum), "byte {i}");
+        }
         let huge = Trailer { payload_len: u64::MAX, ..t };
         assert!(matches!(
             Trailer::decode(&huge.encode(), len),

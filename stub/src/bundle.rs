@@ -118,6 +118,18 @@ impl Bundle {
         );
         let signature = String::from_utf8(sig_bytes)
             .map_err(|_| Error::verify(format!("{}: {sig_region}: not text", path.display())))?;
+        // minisign leaves the first line unsigned and tolerates stray
+        // whitespace; the format does not: four lines, the first fixed.
+        let canonical = signature.ends_with('\n')
+            && signature.lines().count() == 4
+            && !signature.contains('\r')
+            && signature.lines().next() == Some(nxs_format::SIGNATURE_FIRST_LINE);
+        if !canonical {
+            return Err(Error::verify(format!(
+                "{}: {sig_region}: not the four lines of a bundle signature",
+                path.display()
+            )));
+        }
         let sig = minisign_verify::Signature::decode(&signature)
             .map_err(|e| Error::verify(format!("{}: {sig_region}: not a minisign signature: {e}", path.display())))?;
 

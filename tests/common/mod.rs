@@ -196,9 +196,22 @@ pub fn bundle_of<'a>(r: &'a BuildReport, tier: &str) -> &'a Path {
     &r.bundles.iter().find(|b| b.manifest.tier == tier).expect("tier built").path
 }
 
+/// Runs a command. A file just written may still be open in a child that
+/// another test thread forked (until that child execs): exec then fails
+/// with ETXTBSY, so that is retried.
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    for _ in 0..50 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => return other,
+        }
+    }
+    cmd.output()
+}
+
 /// Runs a bundle (or any program) with arguments.
 pub fn run(program: &Path, args: &[&str]) -> Output {
-    Command::new(program).args(args).output().expect("run")
+    output(Command::new(program).args(args)).expect("run")
 }
 
 pub fn code(o: &Output) -> i32 {
