@@ -195,3 +195,62 @@ fn signature_attacks() {
     write(&f, &with_signature(&good, &edited), 0o755);
     refused(&f, Some(3), "edited trusted comment");
 }
+
+/// The bundle is changed on disk after it was verified, while the install
+/// runs. In place, Linux refuses to write a running executable (ETXTBSY);
+/// by rename (a new file at the path), the install completes with exactly
+/// the bytes it verified, read through the file it opened. Either way the
+/// install ends with the verified bytes, never the modified ones. (Where a
+/// filesystem allowed the write, the payload is hashed again as it is read
+/// and every file as it is written: see payload.rs and extract.rs.)
+#[test]
+fn a_bundle_changed_on_disk_between_verify_and_install() {
+    let p = Project::new(None);
+    let stubs = std::collections::BTreeMap::from([(HOST.to_string(), fault_stub().to_path_buf())]);
+    let r = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out"), &test_key().0, stubs)).unwrap();
+    let packed = r.bundles.iter().find(|b| b.manifest.tier == "full").unwrap();
+    let good = std::fs::read(&packed.path).unwrap();
+    let reg = regions(&good);
+
+    for in_place in [true, false] {
+        let t = tempfile::tempdir().unwrap();
+        let bundle = t.path().join("b.run");
+        write(&bundle, &good, 0o755);
+        let (root, state, pause) = (t.path().join("root"), t.path().join("state"), t.path().join("paused"));
+        // Pause at the first file written into staging: verification is done.
+        let child = Command::new(&bundle)
+            .args(["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+            .env("NXS_FAULT_PAUSE", "extract:share/data/big.bin")
+            .env("NXS_FAULT_PAUSE_FILE", &pause)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !pause.exists() {
+            assert!(std::time::Instant::now() < until, "the install never reached the pause");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut evil = good.clone();
+        for i in (reg.stub + reg.payload / 2..reg.stub + reg.payload).step_by(4096) {
+            evil[i] ^= 0xff;
+        }
+        if in_place {
+            let e = std::fs::OpenOptions::new().write(true).open(&bundle).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(26), "the kernel refuses to write a running executable: {e}");
+        } else {
+            let tmp = t.path().join("evil.run");
+            std::fs::write(&tmp, &evil).unwrap();
+            std::fs::rename(&tmp, &bundle).unwrap();
+        }
+        std::fs::remove_file(&pause).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let c = run(&root.join("bin/nxs-survival"), &["check", "--root", root.to_str().unwrap()]);
+        assert_eq!(code(&c), 0, "exactly the verified bytes: {}", stdout(&c));
+        assert_eq!(
+            std::fs::read(root.join("share/data/big.bin")).unwrap(),
+            std::fs::read(p.path().join("src/data/big.bin")).unwrap()
+        );
+    }
+}

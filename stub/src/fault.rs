@@ -23,6 +23,19 @@ pub fn effect(name: &str) -> Result<()> {
         // SAFETY: sends a signal to ourselves; no memory is involved.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
+    // NXS_FAULT_PAUSE=prefix: at the first matching effect, create the file
+    // NXS_FAULT_PAUSE_FILE and wait (up to 60 s) until it is removed, so a
+    // test can change the world at that instant.
+    if let (Ok(prefix), Some(file)) = (std::env::var("NXS_FAULT_PAUSE"), std::env::var_os("NXS_FAULT_PAUSE_FILE")) {
+        static PAUSED: AtomicU64 = AtomicU64::new(0);
+        if !prefix.is_empty() && name.starts_with(&prefix) && PAUSED.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = std::fs::write(&file, name);
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::path::Path::new(&file).exists() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
     // NXS_FAULT_FAIL=prefix fails every matching effect with EIO; prefix*N
     // only the first N. NXS_FAULT_BUSY likewise, with a transient EBUSY.
     // NXS_FAULT_NOSPC likewise, with ENOSPC (a disk filling up mid-run).

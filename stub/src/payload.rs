@@ -107,3 +107,73 @@ impl Read for PayloadReader<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nxs_format::{Region, Version};
+
+    fn manifest(frames: Vec<Frame>, len: u64, sha256: [u8; 32]) -> Manifest {
+        Manifest {
+            product: "p".into(),
+            version: Version::parse("1").unwrap(),
+            tier: "t".into(),
+            target: "x".into(),
+            mtime: 0,
+            dev: false,
+            stub: Region { len: 0, sha256: [0; 32] },
+            payload: Region { len, sha256 },
+            frames,
+            headscale: None,
+            hooks: vec![],
+            entries: vec![],
+        }
+    }
+
+    fn payload_file(parts: &[&[u8]]) -> (tempfile::NamedTempFile, Vec<Frame>, Vec<u8>) {
+        let mut bytes = Vec::new();
+        let mut frames = Vec::new();
+        for p in parts {
+            let c = zstd::bulk::compress(p, 3).unwrap();
+            frames.push(Frame { compressed: c.len() as u64, raw: p.len() as u64 });
+            bytes.extend_from_slice(&c);
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &bytes).unwrap();
+        (f, frames, bytes)
+    }
+
+    #[test]
+    fn reads_frames_in_order_and_checks_the_payload_hash_at_the_end() {
+        let (f, frames, bytes) = payload_file(&[b"hello ", b"world"]);
+        let m = manifest(frames, bytes.len() as u64, Sha256::digest(&bytes).into());
+        let mut r = PayloadReader::new(f.as_file(), 0, &m);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello world");
+        assert!(r.finished());
+    }
+
+    #[test]
+    fn bytes_that_differ_from_the_signed_hash_are_refused_while_reading() {
+        // As if the medium changed after verification: same frames, other hash.
+        let (f, frames, bytes) = payload_file(&[b"hello ", b"world"]);
+        let m = manifest(frames, bytes.len() as u64, [7; 32]);
+        let mut out = Vec::new();
+        let e = PayloadReader::new(f.as_file(), 0, &m).read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("payload changed while it was read"), "{e}");
+    }
+
+    #[test]
+    fn a_frame_that_decodes_to_other_than_declared_is_refused() {
+        let (f, mut frames, bytes) = payload_file(&[b"hello world"]);
+        frames[0].raw = 5;
+        let m = manifest(frames.clone(), bytes.len() as u64, Sha256::digest(&bytes).into());
+        let e = PayloadReader::new(f.as_file(), 0, &m).read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("does not decode within its declared 5 bytes"), "{e}");
+        frames[0].raw = 20;
+        let m = manifest(frames, bytes.len() as u64, Sha256::digest(&bytes).into());
+        let e = PayloadReader::new(f.as_file(), 0, &m).read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("decodes to 11 bytes, the signed manifest says 20"), "{e}");
+    }
+}
