@@ -318,7 +318,8 @@ fn syntax(line: usize, msg: impl Into<String>) -> ManifestError {
 }
 
 fn num(line: usize, what: &str, s: &str) -> Result<u64, ManifestError> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    // One spelling per number: no sign, no leading zeros.
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
         return Err(syntax(line, format!("{what}: expected a decimal number, found `{s}`")));
     }
     s.parse().map_err(|_| syntax(line, format!("{what}: number `{s}` does not fit 64 bits")))
@@ -330,7 +331,15 @@ fn digest(line: usize, s: &str) -> Result<[u8; 32], ManifestError> {
 
 fn mode(line: usize, s: &str) -> Result<u32, ManifestError> {
     match u32::from_str_radix(s, 8) {
-        Ok(m) if m <= 0o7777 && !s.is_empty() && s.len() <= 5 => Ok(m),
+        Ok(m)
+            if m <= 0o7777
+                && !s.is_empty()
+                && s.len() <= 4
+                && !(s.len() > 1 && s.starts_with('0'))
+                && s.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Ok(m)
+        }
         _ => Err(syntax(line, format!("expected an octal mode up to 7777, found `{s}`"))),
     }
 }
@@ -637,6 +646,10 @@ mod tests {
         check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 ETC\n"), 18, "only in case");
         check_refused(&edit("frame 10 4096", "frame 11 4096"), 20, "does not add up");
         check_refused(&edit("mtime 1700000000", "mtime 1e9"), 6, "decimal");
+        check_refused(&edit("mtime 1700000000", "mtime 01700000000"), 6, "decimal");
+        check_refused(&edit("hook validate 30", "hook validate 030"), 16, "decimal");
+        check_refused(&edit("file 644", "file 0644"), 18, "octal mode");
+        check_refused(&edit("file 644", "file +644"), 18, "octal mode");
         check_refused(&edit("tier standard", "tier standard extra"), 4, "takes 1 field");
         check_refused(&edit("tier standard", "tier a%41"), 4, "badly encoded");
         check_refused(&edit("file 644", "file 17777"), 18, "octal mode");

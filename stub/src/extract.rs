@@ -53,36 +53,62 @@ impl Progress {
     }
 }
 
-fn region_err(b: &Bundle, msg: impl std::fmt::Display) -> Error {
-    Error::verify(format!("{}: {msg}", b.path.display()))
+fn region_err(label: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::verify(format!("{}: {msg}", label.display()))
 }
 
 /// Reads the payload of `b` against its manifest into `sink`. Returns how
 /// many files a resumed staging directory already held, verified.
 pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
+    let reader = PayloadReader::new(&b.file, b.trailer.payload_offset(), &b.manifest);
+    let (reused, reader) = walk(reader, &b.manifest, &b.path, sink, progress)?;
+    if !reader.finished() {
+        return Err(region_err(&b.path, "payload was not read to its end"));
+    }
+    finish(sink, &b.manifest)?;
+    Ok(reused)
+}
+
+/// Walks a tar stream against manifest `m`, entry by entry, into `sink`;
+/// `label` names the bundle in errors. Returns the reused-file count and
+/// the reader, read to its end.
+///
+/// # Security
+/// The stream is untrusted even when signed. It must hold exactly `m`'s
+/// entries in order, directories and regular files only, with the declared
+/// sizes and digests, and only zero padding after its end.
+pub fn walk<R: Read>(
+    reader: R,
+    m: &nxs_format::Manifest,
+    label: &Path,
+    sink: &Sink,
+    progress: &mut Progress,
+) -> Result<(usize, R)> {
     let mut reused = 0usize;
-    let m = &b.manifest;
-    let reader = PayloadReader::new(&b.file, b.trailer.payload_offset(), m);
     let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| region_err(b, format!("payload: {e}")))?;
+    let entries = archive.entries().map_err(|e| region_err(label, format!("payload: {e}")))?;
     let mut count = 0usize;
     let mut buf = vec![0u8; 256 << 10];
     for item in entries {
-        let mut entry = item.map_err(|e| region_err(b, format!("payload: tar stream after {count} entries: {e}")))?;
+        let mut entry =
+            item.map_err(|e| region_err(label, format!("payload: tar stream after {count} entries: {e}")))?;
         let want = m.entries.get(count).ok_or_else(|| {
-            region_err(b, format!("payload holds more entries than the {} the manifest lists", m.entries.len()))
+            region_err(label, format!("payload holds more entries than the {} the manifest lists", m.entries.len()))
         })?;
         let raw_path = entry.path_bytes().into_owned();
         let name = std::str::from_utf8(&raw_path).unwrap_or("<not UTF-8>");
         let name = name.strip_suffix('/').unwrap_or(name);
         if name != want.path.as_str() {
-            return Err(region_err(b, format!("payload entry {count} is `{name}`, the manifest says `{}`", want.path)));
+            return Err(region_err(
+                label,
+                format!("payload entry {count} is `{name}`, the manifest says `{}`", want.path),
+            ));
         }
         if let Sink::Dir { .. } = sink {
             crate::fault::effect(&format!("extract:{name}"))?;
         }
         let ty = entry.header().entry_type();
-        let size = entry.header().size().map_err(|e| region_err(b, format!("payload entry `{name}`: {e}")))?;
+        let size = entry.header().size().map_err(|e| region_err(label, format!("payload entry `{name}`: {e}")))?;
         match (&want.kind, ty) {
             (EntryKind::Dir, tar::EntryType::Directory) if size == 0 => {
                 if let Sink::Dir { root, resume } = sink {
@@ -109,7 +135,7 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
                                 f.sync_all().map_err(|e| Error::io("cannot fsync", &p, e))?;
                                 reused += 1;
                                 // Still read the entry: the payload is checked whole.
-                                hash_entry(&mut entry, size, &mut buf, b, name, sha256)?;
+                                hash_entry(&mut entry, size, &mut buf, label, name, sha256)?;
                                 progress.add(size);
                                 count += 1;
                                 continue;
@@ -124,7 +150,7 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
                 let mut left = size;
                 while left > 0 {
                     let n = (left.min(buf.len() as u64)) as usize;
-                    entry.read_exact(&mut buf[..n]).map_err(|e| region_err(b, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
+                    entry.read_exact(&mut buf[..n]).map_err(|e| region_err(label, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
                     h.update(&buf[..n]);
                     if let Some((f, p)) = out.as_mut() {
                         f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", p, e))?;
@@ -134,7 +160,7 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
                 }
                 let got: [u8; 32] = h.finalize().into();
                 if &got != sha256 {
-                    return Err(region_err(b, format!("file `{name}`: sha256 is {}, the signed manifest says {}", hex::encode(&got), hex::encode(sha256))));
+                    return Err(region_err(label, format!("file `{name}`: sha256 is {}, the signed manifest says {}", hex::encode(&got), hex::encode(sha256))));
                 }
                 if let Some((f, p)) = out {
                     f.set_permissions(fs::Permissions::from_mode(want.mode)).map_err(|e| Error::io("cannot set the mode of", &p, e))?;
@@ -143,7 +169,7 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
             }
             _ => {
                 return Err(region_err(
-                    b,
+                    label,
                     format!("payload entry `{name}` is a {ty:?} of {size} bytes, which the manifest does not declare (it says {})", describe(&want.kind)),
                 ))
             }
@@ -152,7 +178,7 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
     }
     if count != m.entries.len() {
         return Err(region_err(
-            b,
+            label,
             format!("payload ends after {count} of the {} entries the manifest lists (truncated?)", m.entries.len()),
         ));
     }
@@ -160,17 +186,20 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
     // it to the end also completes the payload hash.
     let mut reader = archive.into_inner();
     loop {
-        let n = reader.read(&mut buf).map_err(|e| region_err(b, format!("payload: {e}")))?;
+        let n = reader.read(&mut buf).map_err(|e| region_err(label, format!("payload: {e}")))?;
         if n == 0 {
             break;
         }
         if buf[..n].iter().any(|&x| x != 0) {
-            return Err(region_err(b, "payload has data after the end of its tar stream"));
+            return Err(region_err(label, "payload has data after the end of its tar stream"));
         }
     }
-    if !reader.finished() {
-        return Err(region_err(b, "payload was not read to its end"));
-    }
+    Ok((reused, reader))
+}
+
+/// After a complete walk into a directory: prune a resumed staging
+/// directory and apply directory modes.
+fn finish(sink: &Sink, m: &nxs_format::Manifest) -> Result<()> {
     // A resumed staging directory may hold what the manifest does not
     // (a file from another attempt, or put there by someone): remove it,
     // so that exactly the manifest's entries are switched in.
@@ -187,7 +216,7 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
         }
         sync_dirs(root, m)?;
     }
-    Ok(reused)
+    Ok(())
 }
 
 /// True if `p` is a regular file (not a link) of `size` bytes with `sha256`.
@@ -223,21 +252,28 @@ fn remove_any(p: &Path) -> Result<()> {
 }
 
 /// Reads a tar entry's data and checks it against the manifest's digest.
-fn hash_entry(entry: &mut impl Read, size: u64, buf: &mut [u8], b: &Bundle, name: &str, want: &[u8; 32]) -> Result<()> {
+fn hash_entry(
+    entry: &mut impl Read,
+    size: u64,
+    buf: &mut [u8],
+    label: &Path,
+    name: &str,
+    want: &[u8; 32],
+) -> Result<()> {
     let mut h = Sha256::new();
     let mut left = size;
     while left > 0 {
         let n = (left.min(buf.len() as u64)) as usize;
         entry
             .read_exact(&mut buf[..n])
-            .map_err(|e| region_err(b, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
+            .map_err(|e| region_err(label, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
         h.update(&buf[..n]);
         left -= n as u64;
     }
     let got: [u8; 32] = h.finalize().into();
     if &got != want {
         return Err(region_err(
-            b,
+            label,
             format!("file `{name}`: sha256 is {}, the signed manifest says {}", hex::encode(&got), hex::encode(want)),
         ));
     }

@@ -6,23 +6,10 @@
 //! only dependencies are the format crate, a minisign verifier, sha2, tar
 //! and a pure-Rust zstd decoder.
 
-mod bundle;
-mod detect;
-mod diag;
-mod error;
-mod extract;
-mod fault;
-mod fsx;
-mod hooks;
-mod install;
-mod json;
-mod machine;
-mod payload;
-mod preflight;
-
-use bundle::{Bundle, Trust};
-use error::{Class, Error, Result};
 use nxs_format::{hex, EntryKind, RECORD_DIR};
+use nxs_stub::bundle::{self, Bundle, Trust};
+use nxs_stub::error::{Class, Error, Result};
+use nxs_stub::{detect, extract, fsx, install, json, preflight};
 use std::path::PathBuf;
 
 const USAGE: &str = "\

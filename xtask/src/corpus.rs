@@ -46,6 +46,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
 
 /// Writes the corpus into `dir` (made empty first) and returns (files, bytes).
 pub fn generate(dir: &Path, total: u64, seed: u64) -> Result<(u64, u64)> {
+    generate_with(dir, total, seed, 40)
+}
+
+/// As [`generate`], with `incompressible` percent of the files random.
+pub fn generate_with(dir: &Path, total: u64, seed: u64, incompressible: u64) -> Result<(u64, u64)> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
@@ -63,7 +68,7 @@ pub fn generate(dir: &Path, total: u64, seed: u64) -> Result<(u64, u64)> {
         let sub = dir.join(format!("d{:02}", i % 37)).join(format!("e{}", i % 5));
         std::fs::create_dir_all(&sub)?;
         let mut f = std::io::BufWriter::new(std::fs::File::create(sub.join(format!("f{i:05}.dat")))?);
-        let random = rng.below(100) < 40;
+        let random = rng.below(100) < incompressible;
         let mut left = size;
         while left > 0 {
             buf.clear();

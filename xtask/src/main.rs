@@ -55,6 +55,21 @@ enum Task {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run each cargo-fuzz target for a bounded time, from the committed
+    /// seed corpus (fuzz/corpus/<target>).
+    Fuzz {
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Only these targets (default: all).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
+    /// A bundle whose payload passes 4 GiB: verify, a flipped byte past
+    /// 4 GiB refused, install. Proves there is no 32-bit offset anywhere.
+    Big {
+        #[arg(long, default_value = "4200MiB")]
+        size: String,
+    },
     /// The whole test suite.
     Test {
         /// Extra arguments for `cargo test`.
@@ -73,6 +88,8 @@ fn main() {
         }
         Task::Test { args } => test(&root, &args),
         Task::Soak { iterations, size, seed } => soak(&root, iterations, &size, seed),
+        Task::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
+        Task::Big { size } => big(&root, &size),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -416,5 +433,133 @@ fn soak(root: &Path, iterations: u32, size: &str, seed: u64) -> Result<()> {
         summary.join(", ")
     );
     reset()?;
+    Ok(())
+}
+
+/// The fuzz targets, in fuzz/Cargo.toml.
+const FUZZ_TARGETS: &[&str] = &["trailer", "manifest", "checkpoint", "extract"];
+
+/// Runs each fuzz target for `seconds`, starting from the committed seeds;
+/// new inputs go to target/fuzz-corpus/, so the committed corpus stays as
+/// it is. A crash fails the task and leaves its input under fuzz/artifacts/.
+fn fuzz(root: &Path, seconds: u32, only: &[String]) -> Result<()> {
+    let have = Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if !have {
+        eprintln!("installing cargo-fuzz from crates.io");
+        if !Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]).status()?.success() {
+            bail!("`cargo install cargo-fuzz` failed");
+        }
+    }
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    for t in FUZZ_TARGETS.iter().filter(|t| only.is_empty() || only.iter().any(|o| o == *t)) {
+        let scratch = root.join("target").join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&scratch)?;
+        let mut cmd = Command::new("cargo");
+        if nightly {
+            cmd.arg("+nightly");
+        } else {
+            cmd.env("RUSTC_BOOTSTRAP", "1");
+        }
+        cmd.current_dir(root)
+            .args(["fuzz", "run", "--fuzz-dir", "fuzz", t])
+            .arg(&scratch)
+            .arg(root.join("fuzz").join("corpus").join(t));
+        cmd.args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"]);
+        eprintln!("fuzzing {t} for {seconds} s");
+        if !cmd.status()?.success() {
+            bail!("fuzz target {t} found a failure; the input is under fuzz/artifacts/{t}/");
+        }
+    }
+    Ok(())
+}
+
+/// Builds, verifies, corrupts past 4 GiB, and installs a bundle of `size`
+/// of incompressible data, so the payload itself passes 4 GiB.
+fn big(root: &Path, size: &str) -> Result<()> {
+    let host = Platform::host(root)?;
+    let dir = root.join("target").join("big");
+    let bytes = xtask::corpus::parse_size(size)?;
+    eprintln!("generating {size} of incompressible data");
+    xtask::corpus::generate_with(&dir.join("corpus"), bytes, 3, 100)?;
+    let spec = format!(
+        "platforms = [{:?}]\n[product]\nname = \"nxs-big\"\nversion = \"1.0.0\"\n[trust]\nkeys = []\n\
+         [[component]]\nname = \"tool\"\nfrom = \"stub\"\ninstall = \"bin/nxs-survival\"\nmode = 0o755\n\
+         [[component]]\nname = \"data\"\nsource = \"corpus\"\ninstall = \"data\"\n\
+         [[tier]]\nname = \"all\"\ncomponents = [\"tool\", \"data\"]\n",
+        host.triple
+    );
+    std::fs::write(dir.join("spec.toml"), spec)?;
+    let args = BundleArgs {
+        manifest: dir.join("spec.toml"),
+        platforms: vec![host.triple.clone()],
+        tiers: vec![],
+        out: dir.join("out"),
+        key: None,
+        password_file: None,
+        dry_run: false,
+    };
+    let report = bundle(root, &args)?.expect("not a dry run");
+    // Only this one bundle's sum is needed; SHA256SUMS is in place already.
+    let b = &report.bundles[0];
+    let payload_end = b.manifest.stub.len + b.manifest.payload.len;
+    if payload_end <= 4 << 30 {
+        bail!("the payload ends at byte {payload_end}, not past 4 GiB: pass a larger --size");
+    }
+    let run = b.path.clone();
+    let verify = |what: &str| -> Result<std::process::Output> {
+        let t = std::time::Instant::now();
+        let o = Command::new(&run).arg("verify").output()?;
+        eprintln!("verify ({what}): exit {:?} in {:.1}s", o.status.code(), t.elapsed().as_secs_f64());
+        Ok(o)
+    };
+    if !verify("intact")?.status.success() {
+        bail!("the intact big bundle does not verify");
+    }
+    // Flip one byte past 4 GiB, inside the payload, then put it back.
+    let at = (4u64 << 30) + 12345;
+    if at >= payload_end {
+        bail!("byte {at} is past the payload");
+    }
+    let flip = |f: &std::fs::File| -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, at)?;
+        byte[0] ^= 0x20;
+        f.write_all_at(&byte, at)?;
+        Ok(())
+    };
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&run)?;
+    flip(&f)?;
+    let o = verify(&format!("byte {at} flipped"))?;
+    flip(&f)?;
+    drop(f);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(3) || !err.contains("payload at bytes") {
+        bail!("a flipped byte past 4 GiB was not refused as payload damage: {err}");
+    }
+    let work = dir.join("work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    let t = std::time::Instant::now();
+    let st = Command::new(&run)
+        .args(["install", "--quiet", "--root"])
+        .arg(work.join("root"))
+        .arg("--state-dir")
+        .arg(work.join("state"))
+        .status()?;
+    if !st.success() {
+        bail!("installing the big bundle failed ({st})");
+    }
+    println!(
+        "big: payload {} bytes ending at byte {payload_end} (past 4 GiB): verified, a flip at byte {at} refused (exit 3), installed in {:.1}s",
+        b.manifest.payload.len,
+        t.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
