@@ -126,6 +126,9 @@ fn sigkill_at_every_effect_of_an_upgrade_leaves_old_or_new_never_a_mix() {
                 .map(|b| sha256 == &<[u8; 32]>::from(sha2::Sha256::digest(&b)))
                 .unwrap_or(false),
             nxs_format::EntryKind::Dir => root.join(e.path.as_str()).is_dir(),
+            nxs_format::EntryKind::Link { target } => std::fs::read_link(root.join(e.path.as_str()))
+                .map(|t| t == std::path::Path::new(target))
+                .unwrap_or(false),
         }) && std::fs::read(root.join(".nxs-bundle/manifest")).map(|b| b == m.to_text().as_bytes()).unwrap_or(false)
     };
     use sha2::Digest;

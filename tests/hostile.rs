@@ -179,3 +179,40 @@ fn modes_come_from_the_manifest_and_setuid_is_not_smuggled_in() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(root.join("tool")).unwrap().permissions().mode() & 0o7777, 0o755);
 }
+
+#[test]
+fn links_must_match_the_manifest_and_stay_inside() {
+    let d = tempfile::tempdir().unwrap();
+    let link = |target: &str| nxs_format::Entry {
+        path: nxs_format::EntryPath::parse("l").unwrap(),
+        mode: 0o777,
+        kind: nxs_format::EntryKind::Link { target: target.into() },
+    };
+    // The tar's link points elsewhere than the signed manifest says.
+    let mut h = header(b"l", b'2', 0, 0o777);
+    h[157..168].copy_from_slice(b"/etc/passwd");
+    let mut hh = tar::Header::from_byte_slice(&h).clone();
+    hh.set_cksum();
+    let tar = end(hh.as_bytes().to_vec());
+    refused(
+        &bundle(d.path(), "relink.run", &tar, vec![link("x")]),
+        3,
+        "payload link `l` points at `/etc/passwd`, the manifest says `x`",
+    );
+    // A signed manifest may not declare a link out of the root.
+    let (payload, frames) = frames_of(&tar);
+    let b = bundle_with(d.path(), "outlink.run", &payload, frames, vec![link("x")], &|s| {
+        s.replace("link l x\n", "link l ../../etc/passwd\n")
+    });
+    refused(&b, 3, "must be relative and stay inside the root");
+}
+
+#[test]
+fn the_bundler_refuses_a_source_link_that_leaves_the_root() {
+    let p = Project::new(None);
+    std::os::unix::fs::symlink("/etc/passwd", p.path().join("src/etc/passwd")).unwrap();
+    let out = p.path().join("out");
+    let e = nxs_bundler::build(&p.request(&out, &test_key().0)).unwrap_err();
+    assert!(format!("{e:#}").contains("must be relative and stay inside the install root"), "{e:#}");
+    assert!(!out.exists());
+}

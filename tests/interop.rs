@@ -76,12 +76,13 @@ fn format_md_recipe_verifies_the_manifest_and_lists_the_payload() {
     // tar -tv lists exactly the manifest's entries, in its order, owned by 0/0.
     let listed: Vec<String> = stdout(&o)
         .lines()
-        .filter(|l| l.starts_with('d') || l.starts_with('-'))
+        .filter(|l| l.starts_with('d') || l.starts_with('-') || l.starts_with('l'))
         .map(|l| {
             assert!(l.contains(" 0/0 "), "uid/gid 0 and no names: {l}");
             // The name starts after the time column (HH:MM).
             let at = l.find(':').unwrap() + 4;
-            l[at..].trim_end_matches('/').to_string()
+            let name = l[at..].split(" -> ").next().unwrap();
+            name.trim_end_matches('/').to_string()
         })
         .collect();
     let want: Vec<String> = packed.manifest.entries.iter().map(|e| e.path.to_string()).collect();

@@ -52,11 +52,17 @@ fn full_read_only_noexec_and_mount_point_targets() {
     let o = install(&bundle, &small.join("root"), &state);
     assert!(stderr(&o).contains(&format!("at {}", small.display())), "names the place: {}", stderr(&o));
 
+    // A previous install on a filesystem since remounted read-only stays
+    // exactly as it was.
     let ro = t.path().join("ro");
     let _m = Mount::tmpfs(&ro, "size=64m");
-    std::fs::write(ro.join("neighbour"), b"keep").unwrap();
+    let minimal = bundle_of(&p.build(&p.path().join("out-min")), "minimal").to_path_buf();
+    let ro_state = t.path().join("ro-state");
+    assert_eq!(code(&install(&minimal, &ro.join("root"), &ro_state)), 0);
     assert!(Command::new("mount").args(["-o", "remount,ro"]).arg(&ro).status().unwrap().success());
     refused_on(&bundle, &ro, &ro.join("root"), &state, "read-only filesystem");
+    let c = run(&ro.join("root/bin/nxs-survival"), &["check", "--root", ro.join("root").to_str().unwrap()]);
+    assert_eq!(code(&c), 0, "the previous install is intact: {}", stdout(&c));
 
     let noexec = t.path().join("noexec");
     let _m = Mount::tmpfs(&noexec, "size=64m,noexec");

@@ -41,6 +41,11 @@ fn build_verify_install_status() {
         assert_eq!(m, *mode, "mode of {installed}");
     }
     assert_eq!(std::fs::read(root.join("bin/nxs-survival")).unwrap(), std::fs::read(stub()).unwrap());
+    assert_eq!(
+        std::fs::read_link(root.join("etc/current.toml")).unwrap(),
+        std::path::Path::new("nxs.toml"),
+        "links are links"
+    );
     let long = walkdir_find(&root, ".bin", "xxxxxxxxxx");
     assert_eq!(std::fs::read(long).unwrap(), b"long path");
 

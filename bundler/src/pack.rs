@@ -167,6 +167,12 @@ fn append_entry<W: Write>(tar: &mut tar::Builder<W>, e: &PlannedEntry, mtime: u6
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(mtime);
+    if let Some(target) = &e.link {
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        tar.append_link(&mut h, e.path.as_str(), target)?;
+        return Ok(Entry { path: e.path.clone(), mode: 0o777, kind: EntryKind::Link { target: target.clone() } });
+    }
     match &e.source {
         None => {
             h.set_entry_type(tar::EntryType::Directory);

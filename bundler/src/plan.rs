@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 pub struct PlannedEntry {
     pub path: EntryPath,
     pub mode: u32,
-    /// The file to read, or `None` for a directory.
+    /// The file to read, or `None` for a directory or a link.
     pub source: Option<PathBuf>,
+    /// For a symbolic link: its (relative, inside-the-root) target.
+    pub link: Option<String>,
     /// The component that contributes it (`-` for implied parent dirs).
     pub component: String,
 }
@@ -129,13 +131,18 @@ fn insert(entries: &mut BTreeMap<EntryPath, PlannedEntry>, e: PlannedEntry) -> R
             }
             Some(_) => {}
             None => {
-                entries.insert(p.clone(), PlannedEntry { path: p, mode: 0o755, source: None, component: "-".into() });
+                entries.insert(
+                    p.clone(),
+                    PlannedEntry { path: p, mode: 0o755, source: None, link: None, component: "-".into() },
+                );
             }
         }
     }
     match entries.get(&e.path) {
         // Two components may both declare the same directory.
-        Some(existing) if existing.source.is_none() && e.source.is_none() => {
+        Some(existing)
+            if existing.source.is_none() && e.source.is_none() && existing.link.is_none() && e.link.is_none() =>
+        {
             if existing.component == "-" {
                 entries.insert(e.path.clone(), e);
             }
@@ -176,6 +183,7 @@ fn add_component(
                 path: c.install.clone(),
                 mode: file_mode(c.mode, &meta),
                 source: Some(source.to_path_buf()),
+                link: None,
                 component: name,
             },
         );
@@ -186,7 +194,10 @@ fn add_component(
             source.display()
         );
     }
-    insert(entries, PlannedEntry { path: c.install.clone(), mode: c.dir_mode, source: None, component: name.clone() })?;
+    insert(
+        entries,
+        PlannedEntry { path: c.install.clone(), mode: c.dir_mode, source: None, link: None, component: name.clone() },
+    )?;
     for item in walkdir::WalkDir::new(source).min_depth(1).sort_by_file_name().follow_links(false) {
         let item = item.with_context(|| format!("cannot walk {}", source.display()))?;
         let rel = item.path().strip_prefix(source).expect("walkdir yields paths under its root");
@@ -195,20 +206,31 @@ fn add_component(
             .with_context(|| format!("{} cannot be packed", item.path().display()))?;
         let ft = item.file_type();
         let entry = if ft.is_dir() {
-            PlannedEntry { path, mode: c.dir_mode, source: None, component: name.clone() }
+            PlannedEntry { path, mode: c.dir_mode, source: None, link: None, component: name.clone() }
         } else if ft.is_file() {
             let meta = item.metadata()?;
             PlannedEntry {
                 path,
                 mode: file_mode(c.mode, &meta),
                 source: Some(item.path().to_path_buf()),
+                link: None,
                 component: name.clone(),
             }
+        } else if ft.is_symlink() {
+            // Packed as a link, never followed; only a relative target that
+            // stays inside the install root is allowed.
+            let target = std::fs::read_link(item.path())?;
+            let target =
+                target.to_str().with_context(|| format!("{}: link target is not UTF-8", item.path().display()))?;
+            if !nxs_format::manifest::link_target_ok(&path, target) {
+                bail!(
+                    "{} -> {target}: a packed link must be relative and stay inside the install root",
+                    item.path().display()
+                );
+            }
+            PlannedEntry { path, mode: 0o777, source: None, link: Some(target.to_string()), component: name.clone() }
         } else {
-            bail!(
-                "{} is a symlink or special file; only regular files and directories are packed",
-                item.path().display()
-            );
+            bail!("{} is a special file; only regular files, directories and links are packed", item.path().display());
         };
         insert(entries, entry)?;
     }

@@ -91,7 +91,42 @@ pub struct Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
-    File { size: u64, sha256: [u8; 32] },
+    File {
+        size: u64,
+        sha256: [u8; 32],
+    },
+    /// A symbolic link. Its target is relative and, resolved from the
+    /// link's directory, stays inside the root ([`link_target_ok`]).
+    Link {
+        target: String,
+    },
+}
+
+/// True if a link at `path` pointing at `target` stays inside the root:
+/// a relative target, no empty or control-character parts, and `..` never
+/// climbing above the root when resolved from the link's directory.
+pub fn link_target_ok(path: &EntryPath, target: &str) -> bool {
+    if target.is_empty() || target.len() > crate::path::MAX_PATH_LEN || target.starts_with('/') {
+        return false;
+    }
+    if target.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') {
+        return false;
+    }
+    let mut depth = path.components().count() as i64 - 1;
+    for c in target.split('/') {
+        match c {
+            "" => return false,
+            "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
 }
 
 /// One entry of the payload, in payload order.
@@ -275,6 +310,7 @@ impl Manifest {
             let mode = format!("{:o}", e.mode);
             match &e.kind {
                 EntryKind::Dir => line(&["dir", &mode, e.path.as_str()]),
+                EntryKind::Link { target } => line(&["link", e.path.as_str(), target]),
                 EntryKind::File { size, sha256 } => {
                     line(&["file", &mode, &size.to_string(), &hex::encode(sha256), e.path.as_str()])
                 }
@@ -295,7 +331,7 @@ impl Manifest {
             .iter()
             .map(|e| match e.kind {
                 EntryKind::File { size, .. } => size,
-                EntryKind::Dir => 0,
+                EntryKind::Dir | EntryKind::Link { .. } => 0,
             })
             .sum()
     }
@@ -506,13 +542,26 @@ impl Manifest {
                     }
                     hooks.push(Hook { stage, timeout_secs, argv: fields[2..].to_vec() })
                 }
-                "dir" | "file" => {
+                "dir" | "file" | "link" => {
                     if entries.len() >= MAX_ENTRIES {
                         return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_ENTRIES} entries"))));
                     }
                     let entry = if key == "dir" {
                         want(2)?;
                         Entry { mode: mode(n, &fields[0])?, path: entry_path(n, &fields[1])?, kind: EntryKind::Dir }
+                    } else if key == "link" {
+                        want(2)?;
+                        let path = entry_path(n, &fields[0])?;
+                        if !link_target_ok(&path, &fields[1]) {
+                            return Err(syntax(
+                                n,
+                                format!(
+                                    "link `{path}` -> `{}`: the target must be relative and stay inside the root",
+                                    fields[1]
+                                ),
+                            ));
+                        }
+                        Entry { path, mode: 0o777, kind: EntryKind::Link { target: fields[1].clone() } }
                     } else {
                         want(4)?;
                         Entry {
@@ -655,6 +704,29 @@ mod tests {
         check_refused(&edit("file 644", "file 17777"), 18, "octal mode");
         check_refused(&edit("version 1.4.0", "surprise 1"), 3, "unknown line");
         check_refused(&format!("{good}x\n"), 21, "after the `end`");
+    }
+
+    #[test]
+    fn links_stay_inside_the_root() {
+        let p = |s| EntryPath::parse(s).unwrap();
+        assert!(link_target_ok(&p("bin/nxs"), "../lib/nxs"));
+        assert!(link_target_ok(&p("a/b/c"), "../../x"));
+        assert!(!link_target_ok(&p("a/b/c"), "../../../x"), "climbs out of the root");
+        assert!(!link_target_ok(&p("top"), "../x"));
+        assert!(!link_target_ok(&p("bin/nxs"), "/etc/passwd"));
+        assert!(!link_target_ok(&p("bin/nxs"), ""));
+        assert!(!link_target_ok(&p("bin/nxs"), "a//b"));
+        let good = sample().to_text().replace("end\n", "link etc/link ca.pem\nend\n");
+        let m = Manifest::parse(good.as_bytes()).unwrap();
+        assert_eq!(m.entries.last().unwrap().kind, EntryKind::Link { target: "ca.pem".into() });
+        assert_eq!(Manifest::parse(m.to_text().as_bytes()), Ok(m));
+        check_refused(
+            &sample().to_text().replace("end\n", "link etc/link ../../etc/passwd\nend\n"),
+            20,
+            "stay inside the root",
+        );
+        // Nothing may sit below a link: its parent must be a declared directory.
+        check_refused(&sample().to_text().replace("end\n", "link etc/l ca.pem\nfile 644 0 0404040404040404040404040404040404040404040404040404040404040404 etc/l/x\nend\n"), 21, "before its directory");
     }
 
     #[test]

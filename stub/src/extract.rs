@@ -122,6 +122,25 @@ pub fn walk<R: Read>(
                     }
                 }
             }
+            (EntryKind::Link { target }, tar::EntryType::Symlink) if size == 0 => {
+                let got = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+                if got != target.as_bytes() {
+                    return Err(region_err(
+                        label,
+                        format!("payload link `{name}` points at `{}`, the manifest says `{target}`", String::from_utf8_lossy(&got)),
+                    ));
+                }
+                if let Sink::Dir { root, resume } = sink {
+                    let p = root.join(want.path.as_str());
+                    let kept = *resume && fs::read_link(&p).map(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes()).unwrap_or(false);
+                    if !kept {
+                        if *resume {
+                            remove_any(&p)?;
+                        }
+                        std::os::unix::fs::symlink(target, &p).map_err(|e| Error::io("cannot create link", &p, e))?;
+                    }
+                }
+            }
             (EntryKind::File { size: want_size, sha256 }, tar::EntryType::Regular) if size == *want_size => {
                 let mut out = match sink {
                     Sink::Check => None,
@@ -283,6 +302,7 @@ fn hash_entry(
 fn describe(k: &EntryKind) -> String {
     match k {
         EntryKind::Dir => "a directory".into(),
+        EntryKind::Link { target } => format!("a link to `{target}`"),
         EntryKind::File { size, .. } => format!("a regular file of {size} bytes"),
     }
 }
@@ -326,6 +346,17 @@ pub fn check_tree(root: &Path, m: &nxs_format::Manifest) -> Vec<String> {
                 Err(err) => problems.push(format!("{}: {err}", p.display())),
             },
             EntryKind::Dir => {}
+            EntryKind::Link { target } => {
+                let ok = meta.file_type().is_symlink()
+                    && fs::read_link(&p)
+                        .map(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes())
+                        .unwrap_or(false);
+                if !ok {
+                    problems.push(format!("{}: expected a link to `{target}`", p.display()));
+                }
+                // A link's own mode means nothing on Linux.
+                continue;
+            }
         }
         if mode != e.mode {
             problems.push(format!("{}: mode {mode:o}, expected {:o}", p.display(), e.mode));

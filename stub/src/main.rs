@@ -151,6 +151,13 @@ fn run(args: &[String]) -> Result<i32> {
                             json::s(e.path.as_str()),
                             e.mode
                         ),
+                        EntryKind::Link { target } => {
+                            format!(
+                                "{{\"path\":{},\"type\":\"link\",\"target\":{}}}",
+                                json::s(e.path.as_str()),
+                                json::s(target)
+                            )
+                        }
                         EntryKind::File { size, sha256 } => format!(
                             "{{\"path\":{},\"type\":\"file\",\"mode\":\"{:o}\",\"size\":{size},\"sha256\":{}}}",
                             json::s(e.path.as_str()),
@@ -164,6 +171,7 @@ fn run(args: &[String]) -> Result<i32> {
                 for e in &m.entries {
                     match &e.kind {
                         EntryKind::Dir => println!("d {:>5o} {:>12} {}/", e.mode, "-", e.path),
+                        EntryKind::Link { target } => println!("l {:>5} {:>12} {} -> {target}", "-", "-", e.path),
                         EntryKind::File { size, .. } => {
                             println!("f {:>5o} {:>12} {}", e.mode, size, e.path)
                         }

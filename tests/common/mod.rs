@@ -142,6 +142,8 @@ impl Project {
         write(&d.join("src/etc/nxs.toml"), b"[instance]\nname = \"t\"\n", 0o600);
         write(&d.join("src/etc/hooks/start.sh"), b"#!/bin/sh\necho started\n", 0o750);
         write(&d.join("src/etc/empty"), b"", 0o644);
+        // A relative link inside the root is packed as a link.
+        std::os::unix::fs::symlink("nxs.toml", d.join("src/etc/current.toml")).unwrap();
         write(&d.join("src/data/a name with spaces.txt"), b"spaces", 0o644);
         let long = format!("src/data/{}/{}.bin", "deep/".repeat(20).trim_end_matches('/'), "x".repeat(120));
         write(&d.join(long), b"long path", 0o644);

@@ -510,33 +510,33 @@ fn big(root: &Path, size: &str) -> Result<()> {
         bail!("the payload ends at byte {payload_end}, not past 4 GiB: pass a larger --size");
     }
     let run = b.path.clone();
-    let verify = |what: &str| -> Result<std::process::Output> {
+    let verify = |file: &Path, what: &str| -> Result<std::process::Output> {
         let t = std::time::Instant::now();
-        let o = Command::new(&run).arg("verify").output()?;
+        let o = Command::new(file).arg("verify").output()?;
         eprintln!("verify ({what}): exit {:?} in {:.1}s", o.status.code(), t.elapsed().as_secs_f64());
         Ok(o)
     };
-    if !verify("intact")?.status.success() {
+    if !verify(&run, "intact")?.status.success() {
         bail!("the intact big bundle does not verify");
     }
-    // Flip one byte past 4 GiB, inside the payload, then put it back.
+    // A copy with one byte flipped past 4 GiB, inside the payload.
     let at = (4u64 << 30) + 12345;
     if at >= payload_end {
         bail!("byte {at} is past the payload");
     }
-    let flip = |f: &std::fs::File| -> Result<()> {
+    let damaged = dir.join("damaged.run");
+    std::fs::copy(&run, &damaged)?;
+    {
         use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&damaged)?;
         let mut byte = [0u8; 1];
         f.read_exact_at(&mut byte, at)?;
         byte[0] ^= 0x20;
         f.write_all_at(&byte, at)?;
-        Ok(())
-    };
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&run)?;
-    flip(&f)?;
-    let o = verify(&format!("byte {at} flipped"))?;
-    flip(&f)?;
-    drop(f);
+        f.sync_all()?;
+    }
+    let o = verify(&damaged, &format!("byte {at} flipped"))?;
+    std::fs::remove_file(&damaged)?;
     let err = String::from_utf8_lossy(&o.stderr);
     if o.status.code() != Some(3) || !err.contains("payload at bytes") {
         bail!("a flipped byte past 4 GiB was not refused as payload damage: {err}");
