@@ -330,20 +330,19 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The soak: one bundle of a generated corpus, installed `iterations`
-/// times, each run killed with SIGKILL at a random moment and then run
-/// again. After every kill the checkpoint must parse and the root must be
-/// absent or complete; after every rerun the install must be RUNNING and
-/// match its record.
-fn soak(root: &Path, iterations: u32, size: &str, seed: u64) -> Result<()> {
+/// Writes a spec for the corpus in `dir/corpus` (the stub as the tool, the
+/// corpus as data, one tier) and builds its bundle for the host with the
+/// development key. With `validate`, the tool re-hashes the install as the
+/// validate hook.
+fn corpus_bundle(root: &Path, dir: &Path, name: &str, validate: bool) -> Result<nxs_bundler::Packed> {
     let host = Platform::host(root)?;
-    let dir = root.join("target").join("soak");
-    let bytes = xtask::corpus::parse_size(size)?;
-    eprintln!("generating a {size} corpus (seed {seed})");
-    let (files, _) = xtask::corpus::generate(&dir.join("corpus"), bytes, seed)?;
+    let hook = if validate {
+        "[hooks.validate]\nargv = [\"bin/nxs-survival\", \"check\", \"--root\", \".\"]\ntimeout = 600\n"
+    } else {
+        ""
+    };
     let spec = format!(
-        "platforms = [{:?}]\n[product]\nname = \"nxs-soak\"\nversion = \"1.0.0\"\n[trust]\nkeys = []\n\
-         [hooks.validate]\nargv = [\"bin/nxs-survival\", \"check\", \"--root\", \".\"]\ntimeout = 600\n\
+        "platforms = [{:?}]\n[product]\nname = \"{name}\"\nversion = \"1.0.0\"\n[trust]\nkeys = []\n{hook}\
          [[component]]\nname = \"tool\"\nfrom = \"stub\"\ninstall = \"bin/nxs-survival\"\nmode = 0o755\n\
          [[component]]\nname = \"data\"\nsource = \"corpus\"\ninstall = \"data\"\n\
          [[tier]]\nname = \"all\"\ncomponents = [\"tool\", \"data\"]\n",
@@ -352,15 +351,28 @@ fn soak(root: &Path, iterations: u32, size: &str, seed: u64) -> Result<()> {
     std::fs::write(dir.join("spec.toml"), spec)?;
     let args = BundleArgs {
         manifest: dir.join("spec.toml"),
-        platforms: vec![host.triple.clone()],
+        platforms: vec![host.triple],
         tiers: vec![],
         out: dir.join("out"),
         key: None,
         password_file: None,
         dry_run: false,
     };
-    let report = bundle(root, &args)?.expect("not a dry run");
-    let run = report.bundles[0].path.clone();
+    let mut report = bundle(root, &args)?.expect("not a dry run");
+    Ok(report.bundles.remove(0))
+}
+
+/// The soak: one bundle of a generated corpus, installed `iterations`
+/// times, each run killed with SIGKILL at a random moment and then run
+/// again. After every kill the checkpoint must parse and the root must be
+/// absent or complete; after every rerun the install must be RUNNING and
+/// match its record.
+fn soak(root: &Path, iterations: u32, size: &str, seed: u64) -> Result<()> {
+    let dir = root.join("target").join("soak");
+    let bytes = xtask::corpus::parse_size(size)?;
+    eprintln!("generating a {size} corpus (seed {seed})");
+    let (files, _) = xtask::corpus::generate(&dir.join("corpus"), bytes, seed)?;
+    let run = corpus_bundle(root, &dir, "nxs-soak", true)?.path;
     let work = dir.join("work");
     let (troot, state) = (work.join("root"), work.join("state"));
     let install = |quiet: bool| {
@@ -480,31 +492,11 @@ fn fuzz(root: &Path, seconds: u32, only: &[String]) -> Result<()> {
 /// Builds, verifies, corrupts past 4 GiB, and installs a bundle of `size`
 /// of incompressible data, so the payload itself passes 4 GiB.
 fn big(root: &Path, size: &str) -> Result<()> {
-    let host = Platform::host(root)?;
     let dir = root.join("target").join("big");
     let bytes = xtask::corpus::parse_size(size)?;
     eprintln!("generating {size} of incompressible data");
     xtask::corpus::generate_with(&dir.join("corpus"), bytes, 3, 100)?;
-    let spec = format!(
-        "platforms = [{:?}]\n[product]\nname = \"nxs-big\"\nversion = \"1.0.0\"\n[trust]\nkeys = []\n\
-         [[component]]\nname = \"tool\"\nfrom = \"stub\"\ninstall = \"bin/nxs-survival\"\nmode = 0o755\n\
-         [[component]]\nname = \"data\"\nsource = \"corpus\"\ninstall = \"data\"\n\
-         [[tier]]\nname = \"all\"\ncomponents = [\"tool\", \"data\"]\n",
-        host.triple
-    );
-    std::fs::write(dir.join("spec.toml"), spec)?;
-    let args = BundleArgs {
-        manifest: dir.join("spec.toml"),
-        platforms: vec![host.triple.clone()],
-        tiers: vec![],
-        out: dir.join("out"),
-        key: None,
-        password_file: None,
-        dry_run: false,
-    };
-    let report = bundle(root, &args)?.expect("not a dry run");
-    // Only this one bundle's sum is needed; SHA256SUMS is in place already.
-    let b = &report.bundles[0];
+    let b = &corpus_bundle(root, &dir, "nxs-big", false)?;
     let payload_end = b.manifest.stub.len + b.manifest.payload.len;
     if payload_end <= 4 << 30 {
         bail!("the payload ends at byte {payload_end}, not past 4 GiB: pass a larger --size");
