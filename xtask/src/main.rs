@@ -323,9 +323,37 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         xtask::stub::ensure_target_for(p)?;
     }
     ensure_binfmt(&platforms)?;
-    let st = Command::new(xtask::cargo()).current_dir(root).args(["test", "--workspace"]).args(args).status()?;
-    if !st.success() {
+    // Echo cargo's output and add up its "test result:" lines, so the run
+    // closes on one line that says how many tests ran.
+    let mut child = Command::new(xtask::cargo())
+        .current_dir(root)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    for line in std::io::BufRead::lines(out) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| {
+                rest.split("; ")
+                    .find_map(|p| p.trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += num(" passed");
+            failed += num(" failed");
+        }
+    }
+    let st = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !st.success() || failed > 0 {
         bail!("tests failed");
+    }
+    if passed == 0 {
+        bail!("no test ran");
     }
     Ok(())
 }
