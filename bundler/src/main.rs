@@ -76,20 +76,6 @@ fn read_password(file: &Option<PathBuf>) -> Result<Option<String>> {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Keygen { stem, unencrypted, password_file, force } => {
@@ -159,18 +145,21 @@ fn print_plan(plan: &nxs_bundler::Plan, json: bool) {
                 .map(|e| {
                     format!(
                         "{{\"path\":{},\"mode\":{},\"source\":{},\"component\":{}}}",
-                        json_str(e.path.as_str()),
+                        nxs_format::json::s(e.path.as_str()),
                         e.mode,
-                        e.source.as_ref().map(|s| json_str(&s.display().to_string())).unwrap_or_else(|| "null".into()),
-                        json_str(&e.component)
+                        e.source
+                            .as_ref()
+                            .map(|s| nxs_format::json::s(&s.display().to_string()))
+                            .unwrap_or_else(|| "null".into()),
+                        nxs_format::json::s(&e.component)
                     )
                 })
                 .collect();
             format!(
                 "{{\"file\":{},\"tier\":{},\"target\":{},\"entries\":[{}]}}",
-                json_str(&b.file_name),
-                json_str(&b.tier),
-                json_str(&b.target),
+                nxs_format::json::s(&b.file_name),
+                nxs_format::json::s(&b.tier),
+                nxs_format::json::s(&b.target),
                 entries.join(",")
             )
         })

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod hex;
+pub mod json;
 pub mod manifest;
 pub mod path;
 pub mod trailer;

@@ -11,10 +11,6 @@ use std::path::{Path, PathBuf};
 /// Largest part of one log kept in a dump (its tail).
 const MAX_LOG: usize = 1 << 20;
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 fn free_space(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return "?".into() };
@@ -44,7 +40,7 @@ pub fn machine_summary(root: &Path, state_dir: &Path) -> String {
         state_dir.display(),
         free_space(state_dir),
         std::io::stdin().is_terminal(),
-        now()
+        crate::unix_now()
     )
 }
 
@@ -52,7 +48,7 @@ fn add(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) -> std::io::Resul
     let mut h = tar::Header::new_gnu();
     h.set_size(data.len() as u64);
     h.set_mode(0o600);
-    h.set_mtime(now());
+    h.set_mtime(crate::unix_now());
     h.set_entry_type(tar::EntryType::Regular);
     b.append_data(&mut h, name, data)
 }
@@ -84,7 +80,7 @@ pub fn dump(state_dir: &Path, root: &Path, error: &Error) -> Result<PathBuf> {
     let bytes = b.into_inner().map_err(io)?;
     let dir = state_dir.join("diag");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-    let path = dir.join(format!("nxs-diag-{}.tar", now()));
+    let path = dir.join(format!("nxs-diag-{}.tar", crate::unix_now()));
     crate::fsx::write_atomic(&path, &bytes, 0o600)?;
     Ok(path)
 }

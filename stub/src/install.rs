@@ -110,10 +110,6 @@ pub fn read_checkpoint(
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Paths next to the root, on the same filesystem, so that the switch into
 /// place is a rename.
 pub struct Layout {
@@ -346,7 +342,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn save(&mut self, state: State, error: Option<&Error>) -> Result<()> {
         self.checkpoint.state = state;
-        self.checkpoint.history.push(HistoryRecord { at: now(), state });
+        self.checkpoint.history.push(HistoryRecord { at: crate::unix_now(), state });
         if let Some(e) = error {
             self.checkpoint.last_error = Some(e.msg.clone());
         }
@@ -721,8 +717,8 @@ pub fn rollback_command(state_dir: &Path) -> Result<()> {
     cp.payload_sha256 = hex::encode(&now_in.payload.sha256);
     cp.state = State::Running;
     cp.last_error = None;
-    cp.history.push(HistoryRecord { at: now(), state: State::RollingBack });
-    cp.history.push(HistoryRecord { at: now(), state: State::Running });
+    cp.history.push(HistoryRecord { at: crate::unix_now(), state: State::RollingBack });
+    cp.history.push(HistoryRecord { at: crate::unix_now(), state: State::Running });
     fsx::write_atomic(&state_dir.join(CHECKPOINT_FILE), cp.to_text().as_bytes(), 0o600)?;
     println!("rolled back {} from version {from} to {}", layout.root.display(), now_in.version);
     Ok(())

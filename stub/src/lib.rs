@@ -12,7 +12,11 @@ pub mod fault;
 pub mod fsx;
 pub mod hooks;
 pub mod install;
-pub mod json;
 pub mod machine;
 pub mod payload;
 pub mod preflight;
+
+/// Seconds since the epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -6,10 +6,11 @@
 //! only dependencies are the format crate, a minisign verifier, sha2, tar
 //! and a pure-Rust zstd decoder.
 
+use nxs_format::json;
 use nxs_format::{hex, EntryKind, RECORD_DIR};
 use nxs_stub::bundle::{self, Bundle, Trust};
 use nxs_stub::error::{Class, Error, Result};
-use nxs_stub::{detect, extract, fsx, install, json, preflight};
+use nxs_stub::{detect, extract, fsx, install, preflight};
 use std::path::PathBuf;
 
 const USAGE: &str = "\

@@ -1,4 +1,5 @@
-//! Just enough JSON output for `--json`, without a dependency.
+//! Just enough JSON output for `--json`, without a dependency: shared by
+//! the stub and `nxs-bundle`.
 
 /// A JSON string literal.
 pub fn s(v: &str) -> String {
