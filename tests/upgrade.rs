@@ -102,6 +102,7 @@ fn failed_validation_rolls_back_to_v1_byte_for_byte() {
     let o = t.install(&v2, &[], &[]);
     assert_eq!(code(&o), 7, "{}", stderr(&o));
     assert!(stderr(&o).contains("the previous install is back"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("diagnostic dump: "), "a failed validation leaves a dump: {}", stderr(&o));
     assert_eq!(snapshot(&t.root), v1_tree, "v1 restored byte for byte");
     assert_eq!(std::fs::read(t.state.join("user-data")).unwrap(), b"sessions and keys");
     let s = t.status(&v1);

@@ -614,6 +614,8 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         upgrading: false,
         pending: None,
     };
+    // A checkpoint found here may name another root; from now on it is this one.
+    run.checkpoint.root = run.layout.root.display().to_string();
     let mut state = State::Start;
     let mut event = match &run.found {
         Some(c) if c.state == State::RollingBack => Event::ResumeRollback,
@@ -654,7 +656,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
                 )
                 .hint("the previous version runs as before; fix the cause, then install again");
                 run.save(tr.next, Some(&e))?;
-                return Err(e);
+                return Err(run.after_failure(e));
             }
             Action::Finish => {
                 run.checkpoint.last_error = None;
@@ -678,8 +680,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
             }
             _ => {}
         }
-        if tr.next != state || state == State::Start {
-            run.checkpoint.root = run.layout.root.display().to_string();
+        if tr.next != state {
             run.save(tr.next, None)?;
         }
         state = tr.next;
