@@ -197,6 +197,9 @@ impl Checkpoint {
         if !ended {
             return Err(garbage("truncated (no `end`)"));
         }
+        // Only the newest records are kept, as the writer keeps them.
+        let extra = history.len().saturating_sub(MAX_HISTORY);
+        history.drain(..extra);
         let missing = |k: &str| garbage(&format!("`{k}` is missing"));
         let state = state.ok_or_else(|| missing("state"))?;
         Ok(Checkpoint {
@@ -234,6 +237,18 @@ mod tests {
     fn round_trip() {
         let c = sample();
         assert_eq!(Checkpoint::parse(c.to_text().as_bytes()), Ok(c));
+    }
+
+    #[test]
+    fn a_long_history_keeps_the_newest_records_and_round_trips() {
+        let mut c = sample();
+        c.history = (0..100).map(|at| HistoryRecord { at, state: State::Fresh }).collect();
+        let mut text = c.to_text();
+        // A hand-made file may hold more records than the writer keeps.
+        text = text.replace("end\n", &"history 7 FRESH\n".repeat(50)) + "end\n";
+        let parsed = Checkpoint::parse(text.as_bytes()).unwrap();
+        assert_eq!(parsed.history.len(), MAX_HISTORY);
+        assert_eq!(Checkpoint::parse(parsed.to_text().as_bytes()), Ok(parsed));
     }
 
     #[test]
