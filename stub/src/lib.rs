@@ -20,3 +20,27 @@ pub mod preflight;
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
+
+/// A bare manifest for unit tests: no stub, no hooks, the given frames,
+/// payload region and entries.
+#[cfg(test)]
+pub(crate) fn test_manifest(
+    frames: Vec<nxs_format::Frame>,
+    payload: nxs_format::Region,
+    entries: Vec<nxs_format::Entry>,
+) -> nxs_format::Manifest {
+    nxs_format::Manifest {
+        product: "p".into(),
+        version: nxs_format::Version::parse("1").unwrap(),
+        tier: "t".into(),
+        target: "x".into(),
+        mtime: 0,
+        dev: false,
+        stub: nxs_format::Region { len: 0, sha256: [0; 32] },
+        payload,
+        frames,
+        headscale: None,
+        hooks: vec![],
+        entries,
+    }
+}

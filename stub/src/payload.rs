@@ -111,23 +111,10 @@ impl Read for PayloadReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nxs_format::{Region, Version};
+    use nxs_format::Region;
 
     fn manifest(frames: Vec<Frame>, len: u64, sha256: [u8; 32]) -> Manifest {
-        Manifest {
-            product: "p".into(),
-            version: Version::parse("1").unwrap(),
-            tier: "t".into(),
-            target: "x".into(),
-            mtime: 0,
-            dev: false,
-            stub: Region { len: 0, sha256: [0; 32] },
-            payload: Region { len, sha256 },
-            frames,
-            headscale: None,
-            hooks: vec![],
-            entries: vec![],
-        }
+        crate::test_manifest(frames, Region { len, sha256 }, vec![])
     }
 
     fn payload_file(parts: &[&[u8]]) -> (tempfile::NamedTempFile, Vec<Frame>, Vec<u8>) {

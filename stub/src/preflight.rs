@@ -109,20 +109,7 @@ mod tests {
             mode: 0o644,
             kind: EntryKind::File { size, sha256: [0; 32] },
         };
-        let m = Manifest {
-            product: "p".into(),
-            version: Version::parse("1").unwrap(),
-            tier: "t".into(),
-            target: "x".into(),
-            mtime: 0,
-            dev: false,
-            stub: Region { len: 0, sha256: [0; 32] },
-            payload: Region { len: 0, sha256: [0; 32] },
-            frames: vec![],
-            headscale: None,
-            hooks: vec![],
-            entries: vec![e("a", 10 << 20), e("b", 5)],
-        };
+        let m = crate::test_manifest(vec![], Region { len: 0, sha256: [0; 32] }, vec![e("a", 10 << 20), e("b", 5)]);
         assert!(super::needed_bytes(&m) > (10 << 20) + 5);
     }
 }
