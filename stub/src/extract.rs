@@ -150,40 +150,28 @@ pub fn walk<R: Read>(
                             if staged_file_matches(&p, *want_size, sha256) {
                                 // Its mode and durability may predate the crash.
                                 let f = fs::File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
-                                f.set_permissions(fs::Permissions::from_mode(want.mode)).map_err(|e| Error::io("cannot set the mode of", &p, e))?;
-                                f.sync_all().map_err(|e| Error::io("cannot fsync", &p, e))?;
+                                seal(&f, &p, want.mode)?;
                                 reused += 1;
                                 // Still read the entry: the payload is checked whole.
-                                hash_entry(&mut entry, size, &mut buf, label, name, sha256)?;
-                                progress.add(size);
+                                copy_entry(&mut entry, size, &mut buf, None, progress, label, name, sha256)?;
                                 count += 1;
                                 continue;
                             }
                             remove_any(&p)?;
                         }
-                        let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).map_err(|e| Error::io("cannot create", &p, e))?;
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .open(&p)
+                            .map_err(|e| Error::io("cannot create", &p, e))?;
                         Some((f, p))
                     }
                 };
-                let mut h = Sha256::new();
-                let mut left = size;
-                while left > 0 {
-                    let n = (left.min(buf.len() as u64)) as usize;
-                    entry.read_exact(&mut buf[..n]).map_err(|e| region_err(label, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
-                    h.update(&buf[..n]);
-                    if let Some((f, p)) = out.as_mut() {
-                        f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", p, e))?;
-                    }
-                    left -= n as u64;
-                    progress.add(n as u64);
-                }
-                let got: [u8; 32] = h.finalize().into();
-                if &got != sha256 {
-                    return Err(region_err(label, format!("file `{name}`: sha256 is {}, the signed manifest says {}", hex::encode(&got), hex::encode(sha256))));
-                }
+                let to = out.as_mut().map(|(f, p)| (f, p.as_path()));
+                copy_entry(&mut entry, size, &mut buf, to, progress, label, name, sha256)?;
                 if let Some((f, p)) = out {
-                    f.set_permissions(fs::Permissions::from_mode(want.mode)).map_err(|e| Error::io("cannot set the mode of", &p, e))?;
-                    f.sync_all().map_err(|e| Error::io("cannot fsync", &p, e))?;
+                    seal(&f, &p, want.mode)?;
                 }
             }
             _ => {
@@ -270,11 +258,21 @@ fn remove_any(p: &Path) -> Result<()> {
     }
 }
 
-/// Reads a tar entry's data and checks it against the manifest's digest.
-fn hash_entry(
+/// Gives a staged file its manifest mode and makes it durable.
+fn seal(f: &fs::File, p: &Path, mode: u32) -> Result<()> {
+    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("cannot set the mode of", p, e))?;
+    f.sync_all().map_err(|e| Error::io("cannot fsync", p, e))
+}
+
+/// Reads a tar entry's `size` bytes, writing them to `out` if given, and
+/// checks them against the manifest's digest.
+#[allow(clippy::too_many_arguments)]
+fn copy_entry(
     entry: &mut impl Read,
     size: u64,
     buf: &mut [u8],
+    mut out: Option<(&mut fs::File, &Path)>,
+    progress: &mut Progress,
     label: &Path,
     name: &str,
     want: &[u8; 32],
@@ -287,7 +285,11 @@ fn hash_entry(
             .read_exact(&mut buf[..n])
             .map_err(|e| region_err(label, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
         h.update(&buf[..n]);
+        if let Some((f, p)) = out.as_mut() {
+            f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", p, e))?;
+        }
         left -= n as u64;
+        progress.add(n as u64);
     }
     let got: [u8; 32] = h.finalize().into();
     if &got != want {

@@ -351,7 +351,7 @@ impl Run<'_> {
             self.checkpoint.version = b.manifest.version.to_string();
             self.checkpoint.payload_sha256 = hex::encode(&b.manifest.payload.sha256);
         }
-        fsx::write_atomic(&self.opts.state_dir.join(CHECKPOINT_FILE), self.checkpoint.to_text().as_bytes(), 0o600)
+        self.save_quiet()
     }
 
     /// Writes the diagnostic dump, names it in the error, and offers the

@@ -54,9 +54,7 @@ pub fn stub_for(triple: &str) -> PathBuf {
 /// Fails the test, with the install hint, when a stock tool is missing.
 /// Tests never skip: CI installs these (see .ci/run).
 pub fn require_tool(name: &str) {
-    let found =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
-    assert!(found, "`{name}` is not installed; `apt-get install {name}` (see .ci/run)");
+    assert!(xtask::on_path(name), "`{name}` is not installed; `apt-get install {name}` (see .ci/run)");
 }
 
 pub fn write(path: &Path, bytes: &[u8], mode: u32) {

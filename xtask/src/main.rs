@@ -243,19 +243,15 @@ fn demo(root: &Path) -> Result<()> {
 const TEST_TOOLS: &[(&str, &str)] =
     &[("minisign", "minisign"), ("zstd", "zstd"), ("tar", "tar"), ("sha256sum", "coreutils")];
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
-}
-
 /// Installs missing stock tools from Debian's packages when we are root,
 /// so that the suite runs on a fresh machine; else says what to install.
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| !on_path(t)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| !xtask::on_path(t)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
-    if !is_root || !on_path("apt-get") {
+    if !is_root || !xtask::on_path("apt-get") {
         bail!(
             "the tests need these Debian packages: {}\n  help: apt-get install {}",
             missing.join(" "),
