@@ -116,7 +116,7 @@ fn a_manifest_swapped_for_another_valid_bundles() {
     let b_meta = &b[rb.stub + rb.payload..b.len() - 64];
     mixed.extend_from_slice(b_meta);
     let t = nxs_format::Trailer {
-        format_version: 1,
+        format_version: nxs_format::FORMAT_VERSION,
         stub_len: ra.stub as u64,
         payload_len: ra.payload as u64,
         manifest_len: rb.manifest as u64,
@@ -137,7 +137,7 @@ fn with_signature(bundle: &[u8], sig: &str) -> Vec<u8> {
     let mut out = bundle[..r.stub + r.payload + r.manifest].to_vec();
     out.extend_from_slice(sig.as_bytes());
     let t = nxs_format::Trailer {
-        format_version: 1,
+        format_version: nxs_format::FORMAT_VERSION,
         stub_len: r.stub as u64,
         payload_len: r.payload as u64,
         manifest_len: r.manifest as u64,

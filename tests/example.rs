@@ -1,6 +1,7 @@
 //! The example spec, manifests/survival.toml, is complete: it parses, every
 //! tier plans with every source present, tiers are cumulative, and it holds
-//! no secret.
+//! no secret. The Tailscale client comes from outside the repository (the
+//! test double stands in for it here).
 
 use nxs_bundler::Spec;
 use nxs_tests::*;
@@ -8,10 +9,18 @@ use std::collections::BTreeMap;
 
 #[test]
 fn example_spec_plans_every_tier() {
-    let spec = Spec::load(&workspace().join("manifests/survival.toml")).unwrap();
-    assert_eq!(spec.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["minimal", "standard", "full"]);
+    let mut spec = Spec::load(&workspace().join("manifests/survival.toml")).unwrap();
     let stubs: BTreeMap<String, std::path::PathBuf> =
         spec.platforms.iter().map(|p| (p.clone(), stub().to_path_buf())).collect();
+    // The real Tailscale client is not in the repository: without it, the
+    // plan stops and says where it comes from.
+    if !workspace().join("manifests/tailscale/x86_64-unknown-linux-musl/tailscale").exists() {
+        let e = nxs_bundler::plan::plan(&spec, &[], &[], &stubs, 0).unwrap_err();
+        assert!(format!("{e:#}").contains("manifests/tailscale"), "{e:#}");
+    }
+    let double = xtask::double::tailscale_dir(&workspace()).unwrap();
+    spec.override_source("tailscale", &double).unwrap();
+    assert_eq!(spec.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["minimal", "standard", "full"]);
     let plan = nxs_bundler::plan::plan(&spec, &[], &[], &stubs, 0).unwrap();
     let sets: Vec<Vec<String>> =
         plan.bundles.iter().map(|b| b.entries.iter().map(|e| e.path.to_string()).collect()).collect();
@@ -22,6 +31,9 @@ fn example_spec_plans_every_tier() {
     let hs = spec.headscale.as_ref().expect("headscale section");
     assert!(hs.login_server.starts_with("https://"));
     assert!(sets[0].contains(&hs.ca_cert.as_ref().unwrap().to_string()), "the CA file is in every tier");
+    for program in [&hs.tailscale, &hs.tailscaled] {
+        assert!(sets[0].contains(&program.to_string()), "the Tailscale client is in every tier");
+    }
     for b in &plan.bundles {
         for e in &b.entries {
             if let Some(src) = &e.source {

@@ -70,6 +70,8 @@ pub struct BuildRequest {
     pub tiers: Vec<String>,
     /// The stub binary for each platform.
     pub stubs: BTreeMap<String, PathBuf>,
+    /// Component sources taken from elsewhere than the spec says: (name, path).
+    pub sources: Vec<(String, PathBuf)>,
     pub key: PathBuf,
     pub key_password: Option<String>,
     /// The key is a development key: mark the bundles and relax the trust root.
@@ -89,7 +91,10 @@ pub struct BuildReport {
 
 /// Loads the spec and plans the build without writing anything.
 pub fn plan_build(req: &BuildRequest) -> Result<(Spec, Plan)> {
-    let spec = Spec::load(&req.spec)?;
+    let mut spec = Spec::load(&req.spec)?;
+    for (name, path) in &req.sources {
+        spec.override_source(name, path).map_err(anyhow::Error::msg)?;
+    }
     let mtime = spec.effective_mtime(req.source_date_epoch.as_deref()).map_err(anyhow::Error::msg)?;
     let plan = plan::plan(&spec, &req.platforms, &req.tiers, &req.stubs, mtime)?;
     Ok((spec, plan))

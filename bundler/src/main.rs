@@ -25,6 +25,10 @@ enum Cmd {
         /// A built stub: TRIPLE=PATH (once per platform).
         #[arg(long = "stub", value_parser = parse_stub, required = true)]
         stubs: Vec<(String, PathBuf)>,
+        /// Take a component's files from PATH instead of its spec source:
+        /// NAME=PATH (`{target}` in PATH is the platform's triple).
+        #[arg(long = "source", value_parser = parse_source)]
+        sources: Vec<(String, PathBuf)>,
         /// Minisign secret key to sign with.
         #[arg(long)]
         key: PathBuf,
@@ -66,6 +70,11 @@ fn parse_stub(s: &str) -> Result<(String, PathBuf), String> {
     Ok((t.to_string(), PathBuf::from(p)))
 }
 
+fn parse_source(s: &str) -> Result<(String, PathBuf), String> {
+    let (n, p) = s.split_once('=').ok_or("expected COMPONENT=PATH")?;
+    Ok((n.to_string(), PathBuf::from(p)))
+}
+
 fn read_password(file: &Option<PathBuf>) -> Result<Option<String>> {
     match file {
         None => Ok(None),
@@ -96,13 +105,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("secret key: {}\npublic key: {}", sk.display(), pk.display());
             Ok(())
         }
-        Cmd::Build { manifest, stubs, key, password_file, dev, platforms, tiers, out, dry_run, json } => {
+        Cmd::Build { manifest, stubs, sources, key, password_file, dev, platforms, tiers, out, dry_run, json } => {
             let req = BuildRequest {
                 spec: manifest,
                 out_dir: out,
                 platforms,
                 tiers,
                 stubs: stubs.into_iter().collect::<BTreeMap<_, _>>(),
+                sources,
                 key,
                 key_password: read_password(&password_file)?,
                 dev,

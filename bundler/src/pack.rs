@@ -263,6 +263,12 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
             ca_cert: h.ca_cert.clone(),
             tags: h.tags.clone(),
             hostname: h.hostname.clone(),
+            client: Some(nxs_format::TailscaleClient {
+                tailscale: h.tailscale.clone(),
+                tailscaled: h.tailscaled.clone(),
+            }),
+            userspace: h.userspace,
+            up_flags: h.up_flags.clone(),
         }),
         hooks: spec
             .hooks

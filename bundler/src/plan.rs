@@ -84,12 +84,22 @@ pub fn plan(
                 add_component(&mut entries, c, &source, &at).with_context(|| format!("component `{cname}` ({at})"))?;
             }
             if let Some(hs) = &spec.headscale {
-                if let Some(ca) = &hs.ca_cert {
-                    match entries.get(ca) {
-                        Some(e) if e.source.is_some() => {}
-                        _ => bail!(
-                            "{}:{}:{}: headscale.ca_cert `{ca}` is not a file of tier `{tier_name}` for {target}\n  help: add the component that installs it to the tier",
+                let needed = hs
+                    .ca_cert
+                    .iter()
+                    .map(|p| ("ca_cert", p, false))
+                    .chain([("tailscale", &hs.tailscale, true), ("tailscaled", &hs.tailscaled, true)]);
+                for (field, path, exec) in needed {
+                    match entries.get(path) {
+                        Some(e) if e.source.is_some() && (!exec || e.mode & 0o111 != 0) => {}
+                        Some(e) if e.source.is_some() => bail!(
+                            "{}:{}:{}: headscale.{field} `{path}` is not executable in tier `{tier_name}` for {target}\n  help: give its component mode = 0o755",
                             spec.file.display(), hs.at.0, hs.at.1
+                        ),
+                        _ => bail!(
+                            "{}:{}:{}: headscale.{field} `{path}` is not a file of tier `{tier_name}` for {target}\n  help: add the component that installs it to the tier{}",
+                            spec.file.display(), hs.at.0, hs.at.1,
+                            if exec { "; see manifests/tailscale/README.md for where the Tailscale client comes from" } else { "" }
                         ),
                     }
                 }

@@ -60,12 +60,18 @@ pub struct Tier {
     pub components: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HeadscaleSpec {
     pub login_server: String,
     pub ca_cert: Option<EntryPath>,
     pub tags: Vec<String>,
     pub hostname: String,
+    /// Install paths of the Tailscale client's two programs, which some
+    /// component of every tier must carry.
+    pub tailscale: EntryPath,
+    pub tailscaled: EntryPath,
+    pub userspace: nxs_format::Userspace,
+    pub up_flags: Vec<String>,
     pub at: (usize, usize),
 }
 
@@ -133,6 +139,11 @@ struct RawHeadscale {
     #[serde(default)]
     tags: Vec<Spanned<String>>,
     hostname: Spanned<String>,
+    tailscale: Option<Spanned<String>>,
+    tailscaled: Option<Spanned<String>>,
+    userspace: Option<Spanned<String>>,
+    #[serde(default)]
+    up_flags: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -301,11 +312,11 @@ impl Spec {
             Some(h) => {
                 let hs = h.get_ref();
                 let url = hs.login_server.get_ref();
-                if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+                if let Err(e) = nxs_format::ServerUrl::parse(url) {
                     return Err(cx.err(
                         &hs.login_server,
-                        format!("login_server `{url}`: expected an http:// or https:// URL"),
-                        None,
+                        format!("login_server {e}"),
+                        Some("for example login_server = \"https://headscale.example.net\""),
                     ));
                 }
                 let ca_cert = match &hs.ca_cert {
@@ -323,14 +334,57 @@ impl Spec {
                     tags.push(t.get_ref().clone());
                 }
                 let hostname = hs.hostname.get_ref().clone();
-                if hostname.is_empty() || hostname.contains(char::is_whitespace) {
-                    return Err(cx.err(&hs.hostname, "hostname: expected a template such as `nxs-{hostname}`", None));
+                let plain = hostname.replace("{hostname}", "h");
+                if plain.is_empty()
+                    || plain.len() > 63
+                    || !plain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+                {
+                    return Err(cx.err(
+                        &hs.hostname,
+                        "hostname: expected a template such as `nxs-{hostname}` (letters, digits, `-`, and `{hostname}` for the machine's name)",
+                        None,
+                    ));
+                }
+                let program = |v: &Option<Spanned<String>>, default: &str| -> Result<EntryPath, SpecError> {
+                    match v {
+                        None => Ok(EntryPath::parse(default).expect("a valid default")),
+                        Some(v) => EntryPath::parse(v.get_ref()).map_err(|e| {
+                            cx.err(
+                                v,
+                                format!("`{}`: {e}", v.get_ref()),
+                                Some("the install path of the program inside the bundle, such as bin/tailscale"),
+                            )
+                        }),
+                    }
+                };
+                let tailscale = program(&hs.tailscale, "bin/tailscale")?;
+                let tailscaled = program(&hs.tailscaled, "bin/tailscaled")?;
+                let userspace = match &hs.userspace {
+                    None => nxs_format::Userspace::Auto,
+                    Some(u) => nxs_format::Userspace::parse(u.get_ref()).ok_or_else(|| {
+                        cx.err(
+                            u,
+                            format!("userspace `{}`: expected \"auto\", \"always\" or \"never\"", u.get_ref()),
+                            Some("auto uses userspace networking only where there is no /dev/net/tun"),
+                        )
+                    })?,
+                };
+                let mut up_flags = Vec::new();
+                for f in &hs.up_flags {
+                    if let Some(problem) = nxs_format::manifest::up_flag_problem(f.get_ref()) {
+                        return Err(cx.err(f, format!("up_flags: {problem}"), None));
+                    }
+                    up_flags.push(f.get_ref().clone());
                 }
                 Some(HeadscaleSpec {
                     login_server: url.clone(),
                     ca_cert,
                     tags,
                     hostname,
+                    tailscale,
+                    tailscaled,
+                    userspace,
+                    up_flags,
                     at: cx.line_col(h.span().start),
                 })
             }
@@ -509,6 +563,20 @@ impl Spec {
         self.components.iter().find(|c| c.name == name)
     }
 
+    /// Takes component `name`'s files from `path` instead of its declared
+    /// source (`{target}` is replaced as in a spec). How a build feeds in
+    /// files that do not live beside the spec, such as the Tailscale client.
+    pub fn override_source(&mut self, name: &str, path: &Path) -> Result<(), String> {
+        let c = self
+            .components
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("--source {name}=...: the spec has no component `{name}`"))?;
+        let abs = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        c.source = Source::Path(abs.to_string_lossy().into_owned());
+        Ok(())
+    }
+
     /// The entry mtime: `SOURCE_DATE_EPOCH` if set, else the spec's, else 0.
     pub fn effective_mtime(&self, source_date_epoch: Option<&str>) -> Result<u64, String> {
         match source_date_epoch {
@@ -579,5 +647,23 @@ extends = "minimal"
             "looks like a secret",
         );
         check_err(&GOOD.replace("[trust]", "[trust]\ncolour = 1"), 7, 1, "unknown field `colour`");
+    }
+
+    #[test]
+    fn headscale_settings_are_checked() {
+        let hs = |extra: &str| {
+            format!("{GOOD}[headscale]\nlogin_server = \"https://h.example\"\nhostname = \"nxs-{{hostname}}\"\n{extra}")
+        };
+        let s = Spec::parse(Path::new("m/spec.toml"), &hs("")).unwrap();
+        let h = s.headscale.unwrap();
+        assert_eq!((h.tailscale.as_str(), h.tailscaled.as_str()), ("bin/tailscale", "bin/tailscaled"));
+        assert_eq!(h.userspace, nxs_format::Userspace::Auto);
+        check_err(&hs("up_flags = [\"--auth-key=tskey-abc\"]\n"), 22, 13, "set by the stub");
+        check_err(&hs("up_flags = [\"--authkey\", \"x\"]\n"), 22, 13, "set by the stub");
+        check_err(&hs("userspace = \"sometimes\"\n"), 22, 13, "\"auto\", \"always\" or \"never\"");
+        check_err(&hs("tailscale = \"/usr/bin/tailscale\"\n"), 22, 13, "absolute");
+        check_err(&hs("").replace("https://h.example", "https://u:p@h"), 20, 16, "credentials");
+        check_err(&hs("").replace("nxs-{hostname}", "nxs {hostname}"), 21, 12, "hostname");
+        check_err(&hs("preauth_key = \"x\"\n"), 22, 1, "looks like a secret");
     }
 }

@@ -81,6 +81,16 @@ pub struct HistoryRecord {
     pub state: State,
 }
 
+/// Where the tailnet join stands. Only a status and a reason: never a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    pub joined: bool,
+    /// Join attempts made so far, across runs.
+    pub attempts: u32,
+    /// Why the join is still pending (unreachable server, no key, ...).
+    pub reason: Option<String>,
+}
+
 /// A checkpoint. It never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -91,6 +101,8 @@ pub struct Checkpoint {
     pub state: State,
     pub history: Vec<HistoryRecord>,
     pub last_error: Option<String>,
+    /// Absent when the bundle has no Headscale client, or before CONFIGURING.
+    pub join: Option<Join>,
 }
 
 /// Why a checkpoint could not be read. Every case has a defined answer in
@@ -133,6 +145,12 @@ impl Checkpoint {
         if let Some(e) = &self.last_error {
             kv("error", e);
         }
+        if let Some(j) = &self.join {
+            s.push_str(&format!("join {} {}\n", if j.joined { "joined" } else { "pending" }, j.attempts));
+            if let Some(r) = &j.reason {
+                s.push_str(&format!("join-reason {}\n", encode_field(r)));
+            }
+        }
         let start = self.history.len().saturating_sub(MAX_HISTORY);
         for h in &self.history[start..] {
             s.push_str(&format!("history {} {}\n", h.at, h.state.as_str()));
@@ -163,6 +181,7 @@ impl Checkpoint {
         let (mut bundle, mut version, mut payload, mut root, mut state, mut error) =
             (None, None, None, None, None, None);
         let mut history = Vec::new();
+        let (mut join, mut join_reason) = (None::<(bool, u32)>, None);
         let mut ended = false;
         for line in lines {
             if ended {
@@ -177,6 +196,18 @@ impl Checkpoint {
                     let state = State::parse(st).ok_or_else(|| garbage("unknown state in history"))?;
                     history.push(HistoryRecord { at, state });
                 }
+                "join" => {
+                    let (st, n) = v.split_once(' ').ok_or_else(|| garbage("bad join line"))?;
+                    let joined = match st {
+                        "joined" => true,
+                        "pending" => false,
+                        _ => return Err(garbage("bad join status")),
+                    };
+                    let n = n.parse().map_err(|_| garbage("bad join attempts"))?;
+                    if join.replace((joined, n)).is_some() {
+                        return Err(garbage("`join` appears twice"));
+                    }
+                }
                 _ => {
                     let v = decode_field(v).ok_or_else(|| garbage("badly encoded field"))?;
                     let slot = match k {
@@ -186,6 +217,7 @@ impl Checkpoint {
                         "root" => &mut root,
                         "state" => &mut state,
                         "error" => &mut error,
+                        "join-reason" => &mut join_reason,
                         _ => return Err(garbage(&format!("unknown line `{k}`"))),
                     };
                     if slot.replace(v).is_some() {
@@ -210,6 +242,11 @@ impl Checkpoint {
             state: State::parse(&state).ok_or_else(|| garbage("unknown state"))?,
             history,
             last_error: error,
+            join: match (join, join_reason) {
+                (Some((joined, attempts)), reason) => Some(Join { joined, attempts, reason }),
+                (None, None) => None,
+                (None, Some(_)) => return Err(garbage("`join-reason` without `join`")),
+            },
         })
     }
 }
@@ -230,6 +267,7 @@ mod tests {
                 HistoryRecord { at: 2, state: State::Verifying },
             ],
             last_error: Some("line one\nline two".into()),
+            join: Some(Join { joined: false, attempts: 2, reason: Some("login server unreachable".into()) }),
         }
     }
 

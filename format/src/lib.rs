@@ -15,14 +15,21 @@ pub mod path;
 pub mod trailer;
 pub mod version;
 
-pub use manifest::{Entry, EntryKind, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region};
+pub use manifest::{
+    Entry, EntryKind, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region, ServerUrl, TailscaleClient,
+    Userspace,
+};
 pub use path::{EntryPath, PathError};
 pub use trailer::{Trailer, TrailerError, TRAILER_LEN};
 pub use version::Version;
 
-/// The bundle format version this code writes and reads. A reader refuses a
-/// bundle whose trailer or manifest names a newer one (exit 4, incompatible).
-pub const FORMAT_VERSION: u32 = 1;
+/// The bundle format version this code writes. A reader refuses a bundle
+/// whose trailer or manifest names a newer one (exit 4, incompatible).
+/// Version 2 added the Headscale client lines to the manifest.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this code still reads: install records and
+/// bundles written by earlier releases.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// The first line of the signature embedded in a bundle, exactly. minisign
 /// signs nothing of this line, so the format fixes it: a bundle whose line

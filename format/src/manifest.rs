@@ -47,6 +47,104 @@ pub struct Headscale {
     pub ca_cert: Option<EntryPath>,
     pub tags: Vec<String>,
     pub hostname: String,
+    /// The Tailscale client the bundle carries. `None` only in manifests
+    /// from before the client was packed: settings, but nothing to join with.
+    pub client: Option<TailscaleClient>,
+    pub userspace: Userspace,
+    /// Extra `tailscale up` flags, each checked by [`up_flag_problem`].
+    pub up_flags: Vec<String>,
+}
+
+/// Where the Tailscale client's two programs sit in the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailscaleClient {
+    pub tailscale: EntryPath,
+    pub tailscaled: EntryPath,
+}
+
+/// When `tailscaled` runs with userspace networking instead of a TUN device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Userspace {
+    /// Only when the machine has no usable `/dev/net/tun`.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Userspace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Userspace::Auto => "auto",
+            Userspace::Always => "always",
+            Userspace::Never => "never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Userspace> {
+        [Userspace::Auto, Userspace::Always, Userspace::Never].into_iter().find(|u| u.as_str() == s)
+    }
+}
+
+/// Flags the stub sets itself, or that would carry a secret: never allowed
+/// among a spec's extra `up` flags.
+pub const RESERVED_UP_FLAGS: &[&str] =
+    &["auth-key", "authkey", "login-server", "hostname", "advertise-tags", "socket", "json"];
+
+/// Why an extra `tailscale up` flag is refused, if it is.
+pub fn up_flag_problem(flag: &str) -> Option<String> {
+    let Some(body) = flag.strip_prefix("--") else {
+        return Some(format!("`{flag}`: extra up flags are long flags, `--name` or `--name=value`"));
+    };
+    let name = body.split('=').next().unwrap_or("");
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Some(format!("`{flag}`: a flag name is lowercase letters, digits and dashes"));
+    }
+    if RESERVED_UP_FLAGS.contains(&name) {
+        return Some(format!("`--{name}` is set by the stub itself (the auth key never travels in a bundle)"));
+    }
+    None
+}
+
+/// A login server URL, split for the reachability probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerUrl {
+    /// Accepts `http://` and `https://` URLs with a host, an optional port
+    /// and an optional path; nothing with credentials, a query or spaces.
+    pub fn parse(url: &str) -> Result<ServerUrl, String> {
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("`{url}`: the login server is an http:// or https:// URL"));
+        };
+        if url.bytes().any(|b| b <= b' ' || b == 0x7f) || rest.contains(['?', '#', '@']) {
+            return Err(format!("`{url}`: no spaces, credentials, query or fragment in the login server URL"));
+        }
+        let authority = rest.split('/').next().unwrap_or("");
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, None),
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| format!("`{url}`: bad port `{p}`"))?,
+            None if https => 443,
+            None => 80,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{url}`: no host"));
+        }
+        Ok(ServerUrl { https, host: host.to_string(), port })
+    }
 }
 
 /// When a hook runs.
@@ -299,6 +397,13 @@ impl Manifest {
                 line(&["headscale-tag", t]);
             }
             line(&["headscale-hostname", &h.hostname]);
+            if let Some(c) = &h.client {
+                line(&["headscale-client", c.tailscale.as_str(), c.tailscaled.as_str()]);
+            }
+            line(&["headscale-userspace", h.userspace.as_str()]);
+            for f in &h.up_flags {
+                line(&["headscale-up-flag", f]);
+            }
         }
         for hook in &self.hooks {
             let timeout = hook.timeout_secs.to_string();
@@ -408,8 +513,9 @@ impl Manifest {
         }
         let mut lines = text[..text.len() - 1].split('\n').enumerate().map(|(i, l)| (i + 1, l));
 
-        match lines.next() {
-            Some((_, l)) if l == format!("nxs-manifest {}", crate::FORMAT_VERSION) => {}
+        let format = match lines.next() {
+            Some((_, "nxs-manifest 1")) => 1,
+            Some((_, l)) if l == format!("nxs-manifest {}", crate::FORMAT_VERSION) => crate::FORMAT_VERSION,
             Some((n, l)) => {
                 return Err(match l.strip_prefix("nxs-manifest ") {
                     Some(v) => err(n, ManifestErrorKind::UnsupportedVersion(v.to_string())),
@@ -417,13 +523,15 @@ impl Manifest {
                 })
             }
             None => return Err(err(1, ManifestErrorKind::NotAManifest)),
-        }
+        };
 
         let (mut product, mut version, mut tier, mut target, mut mtime, mut dev) = (None, None, None, None, None, None);
         let (mut stub, mut payload) = (None, None);
         let mut frames = Vec::new();
         let (mut hs_server, mut hs_ca, mut hs_host) = (None, None, None);
         let mut hs_tags = Vec::new();
+        let (mut hs_client, mut hs_userspace) = (None, None);
+        let mut hs_flags = Vec::new();
         let mut hooks = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -449,6 +557,9 @@ impl Manifest {
                     Err(syntax(n, format!("`{key}` takes {k} field(s), found {}", fields.len())))
                 }
             };
+            if format < 2 && matches!(key, "headscale-client" | "headscale-userspace" | "headscale-up-flag") {
+                return Err(syntax(n, format!("`{key}` is a format 2 line, in a format 1 manifest")));
+            }
             match key {
                 "product" => {
                     want(1)?;
@@ -506,6 +617,7 @@ impl Manifest {
                 }
                 "headscale-login-server" => {
                     want(1)?;
+                    ServerUrl::parse(&fields[0]).map_err(|e| syntax(n, e))?;
                     set_once(&mut hs_server, fields[0].clone(), n, "headscale-login-server")?
                 }
                 "headscale-ca-cert" => {
@@ -519,6 +631,31 @@ impl Manifest {
                 "headscale-hostname" => {
                     want(1)?;
                     set_once(&mut hs_host, fields[0].clone(), n, "headscale-hostname")?
+                }
+                "headscale-client" => {
+                    want(2)?;
+                    let c = TailscaleClient {
+                        tailscale: entry_path(n, &fields[0])?,
+                        tailscaled: entry_path(n, &fields[1])?,
+                    };
+                    set_once(&mut hs_client, c, n, "headscale-client")?
+                }
+                "headscale-userspace" => {
+                    want(1)?;
+                    let u = Userspace::parse(&fields[0]).ok_or_else(|| {
+                        syntax(n, format!("headscale-userspace: expected auto, always or never, found `{}`", fields[0]))
+                    })?;
+                    set_once(&mut hs_userspace, u, n, "headscale-userspace")?
+                }
+                "headscale-up-flag" => {
+                    want(1)?;
+                    if let Some(p) = up_flag_problem(&fields[0]) {
+                        return Err(syntax(n, p));
+                    }
+                    if hs_flags.len() >= MAX_HOOK_ARGS {
+                        return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_HOOK_ARGS} up flags"))));
+                    }
+                    hs_flags.push(fields[0].clone())
                 }
                 "hook" => {
                     if fields.len() < 3 || fields.len() > MAX_HOOK_ARGS + 2 {
@@ -598,10 +735,24 @@ impl Manifest {
         }
 
         let headscale = match (hs_server, hs_host) {
-            (Some(login_server), Some(hostname)) => {
-                Some(Headscale { login_server, ca_cert: hs_ca, tags: hs_tags, hostname })
+            (Some(login_server), Some(hostname)) => Some(Headscale {
+                login_server,
+                ca_cert: hs_ca,
+                tags: hs_tags,
+                hostname,
+                client: hs_client,
+                userspace: hs_userspace.unwrap_or_default(),
+                up_flags: hs_flags,
+            }),
+            (None, None)
+                if hs_ca.is_none()
+                    && hs_tags.is_empty()
+                    && hs_client.is_none()
+                    && hs_userspace.is_none()
+                    && hs_flags.is_empty() =>
+            {
+                None
             }
-            (None, None) if hs_ca.is_none() && hs_tags.is_empty() => None,
             _ => {
                 return Err(err(last_line, ManifestErrorKind::Missing("headscale-login-server and headscale-hostname")))
             }
@@ -652,6 +803,9 @@ mod tests {
                 ca_cert: Some(p("etc/ca.pem")),
                 tags: vec!["tag:nxs".into()],
                 hostname: "nxs-{hostname}".into(),
+                client: Some(TailscaleClient { tailscale: p("bin/tailscale"), tailscaled: p("bin/tailscaled") }),
+                userspace: Userspace::Always,
+                up_flags: vec!["--accept-dns=false".into()],
             }),
             hooks: vec![Hook {
                 stage: HookStage::Validate,
@@ -686,24 +840,24 @@ mod tests {
         let good = sample().to_text();
         let edit = |from: &str, to: &str| good.replacen(from, to, 1);
         check_refused("hello\n", 1, "does not start");
-        check_refused("nxs-manifest 2\nend\n", 1, "format 2");
-        check_refused(&edit("end\n", ""), 19, "`end` is missing");
-        check_refused(&good.replace("\nend\n", "\nend"), 20, "newline");
+        check_refused("nxs-manifest 3\nend\n", 1, "format 3");
+        check_refused(&edit("end\n", ""), 22, "`end` is missing");
+        check_refused(&good.replace("\nend\n", "\nend"), 23, "newline");
         check_refused(&edit("etc/ca.pem\n", "../ca.pem\n"), 13, "`..`");
-        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 etc\n"), 18, "duplicate entry");
-        check_refused(&edit("dir 755 etc\n", ""), 17, "before its directory");
-        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 ETC\n"), 18, "only in case");
-        check_refused(&edit("frame 10 4096", "frame 11 4096"), 20, "does not add up");
+        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 etc\n"), 21, "duplicate entry");
+        check_refused(&edit("dir 755 etc\n", ""), 20, "before its directory");
+        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 ETC\n"), 21, "only in case");
+        check_refused(&edit("frame 10 4096", "frame 11 4096"), 23, "does not add up");
         check_refused(&edit("mtime 1700000000", "mtime 1e9"), 6, "decimal");
         check_refused(&edit("mtime 1700000000", "mtime 01700000000"), 6, "decimal");
-        check_refused(&edit("hook validate 30", "hook validate 030"), 16, "decimal");
-        check_refused(&edit("file 644", "file 0644"), 18, "octal mode");
-        check_refused(&edit("file 644", "file +644"), 18, "octal mode");
+        check_refused(&edit("hook validate 30", "hook validate 030"), 19, "decimal");
+        check_refused(&edit("file 644", "file 0644"), 21, "octal mode");
+        check_refused(&edit("file 644", "file +644"), 21, "octal mode");
         check_refused(&edit("tier standard", "tier standard extra"), 4, "takes 1 field");
         check_refused(&edit("tier standard", "tier a%41"), 4, "badly encoded");
-        check_refused(&edit("file 644", "file 17777"), 18, "octal mode");
+        check_refused(&edit("file 644", "file 17777"), 21, "octal mode");
         check_refused(&edit("version 1.4.0", "surprise 1"), 3, "unknown line");
-        check_refused(&format!("{good}x\n"), 21, "after the `end`");
+        check_refused(&format!("{good}x\n"), 24, "after the `end`");
     }
 
     #[test]
@@ -722,11 +876,11 @@ mod tests {
         assert_eq!(Manifest::parse(m.to_text().as_bytes()), Ok(m));
         check_refused(
             &sample().to_text().replace("end\n", "link etc/link ../../etc/passwd\nend\n"),
-            20,
+            23,
             "stay inside the root",
         );
         // Nothing may sit below a link: its parent must be a declared directory.
-        check_refused(&sample().to_text().replace("end\n", "link etc/l ca.pem\nfile 644 0 0404040404040404040404040404040404040404040404040404040404040404 etc/l/x\nend\n"), 21, "before its directory");
+        check_refused(&sample().to_text().replace("end\n", "link etc/l ca.pem\nfile 644 0 0404040404040404040404040404040404040404040404040404040404040404 etc/l/x\nend\n"), 24, "before its directory");
     }
 
     #[test]
@@ -736,5 +890,40 @@ mod tests {
         assert_eq!(decode_field("a\tb"), None);
         assert_eq!(encode_field(""), "%00");
         assert_eq!(decode_field("%00").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn headscale_client_settings_are_checked() {
+        let good = sample().to_text();
+        let edit = |from: &str, to: &str| good.replacen(from, to, 1);
+        check_refused(
+            &edit("headscale-up-flag --accept-dns=false", "headscale-up-flag --auth-key=tskey"),
+            18,
+            "set by the stub",
+        );
+        check_refused(&edit("headscale-up-flag --accept-dns=false", "headscale-up-flag -x"), 18, "long flags");
+        check_refused(&edit("headscale-userspace always", "headscale-userspace maybe"), 17, "auto, always or never");
+        check_refused(&edit("headscale-client bin/tailscale", "headscale-client /bin/tailscale"), 16, "absolute path");
+        check_refused(&edit("hs.example.net", "hs.example.net?x=1"), 12, "query");
+        // A format 1 manifest, from before the client was packed, still reads;
+        // the new lines are refused in it.
+        let old = edit("headscale-client bin/tailscale bin/tailscaled\nheadscale-userspace always\nheadscale-up-flag --accept-dns=false\n", "")
+            .replacen("nxs-manifest 2", "nxs-manifest 1", 1);
+        check_refused(&good.replacen("nxs-manifest 2", "nxs-manifest 1", 1), 16, "format 2 line");
+        let hs = Manifest::parse(old.as_bytes()).unwrap().headscale.unwrap();
+        assert_eq!((hs.client, hs.userspace, hs.up_flags.len()), (None, Userspace::Auto, 0));
+    }
+
+    #[test]
+    fn login_server_urls() {
+        let u = ServerUrl::parse("https://hs.example.net").unwrap();
+        assert_eq!((u.https, u.host.as_str(), u.port), (true, "hs.example.net", 443));
+        let u = ServerUrl::parse("http://127.0.0.1:8080/base").unwrap();
+        assert_eq!((u.https, u.host.as_str(), u.port), (false, "127.0.0.1", 8080));
+        let u = ServerUrl::parse("http://[::1]:9").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        for bad in ["ftp://x", "https://", "http://h:0", "http://h:x", "https://u:p@h", "http://h h"] {
+            assert!(ServerUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 }

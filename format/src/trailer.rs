@@ -129,7 +129,7 @@ impl Trailer {
             return Err(TrailerError::Checksum);
         }
         let format_version = u32_at(8);
-        if format_version != crate::FORMAT_VERSION {
+        if !(crate::OLDEST_FORMAT_VERSION..=crate::FORMAT_VERSION).contains(&format_version) {
             return Err(TrailerError::UnsupportedVersion(format_version));
         }
         if u32_at(12) != 0 {
@@ -191,11 +191,18 @@ mod tests {
         assert_eq!(Trailer::decode(&[0u8; TRAILER_LEN], len), Err(TrailerError::BadMagic));
         assert_eq!(Trailer::decode(&t.encode(), 10), Err(TrailerError::TooShort { file_len: 10 }));
         // A newer format, with a sound checksum, is a version problem...
-        let mut b = t.encode();
-        b[8] = 2;
-        let sum = fnv1a(&b[..48]);
-        b[48..56].copy_from_slice(&sum.to_le_bytes());
-        assert_eq!(Trailer::decode(&b, len), Err(TrailerError::UnsupportedVersion(2)));
+        let with_version = |v: u8| {
+            let mut b = t.encode();
+            b[8] = v;
+            let sum = fnv1a(&b[..48]);
+            b[48..56].copy_from_slice(&sum.to_le_bytes());
+            b
+        };
+        assert_eq!(Trailer::decode(&with_version(3), len), Err(TrailerError::UnsupportedVersion(3)));
+        assert_eq!(Trailer::decode(&with_version(0), len), Err(TrailerError::UnsupportedVersion(0)));
+        // Both versions this code knows are read.
+        assert_eq!(Trailer::decode(&with_version(2), len).map(|t| t.format_version), Ok(2));
+        assert_eq!(Trailer::decode(&with_version(1), len).map(|t| t.format_version), Ok(1));
         // ...but any flipped byte of a trailer is damage.
         for i in 8..56 {
             let mut b = t.encode();

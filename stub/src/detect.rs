@@ -15,19 +15,25 @@ pub const MIN_KERNEL: &str = env!("NXS_MIN_KERNEL");
 pub struct Machine {
     pub arch: String,
     pub kernel: String,
+    pub nodename: String,
 }
 
 pub fn this_machine() -> Machine {
     // SAFETY: uname fills a caller-owned struct; on failure we report "unknown".
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut u) } != 0 {
-        return Machine { arch: "unknown".into(), kernel: "0".into() };
+        return Machine { arch: "unknown".into(), kernel: "0".into(), nodename: String::new() };
     }
     let field = |f: &[libc::c_char]| {
         let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
-    Machine { arch: field(&u.machine), kernel: field(&u.release) }
+    Machine { arch: field(&u.machine), kernel: field(&u.release), nodename: field(&u.nodename) }
+}
+
+/// The machine's hostname, as the kernel reports it.
+pub fn nodename() -> String {
+    this_machine().nodename
 }
 
 /// The leading numbers of a kernel release: "6.1.0-13-amd64" -> [6, 1, 0].
@@ -94,7 +100,7 @@ mod tests {
     use super::*;
 
     fn m(arch: &str, kernel: &str) -> Machine {
-        Machine { arch: arch.into(), kernel: kernel.into() }
+        Machine { arch: arch.into(), kernel: kernel.into(), nodename: "n".into() }
     }
 
     #[test]

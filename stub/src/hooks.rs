@@ -65,8 +65,14 @@ pub fn log_path(state_dir: &Path, hook: &Hook) -> std::path::PathBuf {
     state_dir.join("logs").join(format!("hook-{}.log", hook.stage.as_str()))
 }
 
-/// Copies a child's pipe to our own stream and to the log.
-fn tee(mut from: impl Read + Send + 'static, log: Arc<Mutex<File>>, to_stdout: bool) -> std::thread::JoinHandle<()> {
+/// Copies a child's pipe to the log, to `capture` if given, and to our
+/// own stream if `echo`.
+fn tee(
+    mut from: impl Read + Send + 'static,
+    log: Arc<Mutex<File>>,
+    capture: Option<Arc<Mutex<Vec<u8>>>>,
+    echo: Option<bool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         while let Ok(n) = from.read(&mut buf) {
@@ -74,13 +80,74 @@ fn tee(mut from: impl Read + Send + 'static, log: Arc<Mutex<File>>, to_stdout: b
                 break;
             }
             let _ = log.lock().map(|mut f| f.write_all(&buf[..n]));
-            if to_stdout {
-                let _ = std::io::stdout().write_all(&buf[..n]);
-            } else {
-                let _ = std::io::stderr().write_all(&buf[..n]);
+            if let Some(c) = &capture {
+                let _ = c.lock().map(|mut c| c.extend_from_slice(&buf[..n]));
+            }
+            match echo {
+                Some(true) => drop(std::io::stdout().write_all(&buf[..n])),
+                Some(false) => drop(std::io::stderr().write_all(&buf[..n])),
+                None => {}
             }
         }
     })
+}
+
+/// What a finished child did: its exit status (-1 for a signal or a
+/// timeout) and, if asked for, its output.
+pub struct Finished {
+    pub status: i32,
+    pub output: Vec<u8>,
+}
+
+/// Runs `cmd` to its end or its deadline, its output appended to
+/// `log_file` (and echoed to ours if `echo`, or kept if `capture`).
+pub fn run_logged(
+    cmd: &mut Command,
+    label: &str,
+    log_file: &Path,
+    timeout: Duration,
+    echo: bool,
+    capture: bool,
+) -> Result<Finished> {
+    std::fs::create_dir_all(crate::fsx::parent(log_file))
+        .map_err(|e| Error::io("cannot create", crate::fsx::parent(log_file), e))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .map_err(|e| Error::io("cannot open", log_file, e))?;
+    let log = Arc::new(Mutex::new(log));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::new(Class::HookFailed, format!("{label}: cannot start {}: {e}", cmd.get_program().to_string_lossy()))
+            .hint("the program must exist in the bundle or on PATH and run on this machine")
+    })?;
+    let captured = capture.then(|| Arc::new(Mutex::new(Vec::new())));
+    let out = tee(child.stdout.take().expect("piped"), log.clone(), captured.clone(), echo.then_some(true));
+    let err = tee(child.stderr.take().expect("piped"), log.clone(), captured.clone(), echo.then_some(false));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code().unwrap_or(-1),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = log.lock().map(|mut f| writeln!(f, "nxs: timed out after {} s", timeout.as_secs()));
+                eprintln!("  {label} timed out after {} s", timeout.as_secs());
+                break -1;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(Error::new(Class::HookFailed, format!("{label}: cannot wait for it: {e}"))),
+        }
+    };
+    // A child that leaves a daemon behind may keep the pipes open: wait a
+    // moment for the output, never forever.
+    let until = Instant::now() + Duration::from_secs(1);
+    while !(out.is_finished() && err.is_finished()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = captured.map(|c| c.lock().map(|c| c.clone()).unwrap_or_default()).unwrap_or_default();
+    Ok(Finished { status, output })
 }
 
 /// One run; `None` on success, else the exit status (-1 for a signal or timeout).
@@ -95,53 +162,19 @@ fn run_once(
     let prog = &hook.argv[0];
     let program = if prog.contains('/') && !prog.starts_with('/') { root.join(prog) } else { prog.into() };
     eprintln!("  hook {stage}: {}", hook.argv.join(" "));
-    let log_file = log_path(state_dir, hook);
-    std::fs::create_dir_all(crate::fsx::parent(&log_file))
-        .map_err(|e| Error::io("cannot create", crate::fsx::parent(&log_file), e))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_file)
-        .map_err(|e| Error::io("cannot open", &log_file, e))?;
-    let log = Arc::new(Mutex::new(log));
     let mut cmd = Command::new(&program);
     cmd.args(&hook.argv[1..])
         .current_dir(root)
+        // The key file's path is not the key, but a hook has no business with it.
+        .env_remove(crate::tailnet::KEY_FILE_ENV)
         .env("NXS_ROOT", root)
         .env("NXS_STATE_DIR", state_dir)
-        .env("NXS_BUNDLE_VERSION", version)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("NXS_BUNDLE_VERSION", version);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::new(Class::HookFailed, format!("{stage} hook: cannot start {}: {e}", program.display()))
-            .hint("the hook's program must exist in the bundle or on PATH and run on this machine")
-    })?;
-    let out = tee(child.stdout.take().expect("piped"), log.clone(), true);
-    let err = tee(child.stderr.take().expect("piped"), log.clone(), false);
-    let deadline = Instant::now() + Duration::from_secs(hook.timeout_secs);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.code().unwrap_or(-1),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = log.lock().map(|mut f| writeln!(f, "nxs: timed out after {} s", hook.timeout_secs));
-                eprintln!("  hook {stage} timed out after {} s", hook.timeout_secs);
-                break -1;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(Error::new(Class::HookFailed, format!("{stage} hook: cannot wait for it: {e}"))),
-        }
-    };
-    // A hook that leaves a daemon behind may keep the pipes open: wait a
-    // moment for the output, never forever.
-    let until = Instant::now() + Duration::from_secs(1);
-    while !(out.is_finished() && err.is_finished()) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(if status == 0 { None } else { Some(status) })
+    let label = format!("{stage} hook");
+    let done =
+        run_logged(&mut cmd, &label, &log_path(state_dir, hook), Duration::from_secs(hook.timeout_secs), true, false)?;
+    Ok(if done.status == 0 { None } else { Some(done.status) })
 }

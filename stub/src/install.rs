@@ -316,6 +316,12 @@ pub struct InstallOptions {
     pub max_start_attempts: u32,
     /// Try again even after [`MAX_FAILED_RUNS`] failed runs in a row.
     pub retry_failed: bool,
+    /// Where the Headscale auth key comes from, if given.
+    pub key: crate::tailnet::KeyInput,
+    /// `tailscale up` attempts in this run, with backoff between them.
+    pub join_attempts: u32,
+    /// Bound on each probe of the login server.
+    pub probe_timeout: std::time::Duration,
 }
 
 /// The outcome of an install run.
@@ -337,6 +343,12 @@ struct Run<'a> {
     upgrading: bool,
     /// The error behind a rollback, reported when it is done.
     pending: Option<Error>,
+    /// The auth key read from the operator's sources, until stashed.
+    key: Option<crate::secret::Secret>,
+    /// What DETECTING's probe of the login server found.
+    reachable: Option<std::result::Result<(), String>>,
+    /// `tailscale up` succeeded in this run: VALIDATING checks the node.
+    joined_now: bool,
 }
 
 impl Run<'_> {
@@ -412,7 +424,6 @@ impl Run<'_> {
                 Ok(Event::Verified)
             }
             Action::Detect => {
-                let b = self.bundle();
                 let machine = crate::detect::this_machine();
                 crate::detect::check(&machine, crate::detect::MACHINES, crate::detect::MIN_KERNEL).map_err(
                     |report| {
@@ -420,6 +431,8 @@ impl Run<'_> {
                             .hint("a bundle runs only on the platform it was built for")
                     },
                 )?;
+                self.probe_login_server();
+                let b = self.bundle();
                 match installed_manifest(&self.layout.root)? {
                     Some(old) => {
                         let running_here = self.found.as_ref().is_some_and(|c| {
@@ -492,19 +505,32 @@ impl Run<'_> {
                 eprintln!("  installed into {}", self.layout.root.display());
                 Ok(Event::Staged)
             }
-            Action::Configure => match self.hook(HookStage::Configure, &[]) {
-                Err(e)
-                    if e.class == Class::HookFailed
-                        && self.bundle().manifest.hooks.iter().any(|h| h.stage == HookStage::ConfigureFallback) =>
-                {
-                    eprintln!("  configure failed ({}); running the declared fallback", e.msg);
-                    self.hook(HookStage::ConfigureFallback, &[]).map(|_| Event::Configured)
+            Action::Configure => {
+                match self.hook(HookStage::Configure, &[]) {
+                    Err(e)
+                        if e.class == Class::HookFailed
+                            && self.bundle().manifest.hooks.iter().any(|h| h.stage == HookStage::ConfigureFallback) =>
+                    {
+                        eprintln!("  configure failed ({}); running the declared fallback", e.msg);
+                        self.hook(HookStage::ConfigureFallback, &[])?
+                    }
+                    other => other?,
                 }
-                other => other.map(|_| Event::Configured),
-            },
+                self.join()?;
+                Ok(Event::Configured)
+            }
             Action::Validate => match self.hook(HookStage::Validate, &[]) {
-                Ok(()) => Ok(Event::Validated),
-                Err(e) if e.class == Class::Degraded => {
+                Ok(()) => match self.validate_join()? {
+                    None => Ok(Event::Validated),
+                    Some(e) => {
+                        self.pending = Some(e);
+                        Ok(Event::ValidatedDegraded)
+                    }
+                },
+                Err(mut e) if e.class == Class::Degraded => {
+                    if let Some(j) = self.validate_join()? {
+                        e.msg.push_str(&format!("; and {}", j.msg));
+                    }
                     self.pending = Some(e);
                     Ok(Event::ValidatedDegraded)
                 }
@@ -555,6 +581,169 @@ impl Run<'_> {
     }
 }
 
+/// The tailnet join: CONFIGURING starts the client and joins, VALIDATING
+/// checks the node. A join that cannot happen yet never fails the install:
+/// it leaves it DEGRADED with the join pending, for a later run.
+impl Run<'_> {
+    fn client(&self) -> Option<(nxs_format::Headscale, nxs_format::TailscaleClient)> {
+        let hs = self.bundle.as_ref()?.manifest.headscale.clone()?;
+        let client = hs.client.clone()?;
+        Some((hs, client))
+    }
+
+    fn probe_login_server(&mut self) {
+        let Some((hs, _)) = self.client() else { return };
+        let r = crate::tailnet::probe(&hs.login_server, self.opts.probe_timeout);
+        match &r {
+            Ok(()) => eprintln!("  login server {}: reachable", hs.login_server),
+            Err(why) => eprintln!("  login server {}: not reachable ({why}); the join will wait", hs.login_server),
+        }
+        self.reachable = Some(r);
+    }
+
+    fn join_record(&self) -> nxs_format::checkpoint::Join {
+        self.checkpoint.join.clone().unwrap_or(nxs_format::checkpoint::Join {
+            joined: false,
+            attempts: 0,
+            reason: None,
+        })
+    }
+
+    fn set_join(&mut self, j: nxs_format::checkpoint::Join) -> Result<()> {
+        self.checkpoint.join = Some(j);
+        self.save_quiet()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        use crate::tailnet::{self, JoinFailure, Paths};
+        let Some((hs, client)) = self.client() else { return Ok(()) };
+        let p = Paths::new(&self.opts.state_dir);
+        let mut j = self.join_record();
+        if let Some(k) = self.key.take() {
+            tailnet::stash_key(&p, &k)?;
+            eprintln!("  auth key kept in {} (0600) until the join succeeds", p.key.display());
+        } else if !p.key.exists() && !j.joined && matches!(self.reachable, Some(Ok(()))) {
+            if let Some(k) = tailnet::prompt_key()? {
+                tailnet::stash_key(&p, &k)?;
+            }
+        }
+        crate::fault::effect("tailnet-daemon")?;
+        if let Err(e) = tailnet::ensure_daemon(&p, &hs, &client, &self.layout.root) {
+            eprintln!("  tailscaled: {}", e.msg);
+            j.reason = Some(format!("tailscaled is not running: {}", e.msg));
+            return self.set_join(j);
+        }
+        // A run killed after `tailscale up` succeeded, but before it could
+        // say so, left the daemon logged in (it keeps its state): ask it
+        // before spending the key again.
+        if !j.joined {
+            if let Ok(s) = tailnet::status(&p, &client, &self.layout.root) {
+                if s.backend_state == "Running" {
+                    eprintln!("  tailscaled is already logged in: the join went through in an earlier run");
+                    self.joined_now = true;
+                    j.reason = None;
+                    return self.set_join(j);
+                }
+            }
+        }
+        if !p.key.exists() {
+            if j.joined {
+                return Ok(());
+            }
+            j.reason = Some(format!(
+                "no auth key was given; pass --authkey-file FILE, set {}, or --authkey-age FILE",
+                tailnet::KEY_FILE_ENV
+            ));
+            return self.set_join(j);
+        }
+        let attempts = self.opts.join_attempts.max(1);
+        let mut delay = std::time::Duration::from_secs(1);
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                eprintln!("  join attempt {attempt} of {attempts} in {} s", delay.as_secs());
+                std::thread::sleep(delay);
+                delay *= 2;
+                self.reachable = None;
+            }
+            if self.reachable.is_none() {
+                self.probe_login_server();
+            }
+            if let Some(Err(why)) = &self.reachable {
+                j.reason = Some(JoinFailure::Unreachable(why.clone()).reason());
+                continue;
+            }
+            j.attempts = j.attempts.saturating_add(1);
+            crate::fault::effect("tailnet-up")?;
+            eprintln!("  joining {} as {}", hs.login_server, tailnet::hostname(&hs.hostname));
+            match tailnet::up(&p, &hs, &client, &self.layout.root)? {
+                Ok(()) => {
+                    self.joined_now = true;
+                    j.reason = None;
+                    return self.set_join(j);
+                }
+                Err(f @ JoinFailure::KeyRejected(_)) => {
+                    // The same key will not work again: drop it and say how
+                    // to make another.
+                    tailnet::forget_key(&p)?;
+                    j.reason = Some(format!(
+                        "{}; make a new key on the Headscale server (headscale preauthkeys create --user USER --tags {} --expiration 24h; not --reusable, not --ephemeral) and run install again with --authkey-file FILE",
+                        f.reason(),
+                        if hs.tags.is_empty() { "tag:nxs".to_string() } else { hs.tags.join(",") }
+                    ));
+                    return self.set_join(j);
+                }
+                Err(f) => {
+                    eprintln!("  {}", f.reason());
+                    j.reason = Some(f.reason());
+                    self.reachable = None;
+                }
+            }
+        }
+        self.set_join(j)
+    }
+
+    /// `None` if the node is on the tailnet (or the bundle has no client);
+    /// else the DEGRADED error that says why the join is pending.
+    fn validate_join(&mut self) -> Result<Option<Error>> {
+        use crate::tailnet::{self, Paths};
+        let Some((hs, client)) = self.client() else { return Ok(None) };
+        let p = Paths::new(&self.opts.state_dir);
+        let mut j = self.join_record();
+        if self.joined_now || j.joined {
+            match tailnet::status(&p, &client, &self.layout.root) {
+                Ok(s) if s.backend_state == "Running" && s.online => {
+                    eprintln!("  tailnet: joined {} (BackendState Running, online)", hs.login_server);
+                    j.joined = true;
+                    j.reason = None;
+                    self.set_join(j)?;
+                    crate::fault::effect("tailnet-forget-key")?;
+                    tailnet::forget_key(&p)?;
+                    return Ok(None);
+                }
+                Ok(s) => {
+                    j.joined = false;
+                    j.reason = Some(format!(
+                        "tailscale status says BackendState {}, {}",
+                        if s.backend_state.is_empty() { "(none)" } else { &s.backend_state },
+                        if s.online { "online" } else { "offline" }
+                    ))
+                }
+                Err(why) => {
+                    j.joined = false;
+                    j.reason = Some(why)
+                }
+            }
+        }
+        let reason = j.reason.clone().unwrap_or_else(|| "the join has not happened yet".into());
+        self.set_join(j)?;
+        Ok(Some(
+            Error::new(Class::Degraded, format!("installed, but the tailnet join is pending: {reason}")).hint(
+                "the instance works locally; run install again when the login server is reachable and you have a key: it resumes the join without extracting again",
+            ),
+        ))
+    }
+}
+
 /// Remembers the installed version if it is the highest so far.
 fn record_highest(run: &Run) -> Result<()> {
     if let Some(b) = &run.bundle {
@@ -572,6 +761,17 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     // a bundle that fails here leaves the machine exactly as it was.
     eprintln!("  verifying {}", opts.bundle.display());
     let preverified = Bundle::open_verified(&opts.bundle, &Trust::Embedded)?;
+    // A key given but unreadable (or a wrong passphrase) is refused before
+    // anything is written.
+    let key = match preverified.manifest.headscale.as_ref().and_then(|h| h.client.as_ref()) {
+        Some(_) => opts.key.read()?,
+        None => {
+            if opts.key.given() {
+                eprintln!("  note: this bundle carries no Tailscale client; the auth key is not used");
+            }
+            None
+        }
+    };
     let layout = Layout::new(&opts.root)?;
     crate::preflight::check(&preverified.manifest, &layout.root)?;
     let _lock = lock(&opts.state_dir)?;
@@ -603,6 +803,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         state: State::Start,
         history: Vec::new(),
         last_error: None,
+        join: None,
     });
     let mut run = Run {
         opts,
@@ -613,6 +814,9 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         found,
         upgrading: false,
         pending: None,
+        key,
+        reachable: None,
+        joined_now: false,
     };
     // A checkpoint found here may name another root; from now on it is this one.
     run.checkpoint.root = run.layout.root.display().to_string();
@@ -628,9 +832,13 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         let tr = step(state, &event);
         match tr.action {
             Action::ReportDegraded => {
-                let e = run.pending.take().unwrap_or_else(|| Error::new(Class::Degraded, "degraded"));
+                let mut e = run.pending.take().unwrap_or_else(|| Error::new(Class::Degraded, "degraded"));
                 run.save(tr.next, Some(&e))?;
                 record_highest(&run)?;
+                // A dump, for whoever looks later; no shell: the install works.
+                if let Ok(path) = crate::diag::dump(&run.opts.state_dir, &run.layout.root, &e) {
+                    e.msg.push_str(&format!("\n  diagnostic dump: {}", path.display()));
+                }
                 return Err(e);
             }
             Action::ReportSafeMode => {

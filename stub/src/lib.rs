@@ -3,6 +3,7 @@
 //! and the extraction walk directly. Link-time optimisation leaves in the
 //! binary only what `main.rs` reaches.
 
+pub mod age;
 pub mod bundle;
 pub mod detect;
 pub mod diag;
@@ -15,6 +16,8 @@ pub mod install;
 pub mod machine;
 pub mod payload;
 pub mod preflight;
+pub mod secret;
+pub mod tailnet;
 
 /// Seconds since the epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {

@@ -10,7 +10,7 @@ use nxs_format::json;
 use nxs_format::{hex, EntryKind, RECORD_DIR};
 use nxs_stub::bundle::{self, Bundle, Trust};
 use nxs_stub::error::{Class, Error, Result};
-use nxs_stub::{detect, extract, fsx, install, preflight};
+use nxs_stub::{detect, extract, fsx, install, preflight, tailnet};
 use std::path::PathBuf;
 
 const USAGE: &str = "\
@@ -22,8 +22,14 @@ commands:
   list [--json]                     the files the bundle holds
   extract --to DIR                  verified extraction into a new or empty DIR
   install --root DIR [--state-dir DIR] [--allow-downgrade] [--max-start-attempts N] [--retry-failed]
+          [--authkey-file F | --authkey-age F [--passphrase-file F]]
+          [--join-attempts N] [--probe-timeout SECONDS]
                                     verify and install; running it again resumes;
-                                    a failed upgrade is rolled back (exit 7)
+                                    a failed upgrade is rolled back (exit 7); the
+                                    tailnet join waits (exit 8) while the login
+                                    server is unreachable or no key is given.
+                                    The auth key is read from a file only (or
+                                    $NXS_AUTHKEY_FILE, or a prompt): never argv
   status [--state-dir DIR] [--json] where the last install stands
   rollback [--state-dir DIR]        put the previous install back
   check --root DIR [--json]         re-hash an installed tree against its record
@@ -199,17 +205,44 @@ fn run(args: &[String]) -> Result<i32> {
         "install" => {
             let f = Flags::parse(
                 rest,
-                &["--root", "--state-dir", "--max-start-attempts"],
+                &[
+                    "--root",
+                    "--state-dir",
+                    "--max-start-attempts",
+                    "--authkey-file",
+                    "--authkey-age",
+                    "--passphrase-file",
+                    "--join-attempts",
+                    "--probe-timeout",
+                ],
                 &["--allow-downgrade", "--quiet", "--retry-failed"],
             )?;
-            let max_start_attempts = match f.value("--max-start-attempts") {
-                None => 3,
-                Some(v) => v
-                    .to_str()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| Error::usage("--max-start-attempts takes a number from 1"))?,
+            let number = |name: &str, default: u32| -> Result<u32> {
+                match f.value(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .to_str()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| (1..=3600).contains(n))
+                        .ok_or_else(|| Error::usage(format!("{name} takes a number from 1 to 3600"))),
+                }
             };
+            let max_start_attempts = number("--max-start-attempts", 3)?;
+            let key = tailnet::KeyInput {
+                file: f
+                    .value("--authkey-file")
+                    .or_else(|| std::env::var_os(tailnet::KEY_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)),
+                age: f.value("--authkey-age"),
+                passphrase_file: f.value("--passphrase-file"),
+            };
+            if key.file.is_some() && key.age.is_some() {
+                return Err(Error::usage(
+                    "give the auth key one way: --authkey-file (or NXS_AUTHKEY_FILE) or --authkey-age",
+                ));
+            }
+            if key.passphrase_file.is_some() && key.age.is_none() {
+                return Err(Error::usage("--passphrase-file opens an --authkey-age file; give that too"));
+            }
             let opts = install::InstallOptions {
                 bundle: bundle::self_path()?,
                 root: f.require("--root")?,
@@ -218,6 +251,9 @@ fn run(args: &[String]) -> Result<i32> {
                 progress: !f.has("--quiet"),
                 max_start_attempts,
                 retry_failed: f.has("--retry-failed"),
+                key,
+                join_attempts: number("--join-attempts", 3)?,
+                probe_timeout: std::time::Duration::from_secs(number("--probe-timeout", 5)?.into()),
             };
             let out = install::install(&opts)?;
             if out.already {
@@ -266,8 +302,18 @@ fn status(dir: &std::path::Path, as_json: bool) -> Result<i32> {
     if as_json {
         let hist: Vec<String> =
             cp.history.iter().map(|h| format!("{{\"state\":\"{}\",\"at\":{}}}", h.state, h.at)).collect();
+        let tailnet = match &cp.join {
+            None => "null".to_string(),
+            Some(j) => format!(
+                "{{\"joined\":{},\"pending\":{},\"attempts\":{},\"reason\":{}}}",
+                j.joined,
+                !j.joined,
+                j.attempts,
+                json::opt(j.reason.as_deref())
+            ),
+        };
         println!(
-            "{{\"state\":\"{}\",\"bundle\":{},\"version\":{},\"payload_sha256\":{},\"root\":{},\"last_error\":{},\"history\":[{}],\"state_dir\":{}}}",
+            "{{\"state\":\"{}\",\"bundle\":{},\"version\":{},\"payload_sha256\":{},\"root\":{},\"last_error\":{},\"tailnet\":{tailnet},\"history\":[{}],\"state_dir\":{}}}",
             cp.state,
             json::s(&cp.bundle_id),
             json::s(&cp.version),
@@ -284,6 +330,15 @@ fn status(dir: &std::path::Path, as_json: bool) -> Result<i32> {
         println!("root:     {}", cp.root);
         if let Some(e) = &cp.last_error {
             println!("error:    {e}");
+        }
+        match &cp.join {
+            Some(j) if j.joined => println!("tailnet:  joined"),
+            Some(j) => println!(
+                "tailnet:  join pending ({} attempt(s) so far): {}",
+                j.attempts,
+                j.reason.as_deref().unwrap_or("not tried yet")
+            ),
+            None => {}
         }
         let tail: Vec<String> = cp.history.iter().rev().take(10).rev().map(|h| h.state.to_string()).collect();
         println!("history:  {}", tail.join(" -> "));

@@ -2,8 +2,11 @@
 //! way `cargo xtask bundle` builds it, a small project to bundle, and a way
 //! to run a bundle and to snapshot a directory tree.
 //!
-//! Nothing here is a double: bundles are built by the real bundler, run as
-//! real processes, and checked with the real stock tools.
+//! Bundles are built by the real bundler, run as real processes, and
+//! checked with the real stock tools. The only doubles are at the process
+//! boundary that cannot be real here, and are named as such: the Tailscale
+//! client (`tests/tailscale-double`, packed by [`Project::with_tailnet`])
+//! and the HTTP side of a Headscale server ([`headscale::Server`]).
 
 use nxs_bundler::sign::TrustedKey;
 use nxs_bundler::{BuildReport, BuildRequest, PackOptions};
@@ -78,12 +81,6 @@ mtime = 1700000000
 
 [trust]
 keys = ["@TRUST@"]
-
-[headscale]
-login_server = "https://hs.example.net"
-ca_cert = "etc/ca.pem"
-tags = ["tag:nxs"]
-hostname = "nxs-{hostname}"
 
 [hooks.validate]
 argv = ["bin/nxs-survival", "check", "--root", "."]
@@ -162,6 +159,39 @@ impl Project {
         Project { dir, spec }
     }
 
+    /// The project with a Headscale client (the TEST DOUBLE of tailscale
+    /// and tailscaled) joining `login_server`, and a configure hook that
+    /// records its own argv and environment and its parent's (the stub's)
+    /// under `$NXS_STATE_DIR/hook-record/`.
+    pub fn with_tailnet(login_server: &str) -> Project {
+        static DOUBLE: OnceLock<PathBuf> = OnceLock::new();
+        let double = DOUBLE.get_or_init(|| xtask::double::tailscale_dir(&workspace()).expect("tailscale double"));
+        let p = Project::new(None);
+        let text = std::fs::read_to_string(&p.spec).unwrap();
+        let headscale = format!(
+            "[headscale]\nlogin_server = \"{login_server}\"\nca_cert = \"etc/ca.pem\"\ntags = [\"tag:nxs\", \"tag:test\"]\n\
+             hostname = \"nxs-{{hostname}}\"\ntailscale = \"lib/tailscale/tailscale\"\ntailscaled = \"lib/tailscale/tailscaled\"\n\
+             userspace = \"always\"\nup_flags = [\"--accept-dns=false\"]\n\n\
+             [hooks.configure]\nargv = [\"etc/hooks/record.sh\"]\ntimeout = 30\n\n[hooks.validate]"
+        );
+        let text = text
+            .replace("[hooks.validate]", &headscale)
+            .replace("components = [\"tool\", \"config\"]", "components = [\"tool\", \"config\", \"tailscale\"]")
+            + &format!(
+                "\n[[component]]\nname = \"tailscale\"\nsource = \"{}\"\ninstall = \"lib/tailscale\"\nmode = 0o755\n",
+                double.display()
+            );
+        write(&p.spec, text.as_bytes(), 0o644);
+        write(
+            &p.path().join("src/etc/hooks/record.sh"),
+            b"#!/bin/sh\nd=\"$NXS_STATE_DIR/hook-record\"\nmkdir -p \"$d\"\n\
+              cat /proc/self/cmdline > \"$d/hook.$$.cmdline\"\ncat /proc/self/environ > \"$d/hook.$$.environ\"\n\
+              cat /proc/$PPID/cmdline > \"$d/stub.$$.cmdline\"\ncat /proc/$PPID/environ > \"$d/stub.$$.environ\"\n",
+            0o755,
+        );
+        p
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -177,6 +207,7 @@ impl Project {
             platforms: vec![],
             tiers: vec![],
             stubs,
+            sources: vec![],
             key: key.to_path_buf(),
             key_password: None,
             dev: false,
@@ -375,5 +406,124 @@ pub mod hostile {
     pub fn bundle(dir: &Path, name: &str, tar: &[u8], entries: Vec<Entry>) -> PathBuf {
         let (payload, frames) = frames_of(tar);
         bundle_with(dir, name, &payload, frames, entries, &|s| s)
+    }
+}
+
+/// TEST DOUBLE of a Headscale server's HTTP side, on loopback: `GET
+/// /health` answers 200 `{"status":"pass"}` as Headscale does, and `POST
+/// /nxs-double/register` (spoken only by the tailscale double) accepts or
+/// refuses a pre-auth key with Headscale's wording. The real control
+/// protocol is not spoken here.
+pub mod headscale {
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Key {
+        Valid,
+        Used,
+        Expired,
+    }
+
+    pub struct Server {
+        pub url: String,
+        pub keys: Arc<Mutex<BTreeMap<String, Key>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    /// A loopback port nothing listens on (for now).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    impl Server {
+        pub fn start(port: u16, keys: &[(&str, Key)]) -> Server {
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("port still free");
+            listener.set_nonblocking(true).unwrap();
+            let keys = Arc::new(Mutex::new(keys.iter().map(|(k, s)| (k.to_string(), *s)).collect::<BTreeMap<_, _>>()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (k2, s2) = (keys.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                while !s2.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut conn, _)) => {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                            answer(&mut conn, &k2);
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    }
+                }
+            });
+            Server { url: format!("http://127.0.0.1:{port}"), keys, stop, thread: Some(thread) }
+        }
+    }
+
+    fn answer(conn: &mut std::net::TcpStream, keys: &Mutex<BTreeMap<String, Key>>) {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then a body of Content-Length bytes.
+        loop {
+            let Ok(n) = conn.read(&mut buf) else { return };
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&req).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let (code, reply) = if head.starts_with("GET /health ") {
+            (200, "{\"status\":\"pass\"}".to_string())
+        } else if head.starts_with("POST /nxs-double/register ") {
+            let mut k = keys.lock().unwrap();
+            match k.get(body).copied() {
+                Some(Key::Valid) => {
+                    k.insert(body.to_string(), Key::Used);
+                    (200, "{}".to_string())
+                }
+                Some(Key::Used) => (401, "AuthKey has already been used".to_string()),
+                Some(Key::Expired) => (401, "AuthKey expired".to_string()),
+                None => (401, "AuthKey not found".to_string()),
+            }
+        } else {
+            (404, "not found".to_string())
+        };
+        let _ =
+            write!(conn, "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Stops the tailscaled supervisor an install started for `state_dir`
+    /// when dropped, as an operator would stop the service.
+    pub struct Daemon(pub std::path::PathBuf);
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(self.0.join("tailnet/tailscaled.pid")) {
+                let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{}", pid.trim())]).status();
+            }
+        }
     }
 }

@@ -2,10 +2,12 @@
 //! build stubs exactly the way `cargo xtask bundle` does.
 //!
 //! One module a task: [`platform`] reads `platforms/*.toml`, [`stub`] builds
-//! the static stub for one of them, [`devkey`] makes the development key.
+//! the static stub for one of them, [`devkey`] makes the development key,
+//! [`double`] builds the TEST DOUBLE of the Tailscale client.
 
 pub mod corpus;
 pub mod devkey;
+pub mod double;
 pub mod platform;
 pub mod stub;
 

@@ -1,0 +1,690 @@
+//! The Tailscale client in the bundle, joined to the operator's Headscale:
+//! the auth key's short life on disk, the reachability probe, the service
+//! that keeps `tailscaled` running, `tailscale up` and `tailscale status`.
+//!
+//! Architecture invariant: the auth key exists in three places only: in
+//! memory as a [`Secret`], in `<state-dir>/tailnet/authkey` (0600, in a
+//! 0700 directory) until the join is validated, and in the file the client
+//! reads through `--auth-key=file:PATH`. It is never in an argv, an
+//! environment, a log, the checkpoint, `status` or a diagnostic dump.
+
+use crate::error::{Class, Error, Result};
+use crate::fsx;
+use crate::secret::Secret;
+use nxs_format::{json, Headscale, ServerUrl, TailscaleClient, Userspace};
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The environment variable that may name the auth key file.
+pub const KEY_FILE_ENV: &str = "NXS_AUTHKEY_FILE";
+/// Longest auth key accepted; Headscale's are under 100 bytes.
+const MAX_KEY: usize = 512;
+/// How long `tailscale up` may take before it is stopped.
+pub const UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `tailscaled` may take to open its socket.
+const DAEMON_START: Duration = Duration::from_secs(15);
+
+/// Where the client's files live, all under `<state-dir>/tailnet/`.
+pub struct Paths {
+    pub dir: PathBuf,
+    pub key: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub pid: PathBuf,
+    pub script: PathBuf,
+    pub unit: PathBuf,
+    pub daemon_log: PathBuf,
+    pub client_log: PathBuf,
+}
+
+impl Paths {
+    pub fn new(state_dir: &Path) -> Paths {
+        let dir = state_dir.join("tailnet");
+        let logs = state_dir.join("logs");
+        Paths {
+            key: dir.join("authkey"),
+            socket: dir.join("tailscaled.sock"),
+            state: dir.join("tailscaled.state"),
+            pid: dir.join("tailscaled.pid"),
+            script: dir.join("run-tailscaled"),
+            unit: dir.join(format!("{UNIT}.service")),
+            daemon_log: logs.join("tailscaled.log"),
+            client_log: logs.join("tailscale.log"),
+            dir,
+        }
+    }
+
+    fn make_dir(&self) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| Error::io("cannot create", &self.dir, e))?;
+        // An existing directory may have been made looser by hand.
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("cannot restrict", &self.dir, e))
+    }
+}
+
+const UNIT: &str = "nxs-tailscaled";
+
+/// Where the operator said the key is, read before anything is written.
+#[derive(Default)]
+pub struct KeyInput {
+    pub file: Option<PathBuf>,
+    pub age: Option<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl KeyInput {
+    pub fn given(&self) -> bool {
+        self.file.is_some() || self.age.is_some()
+    }
+
+    /// Reads the key from the given sources: `--authkey-file` (or
+    /// `NXS_AUTHKEY_FILE`), or `--authkey-age` opened with the passphrase
+    /// from `--passphrase-file` or a prompt. `None` if none was given.
+    pub fn read(&self) -> Result<Option<Secret>> {
+        let refuse = |path: &Path, msg: String| {
+            Error::new(Class::Usage, format!("{}: {msg}", path.display()))
+                .hint("the auth key file holds one Headscale pre-auth key on one line; see docs/HEADSCALE.md")
+        };
+        if let Some(f) = &self.file {
+            let bytes = read_small(f)?;
+            return check_key(Secret::new(bytes)).map(Some).map_err(|m| refuse(f, m));
+        }
+        let Some(f) = &self.age else { return Ok(None) };
+        let bytes = read_small(f)?;
+        let passphrase = match &self.passphrase_file {
+            Some(p) => {
+                let mut pw = Secret::new(read_small(p)?);
+                // The first line, without its newline.
+                let end = pw.bytes().iter().position(|&b| b == b'\n').unwrap_or(pw.len());
+                let line = pw.bytes()[..end].strip_suffix(b"\r").unwrap_or(&pw.bytes()[..end]).to_vec();
+                pw.bytes_mut().fill(0);
+                Secret::new(line)
+            }
+            None => match prompt(&format!("Passphrase for {}: ", f.display()))? {
+                Some(p) => p,
+                None => {
+                    return Err(Error::usage(format!("{} is encrypted and no passphrase was given", f.display()))
+                        .hint("pass --passphrase-file FILE, or run on a terminal to be asked"))
+                }
+            },
+        };
+        let plain = crate::age::decrypt(&bytes, passphrase.bytes()).map_err(|e| {
+            let hint = match e {
+                crate::age::AgeError::NotPassphrase(_) => {
+                    "encrypt the key file with a passphrase: age -p -o authkey.age authkey.txt"
+                }
+                crate::age::AgeError::WrongPassphrase => "check the passphrase, or the passphrase file's first line",
+                _ => "copy the encrypted key file again; see docs/HEADSCALE.md",
+            };
+            Error::new(Class::Usage, format!("{}: {e}", f.display())).hint(hint)
+        })?;
+        check_key(plain).map(Some).map_err(|m| refuse(f, format!("decrypted, but {m}")))
+    }
+}
+
+fn read_small(path: &Path) -> Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let mut buf = Vec::new();
+    (&mut f)
+        .take(crate::age::MAX_FILE as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    if buf.len() > crate::age::MAX_FILE {
+        return Err(Error::new(Class::Usage, format!("{}: too large for a key file", path.display())));
+    }
+    Ok(buf)
+}
+
+/// Trims the line end; a key is one line of printable ASCII. The message
+/// never quotes the content.
+fn check_key(mut raw: Secret) -> std::result::Result<Secret, String> {
+    let bytes = raw.bytes();
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(0);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(end);
+    let key = &bytes[start..end];
+    let problem = if key.is_empty() {
+        Some("is empty".to_string())
+    } else if key.len() > MAX_KEY {
+        Some(format!("holds {} bytes, more than an auth key's {MAX_KEY}", key.len()))
+    } else if !key.iter().all(|b| (0x21..0x7f).contains(b)) {
+        Some("does not look like an auth key (one line of printable text expected)".to_string())
+    } else {
+        None
+    };
+    let out = Secret::new(key.to_vec());
+    raw.bytes_mut().fill(0);
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(out),
+    }
+}
+
+/// Asks on the terminal with echo off. `None` when there is no terminal.
+pub fn prompt(question: &str) -> Result<Option<Secret>> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let mut tty = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty") {
+        Ok(t) => t,
+        Err(_) => return Ok(None),
+    };
+    use std::os::fd::AsRawFd;
+    let fd = tty.as_raw_fd();
+    // SAFETY: termios calls on an open terminal, with a caller-owned struct.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let have_termios = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    if have_termios {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag |= libc::ECHONL;
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let _ = tty.write_all(question.as_bytes());
+    let mut line = Secret::new(Vec::with_capacity(MAX_KEY + 2));
+    let mut byte = [0u8; 1];
+    while line.len() <= MAX_KEY {
+        match tty.read(&mut byte) {
+            Ok(1) if byte[0] != b'\n' => line.extend(&byte),
+            _ => break,
+        }
+    }
+    if have_termios {
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    Ok(Some(line))
+}
+
+/// Prompts for the auth key on a terminal.
+pub fn prompt_key() -> Result<Option<Secret>> {
+    match prompt("Headscale pre-auth key (input hidden; empty to join later): ")? {
+        Some(k) if !k.bytes().iter().all(u8::is_ascii_whitespace) => {
+            check_key(k).map(Some).map_err(|m| Error::usage(format!("the key typed {m}")))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Keeps the key for the join, 0600 in a 0700 directory.
+pub fn stash_key(p: &Paths, key: &Secret) -> Result<()> {
+    p.make_dir()?;
+    let mut bytes = Secret::new(Vec::with_capacity(key.len() + 1));
+    bytes.extend(key.bytes());
+    bytes.extend(b"\n");
+    fsx::write_atomic(&p.key, bytes.bytes(), 0o600)
+}
+
+/// Removes the stashed key, durably.
+pub fn forget_key(p: &Paths) -> Result<()> {
+    match std::fs::remove_file(&p.key) {
+        Ok(()) => fsx::fsync_dir(&p.dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("cannot remove the used auth key", &p.key, e)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reaching the login server.
+
+/// Probes the login server within `timeout`: a TCP connection, then, for
+/// plain `http://`, Headscale's `GET /health`. `Err` says why not.
+pub fn probe(url: &str, timeout: Duration) -> std::result::Result<(), String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let u = ServerUrl::parse(url)?;
+    let deadline = Instant::now() + timeout;
+    // Name resolution has no timeout of its own: run it aside and wait
+    // no longer than the deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (host, port) = (u.host.clone(), u.port);
+    std::thread::spawn(move || {
+        let _ = tx.send((host.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+    });
+    let addrs = match rx.recv_timeout(timeout) {
+        Ok(Ok(a)) if !a.is_empty() => a,
+        Ok(Ok(_)) => return Err(format!("{} has no address", u.host)),
+        Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", u.host)),
+        Err(_) => return Err(format!("resolving {} took longer than {} s", u.host, timeout.as_secs())),
+    };
+    let mut last = String::new();
+    for a in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&a, left) {
+            Ok(s) if u.https => {
+                drop(s);
+                return Ok(());
+            }
+            Ok(s) => return health(s, &u, deadline),
+            Err(e) => last = format!("cannot connect to {a}: {e}"),
+        }
+    }
+    Err(if last.is_empty() { format!("no answer from {} within {} s", u.host, timeout.as_secs()) } else { last })
+}
+
+/// Headscale answers `GET /health` with 200 when it and its database work.
+fn health(mut s: std::net::TcpStream, u: &ServerUrl, deadline: Instant) -> std::result::Result<(), String> {
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    let _ = s.set_read_timeout(Some(left));
+    let _ = s.set_write_timeout(Some(left));
+    let host = if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.clone() };
+    let req =
+        format!("GET /health HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\nUser-Agent: nxs-stub\r\n\r\n", u.port);
+    s.write_all(req.as_bytes()).map_err(|e| format!("GET /health: {e}"))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("GET /health: {e}")),
+        }
+    }
+    let status_line = String::from_utf8_lossy(head.split(|&b| b == b'\r').next().unwrap_or(b""))
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect::<String>();
+    match status_line.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ if status_line.is_empty() => Err("GET /health: no answer".into()),
+        _ => Err(format!("GET /health answered `{status_line}`")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The daemon and the client.
+
+/// The machine's hostname put into the spec's template, as a DNS label.
+pub fn hostname(template: &str) -> String {
+    let node = crate::detect::nodename();
+    let raw = template.replace("{hostname}", &node).to_ascii_lowercase();
+    let mut label: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    label.truncate(63);
+    let label = label.trim_matches('-').to_string();
+    if label.is_empty() {
+        "nxs".into()
+    } else {
+        label
+    }
+}
+
+/// True if the kernel offers a TUN device we may open.
+fn have_tun() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").is_ok()
+}
+
+fn userspace(hs: &Headscale) -> bool {
+    match hs.userspace {
+        Userspace::Always => true,
+        Userspace::Never => false,
+        Userspace::Auto => !have_tun(),
+    }
+}
+
+/// `tailscaled`'s argv.
+fn daemon_argv(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: &Path) -> Vec<String> {
+    let mut argv = vec![
+        root.join(client.tailscaled.as_str()).display().to_string(),
+        format!("--state={}", p.state.display()),
+        format!("--statedir={}", p.dir.display()),
+        format!("--socket={}", p.socket.display()),
+    ];
+    if userspace(hs) {
+        argv.push("--tun=userspace-networking".into());
+    }
+    argv
+}
+
+/// The environment `tailscaled` runs with: a CA for the login server, if
+/// the bundle carries one, and nothing of ours.
+fn daemon_env(hs: &Headscale, root: &Path) -> Vec<(String, String)> {
+    let mut env = vec![("PATH".to_string(), "/usr/sbin:/usr/bin:/sbin:/bin".to_string())];
+    if let Some(ca) = &hs.ca_cert {
+        env.push(("SSL_CERT_FILE".into(), root.join(ca.as_str()).display().to_string()));
+    }
+    env
+}
+
+/// Single-quotes for sh.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn supervisor_script(argv: &[String], env: &[(String, String)], pid_file: &Path) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n# Written by nxs-survival: keeps tailscaled running, restarting it if it exits.\nexec </dev/null\n",
+    );
+    // The supervisor names itself, so that it can be stopped even if the
+    // run that started it was killed before it could write this.
+    let pid = sh_quote(&pid_file.display().to_string());
+    s.push_str(&format!("echo $$ > {pid}.tmp && mv -f {pid}.tmp {pid}\n"));
+    for (k, v) in env {
+        s.push_str(&format!("export {k}={}\n", sh_quote(v)));
+    }
+    let cmd: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
+    s.push_str(&format!(
+        "while :; do\n  {}\n  echo \"nxs: tailscaled exited with status $?; restarting in 2 s\" >&2\n  sleep 2\ndone\n",
+        cmd.join(" ")
+    ));
+    s
+}
+
+fn systemd_unit(argv: &[String], env: &[(String, String)]) -> String {
+    let mut s = String::from(
+        "# Written by nxs-survival.\n[Unit]\nDescription=Tailscale node agent for nxs-survival (Headscale)\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\n",
+    );
+    for (k, v) in env {
+        s.push_str(&format!("Environment=\"{k}={}\"\n", v.replace('\\', "\\\\").replace('"', "\\\"")));
+    }
+    let cmd: Vec<String> =
+        argv.iter().map(|a| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+    s.push_str(&format!(
+        "ExecStart={}\nRestart=always\nRestartSec=2\n\n[Install]\nWantedBy=multi-user.target\n",
+        cmd.join(" ")
+    ));
+    s
+}
+
+/// How `tailscaled` is kept running: systemd where it runs the machine,
+/// else a supervising shell loop. `NXS_INIT=systemd|script` overrides.
+fn use_systemd() -> bool {
+    match std::env::var("NXS_INIT").as_deref() {
+        Ok("systemd") => true,
+        Ok("script") => false,
+        _ => Path::new("/run/systemd/system").is_dir(),
+    }
+}
+
+fn daemon_answers(p: &Paths) -> bool {
+    std::os::unix::net::UnixStream::connect(&p.socket).is_ok()
+}
+
+/// Writes the service definition and makes sure `tailscaled` runs with it:
+/// started if not running, restarted if its definition changed.
+pub fn ensure_daemon(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: &Path) -> Result<()> {
+    p.make_dir()?;
+    let argv = daemon_argv(p, hs, client, root);
+    let env = daemon_env(hs, root);
+    if use_systemd() {
+        let unit = systemd_unit(&argv, &env);
+        let changed = std::fs::read_to_string(&p.unit).map(|old| old != unit).unwrap_or(true);
+        fsx::write_atomic(&p.unit, unit.as_bytes(), 0o644)?;
+        let name = format!("{UNIT}.service");
+        let unit_path = p.unit.display().to_string();
+        let verb = if changed || !daemon_answers(p) { "restart" } else { "start" };
+        for args in [vec!["link", "--force", unit_path.as_str()], vec!["enable", &name], vec![verb, &name]] {
+            let done = crate::hooks::run_logged(
+                Command::new("systemctl").args(&args).env_clear().envs(env.iter().take(1).cloned()),
+                "systemctl",
+                &p.daemon_log,
+                Duration::from_secs(60),
+                false,
+                false,
+            )?;
+            if done.status != 0 {
+                return Err(Error::new(Class::Io, format!("systemctl {} exited {}", args.join(" "), done.status))
+                    .hint(format!("see {} and `journalctl -u {name}`", p.daemon_log.display())));
+            }
+        }
+    } else {
+        let script = supervisor_script(&argv, &env, &p.pid);
+        let changed = std::fs::read_to_string(&p.script).map(|old| old != script).unwrap_or(true);
+        if !changed && daemon_answers(p) {
+            return Ok(());
+        }
+        stop_supervisor(p);
+        fsx::write_atomic(&p.script, script.as_bytes(), 0o700)?;
+        std::fs::create_dir_all(fsx::parent(&p.daemon_log))
+            .map_err(|e| Error::io("cannot create", fsx::parent(&p.daemon_log), e))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.daemon_log)
+            .map_err(|e| Error::io("cannot open", &p.daemon_log, e))?;
+        let err = log.try_clone().map_err(|e| Error::io("cannot open", &p.daemon_log, e))?;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg(&p.script)
+            .env_clear()
+            .envs(env.iter().take(1).cloned())
+            .current_dir(&p.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe; the supervisor leaves our
+        // session so that it outlives this run.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            })
+        };
+        let child = cmd.spawn().map_err(|e| Error::io("cannot start the tailscaled supervisor", &p.script, e))?;
+        fsx::write_atomic(&p.pid, format!("{}\n", child.id()).as_bytes(), 0o600)?;
+        eprintln!("  started tailscaled under a supervisor (pid {}), log in {}", child.id(), p.daemon_log.display());
+        // The supervisor is reaped by init once we exit.
+        std::mem::forget(child);
+    }
+    let until = Instant::now() + DAEMON_START;
+    while !daemon_answers(p) {
+        if Instant::now() >= until {
+            return Err(Error::new(
+                Class::Io,
+                format!("tailscaled did not open {} within {} s", p.socket.display(), DAEMON_START.as_secs()),
+            )
+            .hint(format!("see {}", p.daemon_log.display())));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Stops a supervisor this state directory started, and its tailscaled.
+pub fn stop_supervisor(p: &Paths) {
+    let Some(pid) = std::fs::read_to_string(&p.pid).ok().and_then(|s| s.trim().parse::<i32>().ok()) else { return };
+    if pid > 1 {
+        // SAFETY: signals the process group the supervisor leads.
+        unsafe { libc::kill(-pid, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(5);
+        while unsafe { libc::kill(-pid, 0) } == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = std::fs::remove_file(&p.pid);
+}
+
+/// Why a join did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinFailure {
+    /// The login server could not be reached: try again later.
+    Unreachable(String),
+    /// The server refused the key; the same key will not work again.
+    KeyRejected(String),
+    /// Anything else the client reported.
+    Client(String),
+}
+
+impl JoinFailure {
+    pub fn reason(&self) -> String {
+        match self {
+            JoinFailure::Unreachable(m) => format!("login server unreachable: {m}"),
+            JoinFailure::KeyRejected(m) => format!("the login server rejected the auth key: {m}"),
+            JoinFailure::Client(m) => format!("tailscale up failed: {m}"),
+        }
+    }
+}
+
+fn client_cmd(p: &Paths, client: &TailscaleClient, root: &Path) -> Command {
+    let mut cmd = Command::new(root.join(client.tailscale.as_str()));
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .current_dir(&p.dir)
+        .arg(format!("--socket={}", p.socket.display()));
+    cmd
+}
+
+/// The last lines of a client's output, for a message: control bytes out.
+fn gist(out: &[u8]) -> String {
+    let text = String::from_utf8_lossy(out);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(2)..].join("; ");
+    tail.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// `tailscale up`, with the key passed by file only.
+pub fn up(
+    p: &Paths,
+    hs: &Headscale,
+    client: &TailscaleClient,
+    root: &Path,
+) -> Result<std::result::Result<(), JoinFailure>> {
+    let mut cmd = client_cmd(p, client, root);
+    cmd.arg("up")
+        .arg(format!("--login-server={}", hs.login_server))
+        .arg(format!("--auth-key=file:{}", p.key.display()))
+        .arg(format!("--hostname={}", hostname(&hs.hostname)))
+        .arg(format!("--timeout={}s", UP_TIMEOUT.as_secs()))
+        .arg("--reset");
+    if !hs.tags.is_empty() {
+        cmd.arg(format!("--advertise-tags={}", hs.tags.join(",")));
+    }
+    cmd.args(&hs.up_flags);
+    let done = crate::hooks::run_logged(
+        &mut cmd,
+        "tailscale up",
+        &p.client_log,
+        UP_TIMEOUT + Duration::from_secs(5),
+        false,
+        true,
+    )?;
+    if done.status == 0 {
+        return Ok(Ok(()));
+    }
+    let said = gist(&done.output);
+    let lower = said.to_ascii_lowercase();
+    let f = if ["expired", "already been used", "already used", "invalid key", "not found", "unauthorized", "authkey"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        JoinFailure::KeyRejected(said)
+    } else if [
+        "connection refused",
+        "no such host",
+        "timeout",
+        "timed out",
+        "deadline exceeded",
+        "unreachable",
+        "no route",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    {
+        JoinFailure::Unreachable(said)
+    } else {
+        JoinFailure::Client(if said.is_empty() { format!("exit status {}", done.status) } else { said })
+    };
+    Ok(Err(f))
+}
+
+/// What `tailscale status --json` says of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub backend_state: String,
+    pub online: bool,
+}
+
+/// Reads `tailscale status --json`.
+pub fn status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::Result<NodeStatus, String> {
+    let mut cmd = client_cmd(p, client, root);
+    cmd.args(["status", "--json"]);
+    let done =
+        crate::hooks::run_logged(&mut cmd, "tailscale status", &p.client_log, Duration::from_secs(30), false, true)
+            .map_err(|e| e.msg)?;
+    // status exits non-zero when the backend is not running, and still
+    // prints the document.
+    let text = String::from_utf8_lossy(&done.output);
+    let start = text.find('{').ok_or_else(|| format!("tailscale status printed no JSON (exit {})", done.status))?;
+    let v = json::parse(&text[start..]).ok_or("tailscale status printed malformed JSON")?;
+    let backend_state = v.get("BackendState").and_then(json::Value::as_str).unwrap_or("").to_string();
+    let online = v.get("Self").and_then(|s| s.get("Online")).and_then(json::Value::as_bool).unwrap_or(false);
+    Ok(NodeStatus { backend_state, online })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_one_printable_line() {
+        let ok = |s: &str| check_key(Secret::new(s.as_bytes().to_vec())).map(|k| k.bytes().to_vec());
+        assert_eq!(ok("  hskey-abc123\n").unwrap(), b"hskey-abc123");
+        assert_eq!(ok("hskey\r\n").unwrap(), b"hskey");
+        assert!(ok("").is_err());
+        assert!(ok("\n\n").is_err());
+        assert!(ok("two words").is_err());
+        assert!(ok("line\nline").is_err());
+        let long = "k".repeat(MAX_KEY + 1);
+        let e = ok(&long).unwrap_err();
+        assert!(!e.contains("kkkk"), "a refusal never quotes the key: {e}");
+    }
+
+    #[test]
+    fn hostnames_are_dns_labels() {
+        assert_eq!(hostname("nxs-static"), "nxs-static");
+        assert!(hostname("nxs-{hostname}").starts_with("nxs-"));
+        assert_eq!(hostname("A_b.C"), "a-b-c");
+        assert_eq!(hostname("___"), "nxs");
+        assert_eq!(hostname(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn service_definitions_quote_their_paths() {
+        let argv = vec!["/opt/it's here/bin/tailscaled".to_string(), "--socket=/s".to_string()];
+        let env = vec![("SSL_CERT_FILE".to_string(), "/opt/a \"b\"/ca.pem".to_string())];
+        let s = supervisor_script(&argv, &env, Path::new("/s/tailscaled.pid"));
+        assert!(s.contains(r"'/opt/it'\''s here/bin/tailscaled' '--socket=/s'"), "{s}");
+        let u = systemd_unit(&argv, &env);
+        assert!(u.contains(r#"Environment="SSL_CERT_FILE=/opt/a \"b\"/ca.pem""#), "{u}");
+        assert!(u.contains(r#"ExecStart="/opt/it's here/bin/tailscaled" "--socket=/s""#), "{u}");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_reported_within_the_timeout() {
+        // A port nothing listens on, on loopback: refused at once.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let t = Instant::now();
+        let e = probe(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap_err();
+        assert!(e.contains("cannot connect"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn health_must_answer_200() {
+        for (answer, ok) in
+            [("HTTP/1.1 200 OK\r\n\r\n{\"status\":\"pass\"}", true), ("HTTP/1.1 503 Unavailable\r\n\r\n", false)]
+        {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).unwrap();
+                assert!(buf[..n].starts_with(b"GET /health HTTP/1.1\r\n"));
+                s.write_all(answer.as_bytes()).unwrap();
+            });
+            let r = probe(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5));
+            server.join().unwrap();
+            assert_eq!(r.is_ok(), ok, "{r:?}");
+        }
+    }
+}
