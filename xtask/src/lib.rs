@@ -5,6 +5,7 @@
 //! the static stub for one of them, [`devkey`] makes the development key,
 //! [`double`] builds the TEST DOUBLE of the Tailscale client.
 
+pub mod bench;
 pub mod corpus;
 pub mod devkey;
 pub mod double;

@@ -48,6 +48,25 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
+    /// nxs-survival side by side with the shell pipeline and makeself:
+    /// build, install, verify, peak RSS and stub sizes, into
+    /// target/bench/report.{md,json}.
+    Bench {
+        /// Corpus size, such as 1GiB, 100MiB or 10GiB.
+        #[arg(long, default_value = "1GiB")]
+        size: String,
+        /// Rounds; each step reports the median.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Corpus sizes at which to measure the stub's peak RSS, comma-separated.
+        #[arg(long, default_value = "100MiB,1GiB,10GiB")]
+        rss_sizes: String,
+        /// Report the stub size of these platforms only (default: all).
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// kill -9 an install at random moments, then check that it converges.
     Soak {
         /// Kills (each followed by a rerun to completion).
@@ -97,6 +116,18 @@ fn main() {
                 .map(|_| ())
         }
         Task::Test { args } => test(&root, &args),
+        Task::Bench { size, runs, rss_sizes, platforms, seed } => (|| {
+            ensure_tools(xtask::bench::TOOLS)?;
+            let parse = |s: &str| xtask::corpus::parse_size(s.trim());
+            let args = xtask::bench::Args {
+                size: parse(&size)?,
+                runs: runs.max(1),
+                rss_sizes: rss_sizes.split(',').filter(|s| !s.trim().is_empty()).map(parse).collect::<Result<_>>()?,
+                platforms,
+                seed,
+            };
+            xtask::bench::run(&root, &args)
+        })(),
         Task::Soak { iterations, size, seed } => soak(&root, iterations, &size, seed),
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
         Task::Big { size } => big(&root, &size),
@@ -299,8 +330,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 
 /// Installs missing stock tools from Debian's packages when we are root,
 /// so that the suite runs on a fresh machine; else says what to install.
-fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| !xtask::on_path(t)).map(|(_, pkg)| *pkg).collect();
+fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = tools.iter().filter(|(t, _)| !xtask::on_path(t)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -367,7 +398,7 @@ fn ensure_binfmt(platforms: &[Platform]) -> Result<()> {
 }
 
 fn test(root: &Path, args: &[String]) -> Result<()> {
-    ensure_tools()?;
+    ensure_tools(TEST_TOOLS)?;
     let platforms = Platform::all(root)?;
     for p in &platforms {
         xtask::stub::ensure_target_for(p)?;
