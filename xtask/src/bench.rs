@@ -2,8 +2,8 @@
 //! engineer or an operator would otherwise run, on the same seeded corpus,
 //! in the same run, alternating the order of the contenders each round.
 //!
-//! Anchors (MISSION.md section 8): the shell pipeline `tar | zstd -T0 -3`
-//! + `sha256sum` + `minisign`, and `makeself --zstd --sha256`. Every timed
+//! Anchors (MISSION.md section 8): the shell pipeline (`tar | zstd -T0 -3`,
+//! `sha256sum` and `minisign`) and `makeself --zstd --sha256`. Every timed
 //! command ends with `sync`, ours included, so that durability is compared
 //! fairly (our install fsyncs as it goes). Medians of `runs` rounds.
 
