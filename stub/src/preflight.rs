@@ -47,8 +47,11 @@ fn existing(p: &Path) -> &Path {
     cur
 }
 
+/// `b` in MiB with one decimal, in integers: float formatting would cost
+/// the stub several KiB.
 fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    let tenths = (b as u128 * 10 + (1 << 19)) >> 20;
+    format!("{}.{} MiB", tenths / 10, tenths % 10)
 }
 
 /// Checks the target of an install or extraction into `root`.
@@ -111,5 +114,15 @@ mod tests {
         };
         let m = crate::test_manifest(vec![], Region { len: 0, sha256: [0; 32] }, vec![e("a", 10 << 20), e("b", 5)]);
         assert!(super::needed_bytes(&m) > (10 << 20) + 5);
+    }
+
+    #[test]
+    fn mib_rounds_to_a_tenth() {
+        use super::mib;
+        assert_eq!(mib(0), "0.0 MiB");
+        assert_eq!(mib(1 << 20), "1.0 MiB");
+        assert_eq!(mib((1 << 20) + (1 << 19)), "1.5 MiB");
+        assert_eq!(mib(1_000_000), "1.0 MiB");
+        assert_eq!(mib(104_857), "0.1 MiB");
     }
 }

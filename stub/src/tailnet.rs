@@ -239,17 +239,20 @@ pub fn probe(url: &str, timeout: Duration) -> std::result::Result<(), String> {
     let u = ServerUrl::parse(url)?;
     let deadline = Instant::now() + timeout;
     // Name resolution has no timeout of its own: run it aside and wait
-    // no longer than the deadline.
-    let (tx, rx) = std::sync::mpsc::channel();
+    // no longer than the deadline (a thread still resolving is left behind).
     let (host, port) = (u.host.clone(), u.port);
-    std::thread::spawn(move || {
-        let _ = tx.send((host.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
-    });
-    let addrs = match rx.recv_timeout(timeout) {
+    let lookup = std::thread::spawn(move || (host.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+    while !lookup.is_finished() {
+        if Instant::now() >= deadline {
+            return Err(format!("resolving {} took longer than {} s", u.host, timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let addrs = match lookup.join() {
         Ok(Ok(a)) if !a.is_empty() => a,
         Ok(Ok(_)) => return Err(format!("{} has no address", u.host)),
         Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", u.host)),
-        Err(_) => return Err(format!("resolving {} took longer than {} s", u.host, timeout.as_secs())),
+        Err(_) => return Err(format!("resolving {} failed", u.host)),
     };
     let mut last = String::new();
     for a in addrs {
