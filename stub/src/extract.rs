@@ -178,7 +178,7 @@ pub fn walk<R: Read>(
                         Some((std::sync::Arc::new(f), std::sync::Arc::new(p)))
                     }
                 };
-                match (out, writer.as_mut()) {
+                match (out, writer.as_ref()) {
                     (Some((f, p)), Some(w)) => {
                         w.copy(&mut entry, size, &f, &p, progress, label, name, sha256)?;
                         w.send(Msg::Seal(f, p, want.mode))?;
@@ -329,16 +329,17 @@ enum Msg {
     Seal(Arc<fs::File>, Arc<std::path::PathBuf>, u32),
 }
 
-/// Buffers in flight between the walk and the writer, at most.
+/// Chunks in flight between the walk and the writer, at most, and their
+/// size. Chunk buffers go back to a pool once written: musl's allocator
+/// is slow when one thread frees what another allocated.
 const WRITE_BUFFERS: usize = 8;
+const WRITE_CHUNK: usize = 256 << 10;
 
 /// A thread that writes extracted files. The walk hashes each chunk, then
 /// hands it over; the first error is kept and reported at the next check.
 struct Writer {
     tx: Option<mpsc::SyncSender<Msg>>,
-    spent: mpsc::Receiver<Vec<u8>>,
-    spare: Vec<Vec<u8>>,
-    made: usize,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
     error: Arc<Mutex<Option<Error>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -346,7 +347,8 @@ struct Writer {
 impl Writer {
     fn new() -> Writer {
         let (tx, rx) = mpsc::sync_channel::<Msg>(WRITE_BUFFERS);
-        let (back, spent) = mpsc::channel();
+        let pool: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+        let back = pool.clone();
         let error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
         let err = error.clone();
         let thread = std::thread::spawn(move || {
@@ -359,7 +361,9 @@ impl Writer {
                         } else {
                             (&*f).write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &p, e))
                         };
-                        let _ = back.send(buf);
+                        if let Ok(mut pool) = back.lock() {
+                            pool.push(buf);
+                        }
                         r
                     }
                     Msg::Seal(f, p, mode) if !failed => seal(&f, &p, mode),
@@ -372,7 +376,7 @@ impl Writer {
                 }
             }
         });
-        Writer { tx: Some(tx), spent, spare: Vec::new(), made: 0, error, thread: Some(thread) }
+        Writer { tx: Some(tx), pool, error, thread: Some(thread) }
     }
 
     /// The writer's first error, if it had one.
@@ -388,25 +392,12 @@ impl Writer {
         self.tx.as_ref().ok_or_else(stopped)?.send(msg).map_err(|_| stopped())
     }
 
-    /// A buffer to fill: a spare one, a new one while fewer than
-    /// [`WRITE_BUFFERS`] exist, else the next one the writer is done with.
-    fn buffer(&mut self) -> Result<Vec<u8>> {
-        match self.spare.pop() {
-            Some(b) => Ok(b),
-            None if self.made < WRITE_BUFFERS + 2 => {
-                self.made += 1;
-                Ok(vec![0u8; 256 << 10])
-            }
-            None => self.spent.recv().map_err(|_| Error::new(crate::error::Class::Io, "the file writer stopped")),
-        }
-    }
-
     /// As [`copy_entry`], the bytes going to `f` through the writer. The
     /// digest is checked when the last chunk is sent; a file that fails it
     /// is left in staging, which is never switched in.
     #[allow(clippy::too_many_arguments)]
     fn copy(
-        &mut self,
+        &self,
         entry: &mut impl Read,
         size: u64,
         f: &Arc<fs::File>,
@@ -419,11 +410,8 @@ impl Writer {
         let mut h = Sha256::new();
         let mut left = size;
         while left > 0 {
-            while let Ok(b) = self.spent.try_recv() {
-                self.spare.push(b);
-            }
-            let mut buf = self.buffer()?;
-            let n = (left.min(buf.len() as u64)) as usize;
+            let n = left.min(WRITE_CHUNK as u64) as usize;
+            let mut buf = self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_else(|| vec![0u8; WRITE_CHUNK]);
             entry
                 .read_exact(&mut buf[..n])
                 .map_err(|e| region_err(label, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;

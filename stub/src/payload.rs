@@ -39,7 +39,7 @@ pub struct PayloadReader<'a> {
     /// With decoding threads, the compressed bytes are hashed on a thread
     /// of their own too, in file order; the digest comes back at the end.
     hash_tx: Option<mpsc::Sender<Arc<Vec<u8>>>>,
-    hash_rx: Option<mpsc::Receiver<[u8; 32]>>,
+    hasher_thread: Option<std::thread::JoinHandle<[u8; 32]>>,
     in_flight_raw: u64,
     done: bool,
 }
@@ -130,19 +130,18 @@ impl<'a> PayloadReader<'a> {
             }
             Decoders::Pool { jobs: Some(jobs), results }
         };
-        let (hash_tx, hash_rx) = match decoders {
+        let (hash_tx, hasher_thread) = match decoders {
             Decoders::Inline(_) => (None, None),
             Decoders::Pool { .. } => {
                 let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>();
-                let (dtx, drx) = mpsc::channel();
-                std::thread::spawn(move || {
+                let t = std::thread::spawn(move || {
                     let mut h = Sha256::new();
                     for comp in rx {
                         h.update(&comp[..]);
                     }
-                    let _ = dtx.send(h.finalize().into());
+                    h.finalize().into()
                 });
-                (Some(tx), Some(drx))
+                (Some(tx), Some(t))
             }
         };
         PayloadReader {
@@ -161,7 +160,7 @@ impl<'a> PayloadReader<'a> {
             ready: std::collections::BTreeMap::new(),
             spare_out: Vec::new(),
             hash_tx,
-            hash_rx,
+            hasher_thread,
             in_flight_raw: 0,
             done: false,
         }
@@ -184,11 +183,11 @@ impl<'a> PayloadReader<'a> {
         self.offset += f.compressed;
         self.submitted += 1;
         if self.submitted == self.frames.len() {
-            let got: [u8; 32] = match (self.hash_tx.take(), self.hash_rx.take()) {
-                // Closing the queue ends the hasher, which sends the digest.
-                (Some(tx), Some(rx)) => {
+            let got: [u8; 32] = match (self.hash_tx.take(), self.hasher_thread.take()) {
+                // Closing the queue ends the hasher, which returns the digest.
+                (Some(tx), Some(t)) => {
                     drop(tx);
-                    rx.recv().map_err(|_| bad("payload hasher stopped".into()))?
+                    t.join().map_err(|_| bad("payload hasher stopped".into()))?
                 }
                 _ => std::mem::take(&mut self.hasher).finalize().into(),
             };

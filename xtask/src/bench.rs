@@ -159,6 +159,24 @@ fn sha2_rate(file: &Path) -> Result<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64() / 1e6)
 }
 
+/// Each platform's stub (all when `platforms` is empty), built as a
+/// release is with the development key, and its size in bytes.
+pub fn stub_sizes(root: &Path, platforms: &[String]) -> Result<BTreeMap<String, u64>> {
+    let key = crate::devkey::ensure(root)?;
+    let trust = vec![nxs_bundler::sign::TrustedKey::from_file(&key.with_extension("pub"))?];
+    let platforms = if platforms.is_empty() {
+        crate::platform::Platform::all(root)?
+    } else {
+        platforms.iter().map(|t| crate::platform::Platform::load(root, t)).collect::<Result<_>>()?
+    };
+    let mut stubs = BTreeMap::new();
+    for p in &platforms {
+        let bin = crate::stub::build(root, p, &trust, true)?;
+        stubs.insert(p.triple.clone(), std::fs::metadata(&bin)?.len());
+    }
+    Ok(stubs)
+}
+
 struct Row {
     name: &'static str,
     ours: f64,
@@ -360,18 +378,7 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
         }
     }
 
-    // Stub sizes.
-    let mut stubs = BTreeMap::new();
-    let platforms = if a.platforms.is_empty() {
-        crate::platform::Platform::all(root)?
-    } else {
-        a.platforms.iter().map(|t| crate::platform::Platform::load(root, t)).collect::<Result<_>>()?
-    };
-    for p in &platforms {
-        crate::stub::ensure_target_for(p)?;
-        let bin = crate::stub::build(root, p, &trust, true)?;
-        stubs.insert(p.triple.clone(), std::fs::metadata(&bin)?.len());
-    }
+    let stubs = stub_sizes(root, &a.platforms)?;
 
     let rows = [
         Row {

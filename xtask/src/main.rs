@@ -67,6 +67,11 @@ enum Task {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Build the stub for each platform (development key) and print its size.
+    StubSizes {
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+    },
     /// kill -9 an install at random moments, then check that it converges.
     Soak {
         /// Kills (each followed by a rerun to completion).
@@ -116,6 +121,12 @@ fn main() {
                 .map(|_| ())
         }
         Task::Test { args } => test(&root, &args),
+        Task::StubSizes { platforms } => (|| {
+            for (triple, size) in xtask::bench::stub_sizes(&root, &platforms)? {
+                println!("{triple:34} {size:>8} bytes ({:.1} KiB of the 640 KiB budget)", size as f64 / 1024.0);
+            }
+            Ok(())
+        })(),
         Task::Bench { size, runs, rss_sizes, platforms, seed } => (|| {
             ensure_tools(xtask::bench::TOOLS)?;
             let parse = |s: &str| xtask::corpus::parse_size(s.trim());
