@@ -159,7 +159,7 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
 fn write_sums(out_dir: &Path, bundles: &[Packed], key: &SigningKey) -> Result<(PathBuf, PathBuf)> {
     let mut lines: Vec<String> = Vec::new();
     for b in bundles {
-        let digest = sha256_file(&b.path)?;
+        let digest = b.sha256;
         let name = b.path.file_name().unwrap().to_string_lossy();
         lines.push(format!("{}  {}\n", nxs_format::hex::encode(&digest), name));
     }

@@ -2,9 +2,9 @@
 //! `stub | payload | manifest | signature | trailer` (see docs/FORMAT.md).
 //!
 //! It streams. The tar stream is cut into independent zstd frames of a
-//! fixed raw size, compressed by a few threads at a time, so memory stays at
-//! a few frames whatever the input size, and the output does not depend on
-//! the number of threads.
+//! fixed raw size, compressed by a pool of threads while the sources are
+//! read and hashed, so memory stays at a few frames whatever the input
+//! size, and the output does not depend on the number of threads.
 
 use crate::plan::{BundlePlan, PlannedEntry};
 use crate::sign::SigningKey;
@@ -48,14 +48,26 @@ pub struct Packed {
     pub manifest: Manifest,
     pub size: u64,
     pub stub_len: u64,
+    /// The whole file's sha256, as SHA256SUMS lists it.
+    pub sha256: [u8; 32],
 }
 
-/// A writer that cuts what it is given into zstd frames.
+/// A writer that cuts what it is given into zstd frames, compressed by a
+/// pool of threads while the caller goes on reading and hashing sources.
+/// Frames are written in order as they come back; at most a few are in
+/// flight, so memory stays bounded whatever the input size.
 struct FrameWriter<W: Write> {
-    out: W,
+    /// `None` only once `finish` has taken it.
+    out: Option<W>,
     opts: PackOptions,
     buf: Vec<u8>,
-    pending: Vec<Vec<u8>>,
+    /// Frames sent to the pool and not yet written, and the next to write.
+    sent: usize,
+    next: usize,
+    jobs: Option<std::sync::mpsc::Sender<(usize, Vec<u8>)>>,
+    results: std::sync::mpsc::Receiver<(usize, usize, io::Result<Vec<u8>>)>,
+    ready: std::collections::BTreeMap<usize, (usize, io::Result<Vec<u8>>)>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     frames: Vec<Frame>,
     hasher: Sha256,
     written: u64,
@@ -66,11 +78,33 @@ struct FrameWriter<W: Write> {
 impl<W: Write> FrameWriter<W> {
     fn new(out: W, opts: PackOptions) -> Self {
         let cap = opts.frame_size;
+        let (jobs, rx) = std::sync::mpsc::channel::<(usize, Vec<u8>)>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let (tx, results) = std::sync::mpsc::channel();
+        let level = opts.level;
+        let workers = (0..opts.threads.max(1))
+            .map(|_| {
+                let (rx, tx) = (rx.clone(), tx.clone());
+                std::thread::spawn(move || loop {
+                    let job = rx.lock().map(|r| r.recv());
+                    let Ok(Ok((i, raw))) = job else { return };
+                    let comp = zstd::bulk::compress(&raw, level);
+                    if tx.send((i, raw.len(), comp)).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
         FrameWriter {
-            out,
+            out: Some(out),
             opts,
             buf: Vec::with_capacity(cap),
-            pending: Vec::new(),
+            sent: 0,
+            next: 0,
+            jobs: Some(jobs),
+            results,
+            ready: std::collections::BTreeMap::new(),
+            workers,
             frames: Vec::new(),
             hasher: Sha256::new(),
             written: 0,
@@ -79,43 +113,72 @@ impl<W: Write> FrameWriter<W> {
         }
     }
 
-    fn flush_pending(&mut self) -> io::Result<()> {
-        let chunks = std::mem::take(&mut self.pending);
-        if chunks.is_empty() {
-            return Ok(());
+    fn send(&mut self, raw: Vec<u8>) -> io::Result<()> {
+        let stopped = || io::Error::other("a compression thread stopped");
+        self.jobs.as_ref().ok_or_else(stopped)?.send((self.sent, raw)).map_err(|_| stopped())?;
+        self.sent += 1;
+        // Two frames a thread in flight keep the pool busy; more only costs memory.
+        let limit = 2 * self.opts.threads.max(1);
+        self.write_ready(self.sent - self.next >= limit)
+    }
+
+    /// Writes the frames that are back, in order; with `wait`, waits for
+    /// the next one first.
+    fn write_ready(&mut self, mut wait: bool) -> io::Result<()> {
+        loop {
+            while let Ok((i, raw, comp)) = self.results.try_recv() {
+                self.ready.insert(i, (raw, comp));
+            }
+            match self.ready.remove(&self.next) {
+                Some((raw, comp)) => {
+                    let comp = comp?;
+                    self.out.as_mut().expect("not finished").write_all(&comp)?;
+                    self.hasher.update(&comp);
+                    self.written += comp.len() as u64;
+                    self.raw_total += raw as u64;
+                    self.frames.push(Frame { compressed: comp.len() as u64, raw: raw as u64 });
+                    self.next += 1;
+                    wait = false;
+                    if self.opts.progress && self.raw_total >= self.next_report {
+                        eprintln!("    ... {} MiB packed", self.raw_total >> 20);
+                        self.next_report += 256 << 20;
+                    }
+                }
+                None if wait && self.next < self.sent => {
+                    let (i, raw, comp) =
+                        self.results.recv().map_err(|_| io::Error::other("a compression thread stopped"))?;
+                    self.ready.insert(i, (raw, comp));
+                }
+                None => return Ok(()),
+            }
         }
-        let level = self.opts.level;
-        let per = chunks.len().div_ceil(self.opts.threads.max(1));
-        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunks
-                .chunks(per)
-                .map(|group| s.spawn(move || group.iter().map(|c| zstd::bulk::compress(c, level)).collect::<Vec<_>>()))
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("compression thread panicked")).collect()
-        });
-        for (raw, comp) in chunks.iter().zip(compressed) {
-            let comp = comp?;
-            self.out.write_all(&comp)?;
-            self.hasher.update(&comp);
-            self.written += comp.len() as u64;
-            self.raw_total += raw.len() as u64;
-            self.frames.push(Frame { compressed: comp.len() as u64, raw: raw.len() as u64 });
-        }
-        if self.opts.progress && self.raw_total >= self.next_report {
-            eprintln!("    ... {} MiB packed", self.raw_total >> 20);
-            self.next_report += 256 << 20;
-        }
-        Ok(())
     }
 
     fn finish(mut self) -> io::Result<(W, Vec<Frame>, Region)> {
         if !self.buf.is_empty() {
             let last = std::mem::take(&mut self.buf);
-            self.pending.push(last);
+            self.send(last)?;
         }
-        self.flush_pending()?;
-        let sha256 = self.hasher.finalize().into();
-        Ok((self.out, self.frames, Region { len: self.written, sha256 }))
+        while self.next < self.sent {
+            self.write_ready(true)?;
+        }
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let sha256 = std::mem::take(&mut self.hasher).finalize().into();
+        let out = self.out.take().expect("finished once");
+        Ok((out, std::mem::take(&mut self.frames), Region { len: self.written, sha256 }))
+    }
+}
+
+impl<W: Write> Drop for FrameWriter<W> {
+    fn drop(&mut self) {
+        // On an early return: close the queue and let the workers end.
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 }
 
@@ -126,10 +189,7 @@ impl<W: Write> Write for FrameWriter<W> {
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == self.opts.frame_size {
             let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.opts.frame_size));
-            self.pending.push(full);
-            if self.pending.len() >= 2 * self.opts.threads.max(1) {
-                self.flush_pending()?;
-            }
+            self.send(full)?;
         }
         Ok(n)
     }
@@ -298,11 +358,19 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
     crate::fsutil::finish_atomic(tmp, &final_path, 0o755)?;
 
     // The detached signature covers the whole file, for `minisign -V` on a
-    // machine that does not trust the stub yet.
-    let detached = key.sign(File::open(&final_path)?, &format!("file:{} {}", plan.file_name, manifest.bundle_id()))?;
+    // machine that does not trust the stub yet. Its hash (BLAKE2b) and the
+    // file's sha256 for SHA256SUMS are two passes over the file: run them
+    // side by side.
+    let comment = format!("file:{} {}", plan.file_name, manifest.bundle_id());
+    let (detached, sha256) = std::thread::scope(|s| {
+        let sums = s.spawn(|| crate::sha256_file(&final_path));
+        let detached = File::open(&final_path).map_err(anyhow::Error::from).and_then(|f| key.sign(f, &comment));
+        (detached, sums.join().expect("hashing thread panicked"))
+    });
+    let (detached, sha256) = (detached?, sha256?);
     let signature_path = PathBuf::from(format!("{}.minisig", final_path.display()));
     crate::fsutil::write_atomic(&signature_path, detached.as_bytes(), 0o644)?;
-    Ok(Packed { path: final_path, signature_path, size, stub_len: manifest.stub.len, manifest })
+    Ok(Packed { path: final_path, signature_path, size, stub_len: manifest.stub.len, manifest, sha256 })
 }
 
 #[cfg(test)]
