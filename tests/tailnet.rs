@@ -289,7 +289,12 @@ fn age_key_case(armor: bool) {
     assert!(!c.state().exists() && !c.root().exists(), "nothing written on a wrong passphrase");
 
     write(&pw, b"correct horse battery\n", 0o600);
-    let o = c.install(&["--authkey-age", sealed.to_str().unwrap(), "--passphrase-file", pw.to_str().unwrap()], &[]);
+    // A stale NXS_AUTHKEY_FILE in the environment does not override the flag.
+    let stale = c.tmp.path().join("stale-key-file");
+    let o = c.install(
+        &["--authkey-age", sealed.to_str().unwrap(), "--passphrase-file", pw.to_str().unwrap()],
+        &[("NXS_AUTHKEY_FILE", &stale)],
+    );
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used, "the decrypted key is the one registered");
     assert!(!c.state().join("tailnet/authkey").exists());

@@ -228,11 +228,16 @@ fn run(args: &[String]) -> Result<i32> {
                 }
             };
             let max_start_attempts = number("--max-start-attempts", 3)?;
+            let age = f.value("--authkey-age");
             let key = tailnet::KeyInput {
-                file: f
-                    .value("--authkey-file")
-                    .or_else(|| std::env::var_os(tailnet::KEY_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)),
-                age: f.value("--authkey-age"),
+                // The environment is the fallback for a plain key file only:
+                // a flag given on the command line wins.
+                file: f.value("--authkey-file").or_else(|| {
+                    std::env::var_os(tailnet::KEY_FILE_ENV)
+                        .filter(|v| !v.is_empty() && age.is_none())
+                        .map(PathBuf::from)
+                }),
+                age,
                 passphrase_file: f.value("--passphrase-file"),
             };
             if key.file.is_some() && key.age.is_some() {
