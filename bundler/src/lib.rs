@@ -59,6 +59,12 @@ pub fn trust_root(spec: &Spec, dev_key: Option<&TrustedKey>) -> Result<(Vec<Trus
     Ok((keys, warnings))
 }
 
+/// Parses a `--source NAME=PATH` argument (the bundler's and the xtask's).
+pub fn parse_source(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    let (n, p) = s.split_once('=').ok_or("expected COMPONENT=PATH")?;
+    Ok((n.to_string(), PathBuf::from(p)))
+}
+
 /// Everything one build needs.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {

@@ -27,7 +27,7 @@ enum Cmd {
         stubs: Vec<(String, PathBuf)>,
         /// Take a component's files from PATH instead of its spec source:
         /// NAME=PATH (`{target}` in PATH is the platform's triple).
-        #[arg(long = "source", value_parser = parse_source)]
+        #[arg(long = "source", value_parser = nxs_bundler::parse_source)]
         sources: Vec<(String, PathBuf)>,
         /// Minisign secret key to sign with.
         #[arg(long)]
@@ -68,11 +68,6 @@ enum Cmd {
 fn parse_stub(s: &str) -> Result<(String, PathBuf), String> {
     let (t, p) = s.split_once('=').ok_or("expected TRIPLE=PATH")?;
     Ok((t.to_string(), PathBuf::from(p)))
-}
-
-fn parse_source(s: &str) -> Result<(String, PathBuf), String> {
-    let (n, p) = s.split_once('=').ok_or("expected COMPONENT=PATH")?;
-    Ok((n.to_string(), PathBuf::from(p)))
 }
 
 fn read_password(file: &Option<PathBuf>) -> Result<Option<String>> {

@@ -162,10 +162,7 @@ impl<W: Write> FrameWriter<W> {
         while self.next < self.sent {
             self.write_ready(true)?;
         }
-        self.jobs.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+        // The workers, idle now, end when `Drop` closes their queue.
         let sha256 = std::mem::take(&mut self.hasher).finalize().into();
         let out = self.out.take().expect("finished once");
         Ok((out, std::mem::take(&mut self.frames), Region { len: self.written, sha256 }))
@@ -174,7 +171,8 @@ impl<W: Write> FrameWriter<W> {
 
 impl<W: Write> Drop for FrameWriter<W> {
     fn drop(&mut self) {
-        // On an early return: close the queue and let the workers end.
+        // Close the queue and let the workers end (after `finish`, or on an
+        // early return).
         self.jobs.take();
         for w in self.workers.drain(..) {
             let _ = w.join();

@@ -89,7 +89,7 @@ pub fn walk<R: Read>(
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| region_err(label, format!("payload: {e}")))?;
     let mut count = 0usize;
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; WRITE_CHUNK];
     // Files are written by a thread of their own, so that the kernel's copy
     // of their bytes overlaps with hashing and decoding here.
     let mut writer = match sink {
@@ -163,7 +163,7 @@ pub fn walk<R: Read>(
                                 seal(&f, &p, want.mode)?;
                                 reused += 1;
                                 // Still read the entry: the payload is checked whole.
-                                copy_entry(&mut entry, size, &mut buf, progress, label, name, sha256)?;
+                                copy_entry(&mut entry, size, None, &mut buf, progress, label, name, sha256)?;
                                 count += 1;
                                 continue;
                             }
@@ -178,12 +178,10 @@ pub fn walk<R: Read>(
                         Some((std::sync::Arc::new(f), std::sync::Arc::new(p)))
                     }
                 };
-                match (out, writer.as_ref()) {
-                    (Some((f, p)), Some(w)) => {
-                        w.copy(&mut entry, size, &f, &p, progress, label, name, sha256)?;
-                        w.send(Msg::Seal(f, p, want.mode))?;
-                    }
-                    _ => copy_entry(&mut entry, size, &mut buf, progress, label, name, sha256)?,
+                let to = out.as_ref().zip(writer.as_ref()).map(|((f, p), w)| (w, f, p));
+                copy_entry(&mut entry, size, to, &mut buf, progress, label, name, sha256)?;
+                if let (Some((f, p)), Some(w)) = (out, &writer) {
+                    w.send(Msg::Seal(f, p, want.mode))?;
                 }
             }
             _ => {
@@ -286,31 +284,40 @@ fn seal(f: &fs::File, p: &Path, mode: u32) -> Result<()> {
 }
 
 /// Reads a tar entry's `size` bytes and checks them against the manifest's
-/// digest, writing nothing. (Extraction writes through a [`Writer`].)
+/// digest. With `to`, the bytes also go to that file through the writer
+/// (whose error, if any, comes at its next check); without, they are only
+/// checked, read through `spare` (at least [`WRITE_CHUNK`] bytes).
+#[allow(clippy::too_many_arguments)]
 fn copy_entry(
     entry: &mut impl Read,
     size: u64,
-    buf: &mut [u8],
+    to: Option<(&Writer, &Arc<fs::File>, &Arc<std::path::PathBuf>)>,
+    spare: &mut [u8],
     progress: &mut Progress,
     label: &Path,
     name: &str,
     want: &[u8; 32],
 ) -> Result<()> {
     let mut h = Sha256::new();
+    let mut read = |buf: &mut [u8], at: u64| -> Result<()> {
+        entry.read_exact(buf).map_err(|e| region_err(label, format!("payload entry `{name}` at byte {at}: {e}")))?;
+        h.update(&*buf);
+        Ok(())
+    };
     let mut left = size;
     while left > 0 {
-        let n = (left.min(buf.len() as u64)) as usize;
-        entry
-            .read_exact(&mut buf[..n])
-            .map_err(|e| region_err(label, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
-        h.update(&buf[..n]);
+        let n = left.min(WRITE_CHUNK as u64) as usize;
+        match to {
+            Some((w, f, p)) => {
+                let mut chunk = w.buffer();
+                read(&mut chunk[..n], size - left)?;
+                w.send(Msg::Data(f.clone(), p.clone(), chunk, n))?;
+            }
+            None => read(&mut spare[..n], size - left)?,
+        }
         left -= n as u64;
         progress.add(n as u64);
     }
-    check_digest(h, want, label, name)
-}
-
-fn check_digest(h: Sha256, want: &[u8; 32], label: &Path, name: &str) -> Result<()> {
     let got: [u8; 32] = h.finalize().into();
     if &got != want {
         return Err(region_err(
@@ -392,43 +399,22 @@ impl Writer {
         self.tx.as_ref().ok_or_else(stopped)?.send(msg).map_err(|_| stopped())
     }
 
-    /// As [`copy_entry`], the bytes going to `f` through the writer. The
-    /// digest is checked when the last chunk is sent; a file that fails it
-    /// is left in staging, which is never switched in.
-    #[allow(clippy::too_many_arguments)]
-    fn copy(
-        &self,
-        entry: &mut impl Read,
-        size: u64,
-        f: &Arc<fs::File>,
-        p: &Arc<std::path::PathBuf>,
-        progress: &mut Progress,
-        label: &Path,
-        name: &str,
-        want: &[u8; 32],
-    ) -> Result<()> {
-        let mut h = Sha256::new();
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(WRITE_CHUNK as u64) as usize;
-            let mut buf = self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_else(|| vec![0u8; WRITE_CHUNK]);
-            entry
-                .read_exact(&mut buf[..n])
-                .map_err(|e| region_err(label, format!("payload entry `{name}` at byte {}: {e}", size - left)))?;
-            h.update(&buf[..n]);
-            self.send(Msg::Data(f.clone(), p.clone(), buf, n))?;
-            left -= n as u64;
-            progress.add(n as u64);
-        }
-        check_digest(h, want, label, name)
+    /// A chunk buffer: one the writer is done with, or a new one.
+    fn buffer(&self) -> Vec<u8> {
+        self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_else(|| vec![0u8; WRITE_CHUNK])
     }
 
-    /// Waits for every write, and reports the first error.
-    fn finish(mut self) -> Result<()> {
+    /// Closes the queue and waits for the thread to write what is left.
+    fn stop(&mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// Waits for every write, and reports the first error.
+    fn finish(mut self) -> Result<()> {
+        self.stop();
         self.check()
     }
 }
@@ -436,10 +422,7 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         // On an early return, let the thread drain and end.
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 

@@ -53,6 +53,15 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The shell pipeline's build: the corpus `$C` packed into `$A`, its files'
+/// sums into `$A.sums`, the archive signed with `$K`.
+const ANCHOR_BUILD: &str = "tar -cf - -C \"$C\" . | zstd -q -f -T0 -3 -o \"$A\"\n\
+    (cd \"$C\" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > \"$A.sums\"\n\
+    minisign -S -s \"$K\" -m \"$A\" >/dev/null\nsync";
+
+/// makeself's build of the corpus `$C` into `$M`.
+const MAKESELF_BUILD: &str = "makeself --zstd --sha256 --nox11 --quiet \"$C\" \"$M\" nxs-bench true >/dev/null\nsync";
+
 /// Runs `script` with sh, `-e`, with the given variables; its time in seconds.
 fn timed(label: &str, script: &str, vars: &[(&str, &Path)]) -> Result<f64> {
     let mut cmd = Command::new("sh");
@@ -242,18 +251,10 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
     let ours_run = build_ours(&env, &corpus_dir, &arte.join("ours"))?;
     let a_vars: [(&'static str, PathBuf); 3] =
         [("B", ours_run.clone()), ("A", arte.join("anchor.tar.zst")), ("M", arte.join("makeself.run"))];
-    run_sh(
-        "anchor build",
-        "tar -cf - -C \"$C\" . | zstd -q -f -T0 -3 -o \"$A\"\n\
-         (cd \"$C\" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > \"$A.sums\"\n\
-         minisign -S -s \"$K\" -m \"$A\" >/dev/null",
-        &a_vars,
-    )?;
-    run_sh(
-        "makeself build",
-        "makeself --zstd --sha256 --nox11 --quiet \"$C\" \"$M\" nxs-bench true >/dev/null",
-        &a_vars,
-    )?;
+    run_sh("anchor build", ANCHOR_BUILD, &a_vars)?;
+    run_sh("makeself build", MAKESELF_BUILD, &a_vars)?;
+    // Where the timed builds write.
+    let b_vars: [(&'static str, PathBuf); 2] = [("A", w.join("a.tar.zst")), ("M", w.join("m.run"))];
 
     let mut build = (Vec::new(), Vec::new(), Vec::new());
     let mut install = (Vec::new(), Vec::new(), Vec::new());
@@ -272,21 +273,11 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
                     eprintln!("  build    nxs-bundle          {:7.2} s", build.0.last().unwrap());
                 }
                 1 => {
-                    build.1.push(run_sh(
-                        "anchor build",
-                        "tar -cf - -C \"$C\" . | zstd -q -f -T0 -3 -o \"$W/a.tar.zst\"\n\
-                         (cd \"$C\" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > \"$W/SHA256SUMS\"\n\
-                         minisign -S -s \"$K\" -m \"$W/a.tar.zst\" >/dev/null\nsync",
-                        &[],
-                    )?);
+                    build.1.push(run_sh("anchor build", ANCHOR_BUILD, &b_vars)?);
                     eprintln!("  build    tar|zstd+sha+minisign {:5.2} s", build.1.last().unwrap());
                 }
                 _ => {
-                    build.2.push(run_sh(
-                        "makeself build",
-                        "makeself --zstd --sha256 --nox11 --quiet \"$C\" \"$W/m.run\" nxs-bench true >/dev/null\nsync",
-                        &[],
-                    )?);
+                    build.2.push(run_sh("makeself build", MAKESELF_BUILD, &b_vars)?);
                     eprintln!("  build    makeself            {:7.2} s", build.2.last().unwrap());
                 }
             }

@@ -42,7 +42,7 @@ enum Task {
         password_file: Option<PathBuf>,
         /// Take a component's files from PATH instead of its spec source:
         /// NAME=PATH (`{target}` in PATH is the platform's triple).
-        #[arg(long = "source", value_parser = parse_source)]
+        #[arg(long = "source", value_parser = nxs_bundler::parse_source)]
         sources: Vec<(String, PathBuf)>,
         /// Print the plan; build and write nothing.
         #[arg(long)]
@@ -104,11 +104,6 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-}
-
-fn parse_source(s: &str) -> Result<(String, PathBuf), String> {
-    let (n, p) = s.split_once('=').ok_or("expected COMPONENT=PATH")?;
-    Ok((n.to_string(), PathBuf::from(p)))
 }
 
 fn main() {
