@@ -12,6 +12,7 @@ pub mod hex;
 pub mod json;
 pub mod manifest;
 pub mod path;
+pub mod state;
 pub mod trailer;
 pub mod version;
 

@@ -17,7 +17,7 @@ use std::io::{Read, Seek};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub const CHECKPOINT_FILE: &str = "bootstrap.state";
+pub const CHECKPOINT_FILE: &str = nxs_format::state::CHECKPOINT;
 /// Runs of one bundle that may fail in a row before install gives up.
 pub const MAX_FAILED_RUNS: usize = 5;
 
@@ -30,7 +30,7 @@ fn failed_runs(c: &Checkpoint) -> usize {
         .filter(|h| h.state == State::Failed)
         .count()
 }
-pub const LOCK_FILE: &str = "lock";
+pub const LOCK_FILE: &str = nxs_format::state::LOCK;
 
 /// The state directory: `--state-dir`, else `$NXS_HOME`, else `~/.nxs`.
 pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
@@ -288,7 +288,7 @@ pub fn repair(layout: &Layout, payload: &[u8; 32]) -> Result<()> {
 }
 
 /// The highest version ever installed with this state directory.
-pub const HIGHEST_FILE: &str = "highest-version";
+pub const HIGHEST_FILE: &str = nxs_format::state::HIGHEST;
 
 fn highest_version(state_dir: &Path) -> Option<nxs_format::Version> {
     fs::read_to_string(state_dir.join(HIGHEST_FILE)).ok().and_then(|s| nxs_format::Version::parse(s.trim()))

@@ -1,0 +1,431 @@
+//! Reading a backup: age, then zstd, then tar, then every member against
+//! the manifest that leads it. With a staging directory, members are
+//! written there as they are checked; without one, nothing is written.
+//!
+//! The age layer authenticates every 64 KiB chunk and the last one is
+//! marked, so a flipped bit or a cut file fails there; the manifest's
+//! sizes cap every file, so a decompression bomb stops at the declared size;
+//! the hashes catch anything else. Failures are `Verify` (exit 3), or `Io`
+//! when the medium itself fails to read.
+
+use crate::error::{Class, Error, Result};
+use crate::fault;
+use crate::keys::Decrypt;
+use crate::manifest::{self, Kind, Manifest};
+use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// What a backup holds, once every byte of it has been checked.
+#[derive(Debug)]
+pub struct Opened {
+    pub manifest: Manifest,
+    /// Encrypted to a passphrase (age scrypt), not to X25519 recipients.
+    pub passphrase: bool,
+    /// Members under a bootstrap-owned name (a hand-made backup of a whole
+    /// state directory): checked, not restored.
+    pub dropped: Vec<String>,
+}
+
+/// The file being read; remembers its own read errors, so that they are
+/// told apart from corruption found in what it returned.
+struct Medium {
+    file: File,
+    pos: u64,
+    failed: Rc<RefCell<Option<(u64, io::Error)>>>,
+}
+
+impl Read for Medium {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.file.read(buf) {
+            Ok(n) => {
+                self.pos += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                *self.failed.borrow_mut() = Some((self.pos, copy));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// zstd frames one after another, as `zstd` and `cat a.zst b.zst` make them.
+struct Frames<R: BufRead> {
+    src: R,
+    dec: FrameDecoder,
+    in_frame: bool,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
+}
+
+impl<R: BufRead> Read for Frames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame {
+                if self.src.fill_buf()?.is_empty() {
+                    return Ok(0);
+                }
+                match self.dec.reset(&mut self.src) {
+                    Ok(()) => self.in_frame = true,
+                    Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                        length, ..
+                    })) => {
+                        let skipped = io::copy(&mut (&mut self.src).take(length.into()), &mut io::sink())?;
+                        if skipped != u64::from(length) {
+                            return Err(invalid("a skippable frame is cut short"));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(invalid(e)),
+                }
+            }
+            while self.dec.can_collect() == 0 && !self.dec.is_finished() {
+                self.dec.decode_blocks(&mut self.src, BlockDecodingStrategy::UptoBlocks(1)).map_err(invalid)?;
+            }
+            let n = self.dec.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if self.dec.is_finished() {
+                self.in_frame = false;
+            }
+        }
+    }
+}
+
+fn decrypt_error(path: &Path, e: age::DecryptError, passphrase_file: bool, keys: &Decrypt) -> Error {
+    use age::DecryptError as D;
+    let name = path.display();
+    let given_pass = matches!(keys, Decrypt::Passphrase(_));
+    match e {
+        D::NoMatchingKeys if passphrase_file && !given_pass => {
+            Error::verify(format!("{name}: is encrypted with a passphrase, and identities were given"))
+                .hint("give --passphrase-file FILE instead of --identity")
+        }
+        D::NoMatchingKeys if !passphrase_file && given_pass => {
+            Error::verify(format!("{name}: is encrypted to X25519 recipients, and a passphrase was given"))
+                .hint("give --identity FILE with the matching AGE-SECRET-KEY")
+        }
+        D::NoMatchingKeys => Error::verify(format!("{name}: none of the given identities can open it (wrong key)"))
+            .hint("`age-keygen -y KEYFILE` prints a key's recipient; the backup was made for another one"),
+        D::DecryptionFailed | D::KeyDecryptionFailed => {
+            Error::verify(format!("{name}: the passphrase or key does not open it (wrong key, or a damaged header)"))
+        }
+        D::InvalidMac => Error::verify(format!("{name}: the age header's MAC does not match: the header is damaged")),
+        D::InvalidHeader => Error::verify(format!("{name}: not an age file, or its header is damaged")),
+        D::UnknownFormat => {
+            Error::new(Class::Incompatible, format!("{name}: an age format version this tool does not read"))
+                .hint("decrypt it with a newer `age`, then restore from the decrypted tar.zst made into a backup")
+        }
+        D::ExcessiveWork { required, target } => Error::verify(format!(
+            "{name}: its passphrase needs scrypt work 2^{required}, past this machine's limit 2^{target}"
+        )),
+        D::Io(e) => Error::verify(format!("{name}: cannot read the age header: {e}")),
+        other => Error::verify(format!("{name}: {other}")),
+    }
+}
+
+/// Staging: where checked members are written, and the modes to set last.
+struct Stage<'a> {
+    root: &'a Path,
+    dir_modes: BTreeMap<String, u32>,
+}
+
+impl Stage<'_> {
+    fn ensure_parents(&mut self, rel: &str) -> Result<()> {
+        let mut at = String::new();
+        for comp in rel.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(comp);
+            self.mkdir(&at)?;
+        }
+        Ok(())
+    }
+    fn mkdir(&mut self, rel: &str) -> Result<()> {
+        let p = self.root.join(rel);
+        match fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.dir_modes.contains_key(rel) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Parents are made on demand; a later entry for one is fine.
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => Ok(()),
+                    _ => Err(Error::io("cannot create", &p, e)),
+                }
+            }
+            Err(e) => Err(Error::io("cannot create", &p, e)),
+        }
+    }
+}
+
+/// Opens, checks and (with `stage`) writes out a backup. `stage` must be a
+/// new, empty directory.
+pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened> {
+    let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let failed = Rc::new(RefCell::new(None));
+    let medium = BufReader::with_capacity(1 << 20, Medium { file, pos: 0, failed: failed.clone() });
+    let medium_error = |what: Error| -> Error {
+        match failed.borrow_mut().take() {
+            Some((at, e)) => Error::io(&format!("cannot read (at byte {at})"), path, e)
+                .hint("the medium fails to read: copy the backup off the stick, or try another copy"),
+            None => what,
+        }
+    };
+    let decryptor = age::Decryptor::new_buffered(medium).map_err(|e| {
+        let passphrase_file = false;
+        medium_error(decrypt_error(path, e, passphrase_file, keys))
+    })?;
+    let passphrase = decryptor.is_scrypt();
+    let plain = match keys {
+        Decrypt::Identities(ids) => decryptor.decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity)),
+        Decrypt::Passphrase(p) => {
+            let id = age::scrypt::Identity::new(p.clone());
+            decryptor.decrypt(std::iter::once(&id as &dyn age::Identity))
+        }
+    }
+    .map_err(|e| medium_error(decrypt_error(path, e, passphrase, keys)))?;
+    let frames = Frames { src: BufReader::with_capacity(1 << 20, plain), dec: FrameDecoder::new(), in_frame: false };
+    let corrupt = |e: io::Error| -> Error {
+        medium_error(
+            Error::verify(format!("{}: corrupted or truncated: {e}", path.display()))
+                .hint("this copy cannot be trusted; use an older backup, or another copy of this one"),
+        )
+    };
+    let mut tar = tar::Archive::new(frames);
+    let mut stage = stage.map(|root| Stage { root, dir_modes: BTreeMap::new() });
+    let mut seen = BTreeSet::new();
+    let mut dropped = Vec::new();
+    let mut manifest: Option<Manifest> = None;
+    let mut buf = vec![0u8; 256 << 10];
+    for entry in tar.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8(raw)
+            .map_err(|_| Error::verify(format!("{}: a member's name is not UTF-8", path.display())))?;
+        let kind = entry.header().entry_type();
+        let Some(m) = &manifest else {
+            if name != manifest::NAME || !kind.is_file() {
+                return Err(Error::verify(format!(
+                    "{}: the first member is `{name}`, not the manifest `{}`",
+                    path.display(),
+                    manifest::NAME
+                ))
+                .hint("a backup's tar starts with NXS-BACKUP, then state/ (docs/FORMAT.md, \"Backups\")"));
+            }
+            let size = entry.header().size().map_err(corrupt)?;
+            if size > manifest::MAX_LEN {
+                return Err(Error::verify(format!("{}: the manifest claims {size} bytes", path.display())));
+            }
+            let mut text = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut text).map_err(corrupt)?;
+            let mut parsed = Manifest::parse(&text).map_err(|e| {
+                let class = e.class;
+                Error { class, msg: format!("{}: {}", path.display(), e.msg), hint: e.hint }
+            })?;
+            // A hand-made backup of a whole state directory carries the
+            // bootstrap's own files too; they are checked against nothing
+            // and never restored over the machine's own.
+            parsed.entries.retain(|p, _| {
+                let top = p.split('/').next().unwrap_or(p);
+                let owned = nxs_format::state::is_bootstrap_owned(top);
+                if owned && !dropped.iter().any(|d: &String| d == top) {
+                    dropped.push(top.to_string());
+                }
+                !owned
+            });
+            manifest = Some(parsed);
+            continue;
+        };
+        let trimmed = name.trim_end_matches('/');
+        if trimmed == manifest::ROOT || trimmed == "." || trimmed == "./state" {
+            continue;
+        }
+        let rel = trimmed
+            .strip_prefix("state/")
+            .or_else(|| trimmed.strip_prefix("./state/"))
+            .ok_or_else(|| Error::verify(format!("{}: member `{name}` lies outside state/", path.display())))?;
+        if let Some(why) = manifest::path_problem(rel) {
+            return Err(Error::verify(format!("{}: member `{name}` {why}", path.display())));
+        }
+        let top = rel.split('/').next().unwrap_or(rel);
+        if nxs_format::state::is_bootstrap_owned(top) {
+            if !dropped.iter().any(|d: &String| d == top) {
+                dropped.push(top.to_string());
+            }
+            continue;
+        }
+        let want = m.entries.get(rel).ok_or_else(|| {
+            Error::verify(format!("{}: member `{name}` is not in the manifest", path.display()))
+                .hint("the archive and its manifest disagree: it was altered after it was made")
+        })?;
+        if !seen.insert(rel.to_string()) {
+            return Err(Error::verify(format!("{}: member `{name}` appears twice", path.display())));
+        }
+        let mismatch =
+            || Error::verify(format!("{}: member `{name}` is not the kind its manifest line says", path.display()));
+        match (&want.kind, kind) {
+            (Kind::Dir, tar::EntryType::Directory) => {
+                if let Some(s) = &mut stage {
+                    s.ensure_parents(rel)?;
+                    s.mkdir(rel)?;
+                    s.dir_modes.insert(rel.to_string(), want.mode);
+                }
+            }
+            (Kind::Link { target }, tar::EntryType::Symlink) => {
+                let got = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+                if got != target.as_bytes() {
+                    return Err(Error::verify(format!(
+                        "{}: link `{name}` points elsewhere than its manifest says",
+                        path.display()
+                    )));
+                }
+                if let Some(s) = &mut stage {
+                    s.ensure_parents(rel)?;
+                    let p = s.root.join(rel);
+                    std::os::unix::fs::symlink(target, &p).map_err(|e| Error::io("cannot create the link", &p, e))?;
+                }
+            }
+            (Kind::File { size, sha256 }, k) if k.is_file() => {
+                let mut out = match &mut stage {
+                    Some(s) => {
+                        s.ensure_parents(rel)?;
+                        let p = s.root.join(rel);
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(&p)
+                            .map_err(|e| Error::io("cannot create", &p, e))?;
+                        Some((f, p))
+                    }
+                    None => None,
+                };
+                let mut h = Sha256::new();
+                let mut got = 0u64;
+                loop {
+                    let n = entry.read(&mut buf).map_err(corrupt)?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                    if got > *size {
+                        return Err(Error::verify(format!(
+                            "{}: `{name}` is larger than the {size} bytes its manifest says",
+                            path.display()
+                        )));
+                    }
+                    h.update(&buf[..n]);
+                    if let Some((f, p)) = &mut out {
+                        f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", p, e))?;
+                    }
+                }
+                if got != *size || <[u8; 32]>::from(h.finalize()) != *sha256 {
+                    return Err(Error::verify(format!(
+                        "{}: `{name}` does not match its manifest line (size {got} of {size}, or its sha256)",
+                        path.display()
+                    ))
+                    .hint("the backup was altered after it was made; use another"));
+                }
+                if let Some((f, p)) = out {
+                    // Modes come from the manifest; setuid and setgid never.
+                    f.set_permissions(fs::Permissions::from_mode(want.mode & 0o1777))
+                        .map_err(|e| Error::io("cannot set the mode of", &p, e))?;
+                    if let Ok(t) = entry.header().mtime() {
+                        let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+                    }
+                    fault::effect("restore:stage-file")?;
+                }
+            }
+            _ => return Err(mismatch()),
+        }
+    }
+    let Some(m) = manifest else {
+        return Err(Error::verify(format!("{}: holds no manifest (an empty archive)", path.display())));
+    };
+    // Read to the very end: the last age chunk's tag is checked there, and a
+    // cut file fails here if not before.
+    let mut rest = tar.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+    let missing: Vec<&String> = m.entries.keys().filter(|p| !seen.contains(*p)).collect();
+    if let Some(first) = missing.first() {
+        return Err(Error::verify(format!(
+            "{}: {} manifest entries are missing from the archive, first `{first}`",
+            path.display(),
+            missing.len()
+        ))
+        .hint("the archive was cut short or altered; use another backup"));
+    }
+    if let Some(s) = stage {
+        // Deepest first, so that a read-only directory is closed last.
+        for (rel, mode) in s.dir_modes.iter().rev() {
+            let p = s.root.join(rel);
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o1777))
+                .map_err(|e| Error::io("cannot set the mode of", &p, e))?;
+        }
+        fs::set_permissions(s.root, fs::Permissions::from_mode(m.root_mode & 0o1777))
+            .map_err(|e| Error::io("cannot set the mode of", s.root, e))?;
+    }
+    Ok(Opened { manifest: m, passphrase, dropped })
+}
+
+/// sha256 of a whole file, and its length.
+pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
+    let mut f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut h = crate::HashSink(Sha256::new());
+    let n = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
+    Ok((h.0.finalize().into(), n))
+}
+
+/// Whether the file begins as an age file does, and with which stanza
+/// (`X25519`, `scrypt`), without any key.
+pub fn peek_kind(path: &Path) -> Option<&'static str> {
+    let mut head = [0u8; 512];
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let text = String::from_utf8_lossy(&head[..n]);
+    let mut lines = text.lines();
+    if lines.next()? != "age-encryption.org/v1" {
+        return None;
+    }
+    match lines.next()?.split(' ').nth(1)? {
+        "X25519" => Some("x25519"),
+        "scrypt" => Some("passphrase"),
+        _ => Some("other"),
+    }
+}
+
+/// Checks an already staged tree against a manifest (a restore resumed
+/// after a crash re-checks what it staged before it swaps it in).
+pub fn check_tree(root: &Path, m: &Manifest) -> Result<()> {
+    for (rel, e) in &m.entries {
+        let p: PathBuf = root.join(rel);
+        let meta = fs::symlink_metadata(&p).map_err(|e| Error::verify(format!("staged {}: {e}", p.display())))?;
+        let ok = match &e.kind {
+            Kind::Dir => meta.is_dir(),
+            Kind::Link { target } => {
+                meta.file_type().is_symlink() && fs::read_link(&p).ok().as_deref() == Some(Path::new(target))
+            }
+            Kind::File { size, sha256 } => meta.is_file() && meta.len() == *size && sha256_file(&p)?.0 == *sha256,
+        };
+        if !ok {
+            return Err(Error::verify(format!("staged {} does not match the backup's manifest", p.display())));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! `backup`: the state directory, under its lock, into one age file.
+//!
+//! Two passes. The first walks the state directory and hashes every file
+//! into the manifest, which leads the archive; the second streams the same
+//! files into tar, then zstd, then age, into a temporary name, and checks
+//! each file's hash again on the way: a file that changed between the two
+//! reads (a writer that ignores the lock) fails the backup instead of
+//! storing a mix. Then fsync, rename to the final name, fsync the directory,
+//! write the `.sha256` beside it, and prune by the retention policy.
+
+use crate::error::{Class, Error, Result};
+use crate::manifest::{self, Entry, Kind, Manifest};
+use crate::{clock, fault, keys::Encrypt, lock, naming, rotate, Sticky};
+use nxs_format::hex;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct BackupOptions {
+    pub state_dir: PathBuf,
+    pub to: PathBuf,
+    pub encrypt: Encrypt,
+    pub keep: rotate::Keep,
+    pub lock_wait: Duration,
+    pub now: i64,
+}
+
+#[derive(Debug)]
+pub struct Created {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub files: usize,
+    pub bytes: u64,
+    pub source_version: String,
+    pub skipped: Vec<String>,
+    pub pruned: Vec<PathBuf>,
+    pub kept: usize,
+}
+
+/// The version recorded in the state directory's checkpoint, if any.
+pub fn source_version(state_dir: &Path) -> String {
+    fs::read(state_dir.join(nxs_format::state::CHECKPOINT))
+        .ok()
+        .and_then(|b| nxs_format::checkpoint::Checkpoint::parse(&b).ok())
+        .map(|c| c.version)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Pass one: what the state directory holds, every file hashed. Sockets,
+/// FIFOs and devices are skipped and named.
+fn scan(state_dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, (Entry, i64)>> {
+    let mut out = BTreeMap::new();
+    let walk = walkdir::WalkDir::new(state_dir).min_depth(1).follow_links(false).sort_by_file_name();
+    let walk = walk
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || !nxs_format::state::is_bootstrap_owned(&e.file_name().to_string_lossy()));
+    for item in walk {
+        let item = item.map_err(|e| {
+            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| state_dir.to_path_buf());
+            Error::io("cannot read", &path, e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed")))
+        })?;
+        let rel = item.path().strip_prefix(state_dir).unwrap_or(item.path());
+        let rel = rel.to_str().ok_or_else(|| {
+            Error::new(Class::Io, format!("{}: the name is not UTF-8", item.path().display()))
+                .hint("rename it; backups carry UTF-8 names only")
+        })?;
+        if let Some(why) = manifest::path_problem(rel) {
+            return Err(Error::new(Class::Io, format!("{}: the name {why}", item.path().display()))
+                .hint("rename it; a backup cannot carry it"));
+        }
+        let meta = item.metadata().map_err(|e| {
+            Error::io("cannot stat", item.path(), e.into_io_error().unwrap_or_else(|| std::io::Error::other("stat")))
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            let (size, sha256) = hash_file(item.path(), &meta)?;
+            Kind::File { size, sha256 }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(item.path()).map_err(|e| Error::io("cannot read the link", item.path(), e))?;
+            let target = target.to_str().filter(|t| !t.is_empty() && !t.contains(char::is_whitespace));
+            let target = target.ok_or_else(|| {
+                Error::new(
+                    Class::Io,
+                    format!("{}: the link's target is empty, not UTF-8 or holds a space", item.path().display()),
+                )
+                .hint("a backup carries links whose targets have no white space")
+            })?;
+            Kind::Link { target: target.to_string() }
+        } else {
+            skipped.push(rel.to_string());
+            continue;
+        };
+        out.insert(rel.to_string(), (Entry { mode, kind }, meta.mtime()));
+    }
+    Ok(out)
+}
+
+fn open_nofollow(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io("cannot open", path, e))
+}
+
+fn changed(path: &Path) -> Error {
+    Error::new(Class::Io, format!("{} changed while it was being backed up", path.display())).hint(
+        "something writes the state without taking its lock; stop NXS (or make it take <state>/lock) and run the backup again",
+    )
+}
+
+fn hash_file(path: &Path, meta: &fs::Metadata) -> Result<(u64, [u8; 32])> {
+    let mut f = open_nofollow(path)?;
+    let mut h = crate::HashSink(Sha256::new());
+    let n = std::io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
+    if n != meta.len() {
+        return Err(changed(path));
+    }
+    Ok((n, h.0.finalize().into()))
+}
+
+/// Reads a file for the archive, hashing as it goes; the hash is checked
+/// against pass one when the reader is done.
+struct Checked {
+    file: File,
+    hash: Sha256,
+    left: u64,
+}
+
+impl Read for Checked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf.len().min(self.left as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "shrank"));
+        }
+        self.hash.update(&buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: i64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(mtime.max(0) as u64);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// Pass two: the archive, written into `out`.
+fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, mtimes: &BTreeMap<String, i64>, out: W) -> Result<W> {
+    let io = |e: std::io::Error| Error::new(Class::Io, format!("cannot write the archive: {e}"));
+    let mut tar = tar::Builder::new(out);
+    let text = m.to_text();
+    let mut h = header(tar::EntryType::Regular, 0o600, text.len() as u64, 0);
+    tar.append_data(&mut h, manifest::NAME, text.as_bytes()).map_err(io)?;
+    let mut h = header(tar::EntryType::Directory, m.root_mode, 0, 0);
+    tar.append_data(&mut h, format!("{}/", manifest::ROOT), std::io::empty()).map_err(io)?;
+    for (rel, e) in &m.entries {
+        let name = format!("{}/{rel}", manifest::ROOT);
+        let mtime = mtimes.get(rel).copied().unwrap_or(0);
+        match &e.kind {
+            Kind::Dir => {
+                let mut h = header(tar::EntryType::Directory, e.mode, 0, mtime);
+                tar.append_data(&mut h, format!("{name}/"), std::io::empty()).map_err(io)?;
+            }
+            Kind::Link { target } => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
+                tar.append_link(&mut h, &name, target).map_err(io)?;
+            }
+            Kind::File { size, sha256 } => {
+                let path = state_dir.join(rel);
+                let file = open_nofollow(&path)?;
+                let mut r = Checked { file, hash: Sha256::new(), left: *size };
+                let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
+                tar.append_data(&mut h, &name, &mut r).map_err(|err| {
+                    if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                        changed(&path)
+                    } else {
+                        Error::io("cannot read", &path, err)
+                    }
+                })?;
+                let mut extra = [0u8; 1];
+                let grew = r.file.read(&mut extra).map(|n| n > 0).unwrap_or(true);
+                if grew || <[u8; 32]>::from(r.hash.finalize()) != *sha256 {
+                    return Err(changed(&path));
+                }
+            }
+        }
+        fault::effect("backup:archive-entry")?;
+    }
+    tar.into_inner().map_err(io)
+}
+
+/// Backups left half-written by a process that is gone.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = naming::temporary_pid(&name) else { continue };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive =
+            unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && pid != std::process::id() as i32 {
+            eprintln!("  removing {name}: a backup left half-written by process {pid}");
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot fsync", dir, e))
+}
+
+pub fn backup(o: &BackupOptions) -> Result<Created> {
+    let meta = fs::metadata(&o.state_dir).map_err(|e| Error::io("cannot read the state directory", &o.state_dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::usage(format!("{} is not a directory", o.state_dir.display())));
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&o.to)
+        .map_err(|e| Error::io("cannot create the backup directory", &o.to, e))?;
+    let to_abs = fs::canonicalize(&o.to).map_err(|e| Error::io("cannot resolve", &o.to, e))?;
+    let state_abs = fs::canonicalize(&o.state_dir).map_err(|e| Error::io("cannot resolve", &o.state_dir, e))?;
+    if to_abs.starts_with(&state_abs) {
+        return Err(Error::usage(format!("--to {} lies inside the state directory", o.to.display()))
+            .hint("keep backups outside what they back up: on the stick, or beside the state directory"));
+    }
+    let _lock = lock::take(&o.state_dir, o.lock_wait, None)?;
+    eprintln!("  locked {}; scanning", o.state_dir.join(nxs_format::state::LOCK).display());
+    let mut skipped = Vec::new();
+    let scanned = scan(&o.state_dir, &mut skipped)?;
+    for s in &skipped {
+        eprintln!("  skipped {s}: not a file, directory or link (a socket or FIFO is not data)");
+    }
+    let source_version = source_version(&o.state_dir);
+    let mtimes: BTreeMap<String, i64> = scanned.iter().map(|(p, (_, t))| (p.clone(), *t)).collect();
+    let m = Manifest {
+        created: clock::rfc3339(o.now),
+        source_version: source_version.clone(),
+        root_mode: meta.permissions().mode() & 0o7777,
+        entries: scanned.into_iter().map(|(p, (e, _))| (p, e)).collect(),
+    };
+    let files = m.files().count();
+    let bytes: u64 = m.files().map(|(_, s)| s).sum();
+    eprintln!("  {files} files, {bytes} bytes, {} entries in all", m.entries.len());
+
+    remove_stale_temporaries(&o.to);
+    let stamp = clock::stamp(o.now);
+    let tmp = o.to.join(naming::temporary(&stamp, std::process::id()));
+    fault::effect("backup:create-temporary")?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io("cannot create", &tmp, e))?;
+    let written = write_encrypted(&o.state_dir, &m, &mtimes, &o.encrypt, file, &tmp);
+    let (file, sha256) = match written {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    fault::effect("backup:fsync")?;
+    file.sync_all().map_err(|e| Error::io("cannot fsync", &tmp, e))?;
+    drop(file);
+    let final_path = naming::free_name(&o.to, &stamp);
+    fault::effect("backup:rename")?;
+    fs::rename(&tmp, &final_path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", &final_path, e)
+    })?;
+    fsync_dir(&o.to)?;
+    fault::effect("backup:checksum")?;
+    write_sidecar(&final_path, &sha256)?;
+    eprintln!("  wrote {} ({size} bytes)", final_path.display());
+    let (pruned, kept) = rotate::prune(&o.to, &o.keep)?;
+    Ok(Created { path: final_path, size, sha256, files, bytes, source_version, skipped, pruned, kept })
+}
+
+/// Writes `<backup>.sha256`, as `sha256sum` writes and checks it.
+fn write_sidecar(backup: &Path, sha256: &[u8; 32]) -> Result<()> {
+    let name = backup.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let side = naming::sidecar(backup);
+    let tmp = side.with_file_name(format!(".{name}.sha256.tmp-{}", std::process::id()));
+    let text = format!("{}  {name}\n", hex::encode(sha256));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &side)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot write", &side, e)
+    })?;
+    fsync_dir(side.parent().unwrap_or(Path::new(".")))
+}
+
+/// Hashes what passes through to the file, for the `.sha256`.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// tar (a thread) | zstd | age | the file.
+fn write_encrypted(
+    state_dir: &Path,
+    m: &Manifest,
+    mtimes: &BTreeMap<String, i64>,
+    encrypt: &Encrypt,
+    file: File,
+    tmp: &Path,
+) -> Result<(File, [u8; 32])> {
+    let encryptor = match encrypt {
+        Encrypt::Recipients(list) => age::Encryptor::with_recipients(list.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| Error::usage(format!("cannot encrypt to these recipients: {e}")))?,
+        Encrypt::Passphrase(p) => age::Encryptor::with_user_passphrase(p.clone()),
+    };
+    let out = Hashing { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new() };
+    let aged = encryptor.wrap_output(out).map_err(|e| Error::io("cannot write", tmp, e))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| Error::io("cannot make a pipe for", tmp, e))?;
+    let (result, sticky) = std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let w = write_tar(state_dir, m, mtimes, std::io::BufWriter::with_capacity(1 << 20, writer))?;
+            w.into_inner().map_err(|e| Error::new(Class::Io, format!("cannot write the archive: {}", e.error())))?;
+            Ok::<(), Error>(())
+        });
+        let mut sticky = Sticky::new(aged);
+        ruzstd::encoding::compress(
+            std::io::BufReader::with_capacity(1 << 20, reader),
+            &mut sticky,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        (producer.join().unwrap_or_else(|_| Err(Error::new(Class::Io, "the archive writer panicked"))), sticky)
+    });
+    result?;
+    let aged = sticky.into_result().map_err(|e| Error::io("cannot write", tmp, e))?;
+    let out = aged.finish().map_err(|e| Error::io("cannot write", tmp, e))?;
+    let sha256: [u8; 32] = out.hash.finalize().into();
+    let file = out.inner.into_inner().map_err(|e| Error::io("cannot write", tmp, e.into_error()))?;
+    Ok((file, sha256))
+}

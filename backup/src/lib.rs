@@ -1,0 +1,77 @@
+//! nxs-backup: encrypted backups of an NXS state directory, and their
+//! restore on a machine that may never see a network.
+//!
+//! A backup is `age(zstd(tar))`: the tar's first member is a manifest
+//! (`NXS-BACKUP`) with every file's path, size, mode and sha256, and the
+//! source version; the state directory follows under `state/`. The stock
+//! `age`, `zstd` and `tar` open it (docs/FORMAT.md, "Backups").
+//!
+//! This program travels in the bundle's payload (`bin/nxs-backup`), built
+//! for every platform as the stub is; `BUNDLE.run backup|restore` runs it
+//! once the bundle and it have been verified. It is not inside the stub:
+//! the age crate alone is larger than the stub's whole budget.
+
+pub mod archive;
+pub mod clock;
+pub mod create;
+pub mod error;
+pub mod fault;
+pub mod keys;
+pub mod list;
+pub mod lock;
+pub mod manifest;
+pub mod naming;
+pub mod restore;
+pub mod rotate;
+
+/// A writer that keeps its first error instead of returning it, for the
+/// zstd encoder, which panics on a write error: the error is taken back
+/// with [`Sticky::into_result`] once the encoder is done.
+pub struct Sticky<W> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W> Sticky<W> {
+    pub fn new(inner: W) -> Sticky<W> {
+        Sticky { inner, error: None }
+    }
+    pub fn into_result(self) -> std::io::Result<W> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.inner),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Sticky<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.error.is_none() {
+            if let Err(e) = self.inner.write_all(buf) {
+                self.error = Some(e);
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.error.is_none() {
+            if let Err(e) = self.inner.flush() {
+                self.error = Some(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// sha256 as an `io::Write`, for `io::copy` (sha2 0.11 has no std impl).
+pub struct HashSink(pub sha2::Sha256);
+
+impl std::io::Write for HashSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

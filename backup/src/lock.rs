@@ -1,0 +1,74 @@
+//! The state directory's lock: the same `flock` on `<state>/lock` that the
+//! stub's install takes. A backup holds it while it reads, so a writer that
+//! takes it too (the install, a restore, NXS itself) never interleaves with
+//! it; a restore holds it from the first check to the last rename.
+
+use crate::error::{Class, Error, Result};
+use nxs_format::state::LOCK;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct Lock {
+    pub file: File,
+}
+
+/// Takes the lock, waiting up to `wait` for its holder. `inherited` is the
+/// descriptor of the same lock already held by a parent (`install
+/// --restore-from`): it is checked to be that file and used as is.
+pub fn take(state_dir: &Path, wait: Duration, inherited: Option<i32>) -> Result<Lock> {
+    let path = state_dir.join(LOCK);
+    if let Some(fd) = inherited {
+        // SAFETY: the descriptor was handed to us by our parent; we own it now.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let (held, named) = (file.metadata(), std::fs::metadata(&path));
+        return match (held, named) {
+            (Ok(h), Ok(n)) if h.dev() == n.dev() && h.ino() == n.ino() => Ok(Lock { file }),
+            _ => Err(Error::usage(format!("--lock-fd {fd} is not the lock {}", path.display()))),
+        };
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io("cannot open the lock", &path, e))?;
+    let until = Instant::now() + wait;
+    let mut told = false;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            use std::os::unix::fs::FileExt;
+            let pid = format!("{}\n", std::process::id());
+            let _ = file.write_all_at(pid.as_bytes(), 0);
+            let _ = file.set_len(pid.len() as u64);
+            return Ok(Lock { file });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Error::io("cannot lock", &path, e));
+        }
+        if Instant::now() >= until {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(Error::new(
+                Class::Locked,
+                format!(
+                    "{} is locked by {}",
+                    path.display(),
+                    if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") }
+                ),
+            )
+            .hint("an install, a restore or NXS itself is writing the state; wait, or raise --lock-timeout"));
+        }
+        if !told {
+            eprintln!("  waiting for the lock {} (another writer holds it)", path.display());
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,244 @@
+//! The `nxs-backup` command. `BUNDLE.run backup|restore ...` and the
+//! installed `nxs-survival backup|restore ...` hand their arguments here.
+
+use clap::{Args, Parser, Subcommand};
+use nxs_backup::error::{Error, Result};
+use nxs_backup::{clock, create, keys, list, restore, rotate};
+use nxs_format::{hex, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Encrypted backups of an NXS state directory, and their restore.
+///
+/// Exit codes: 0 ok, 2 usage, 3 a backup failed to verify (wrong key, bad
+/// MAC, truncated, a hash mismatch), 4 a backup from a newer format,
+/// 5 I/O, 6 the state directory is locked, 7 the restore failed after the
+/// swap and the previous state was put back.
+#[derive(Parser)]
+#[command(name = "nxs-backup", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Back up a state directory into DIR, encrypted with age, then prune by the retention policy.
+    Backup(BackupCmd),
+    /// Restore the newest backup that verifies (or the named one) into a state directory.
+    Restore(RestoreCmd),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct BackupCmd {
+    #[command(subcommand)]
+    sub: Option<BackupSub>,
+    /// The state directory [default: $NXS_HOME, else ~/.nxs].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where the backup goes (created if missing), e.g. a directory on the stick.
+    #[arg(long, value_name = "DIR", required = true)]
+    to: Option<PathBuf>,
+    /// Encrypt to this age X25519 recipient (age1...); repeatable.
+    #[arg(long = "recipient", short = 'r', value_name = "AGE_PUBKEY")]
+    recipients: Vec<String>,
+    /// Encrypt to the recipients listed in this file, one per line; repeatable.
+    #[arg(long = "recipients-file", short = 'R', value_name = "FILE")]
+    recipients_files: Vec<PathBuf>,
+    /// Encrypt with the passphrase on this file's first line (age's scrypt mode).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Daily backups to keep.
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    keep_daily: usize,
+    /// Weekly (ISO week) backups to keep.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    keep_weekly: usize,
+    /// Monthly backups to keep.
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    keep_monthly: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand)]
+enum BackupSub {
+    /// Each backup in DIR: date, size, source version, and whether it verifies.
+    List(ListCmd),
+}
+
+#[derive(Args)]
+struct ListCmd {
+    dir: PathBuf,
+    /// Decrypt and check each backup with these identities.
+    #[arg(long = "identity", short = 'i', value_name = "FILE")]
+    identities: Vec<PathBuf>,
+    /// Decrypt and check each backup with this passphrase.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RestoreCmd {
+    /// A backup file, or a directory of them (the newest that verifies is taken).
+    #[arg(long, value_name = "FILE-or-DIR")]
+    from: PathBuf,
+    /// The state directory [default: $NXS_HOME, else ~/.nxs].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Decrypt with the identities (AGE-SECRET-KEY-1...) in this file; repeatable.
+    #[arg(long = "identity", short = 'i', value_name = "FILE")]
+    identities: Vec<PathBuf>,
+    /// Decrypt with the passphrase on this file's first line.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// The state directory's lock, held by the calling install (internal).
+    #[arg(long, hide = true)]
+    lock_fd: Option<i32>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Seconds to wait for the state directory's lock.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    lock_timeout: u64,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match flag {
+        Some(d) => d,
+        None => match std::env::var_os("NXS_HOME").filter(|h| !h.is_empty()) {
+            Some(h) => PathBuf::from(h),
+            None => match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+                Some(home) => PathBuf::from(home).join(".nxs"),
+                None => return Err(Error::usage("no state directory: set NXS_HOME or HOME, or pass --state-dir DIR")),
+            },
+        },
+    };
+    std::path::absolute(&dir).map_err(|e| Error::io("cannot resolve", &dir, e))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Backup(BackupCmd { sub: Some(BackupSub::List(l)), .. }) => {
+            let keys = keys::decrypt(&l.identities, l.passphrase_file.as_deref())?;
+            let items = list::list(&l.dir, keys.as_ref())?;
+            if l.json {
+                println!("{}", list::to_json(&l.dir, &items));
+            } else {
+                print!("{}", list::to_text(&items));
+                if keys.is_none() {
+                    eprintln!("  note: without --identity or --passphrase-file only the .sha256 files are checked");
+                }
+            }
+            Ok(())
+        }
+        Cmd::Backup(b) => {
+            let opts = create::BackupOptions {
+                state_dir: state_dir(b.state_dir)?,
+                to: b.to.ok_or_else(|| Error::usage("--to DIR is required"))?,
+                encrypt: keys::encrypt(&b.recipients, &b.recipients_files, b.passphrase_file.as_deref())?,
+                keep: rotate::Keep { daily: b.keep_daily, weekly: b.keep_weekly, monthly: b.keep_monthly },
+                lock_wait: Duration::from_secs(b.common.lock_timeout),
+                now: clock::now()?,
+            };
+            let c = create::backup(&opts)?;
+            if b.common.json {
+                let pruned: Vec<String> = c.pruned.iter().map(|p| json::s(&p.to_string_lossy())).collect();
+                let skipped: Vec<String> = c.skipped.iter().map(|s| json::s(s)).collect();
+                println!(
+                    "{{\"backup\":{},\"size\":{},\"sha256\":{},\"files\":{},\"bytes\":{},\"source_version\":{},\"consistency\":\"lock\",\"skipped\":[{}],\"pruned\":[{}],\"kept\":{}}}",
+                    json::s(&c.path.to_string_lossy()),
+                    c.size,
+                    json::s(&hex::encode(&c.sha256)),
+                    c.files,
+                    c.bytes,
+                    json::s(&c.source_version),
+                    skipped.join(","),
+                    pruned.join(","),
+                    c.kept
+                );
+            } else {
+                println!(
+                    "backed up {} files ({} bytes, source version {}) to {}; {} kept, {} pruned",
+                    c.files,
+                    c.bytes,
+                    c.source_version,
+                    c.path.display(),
+                    c.kept,
+                    c.pruned.len()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Restore(r) => {
+            let keys = keys::decrypt(&r.identities, r.passphrase_file.as_deref())?.ok_or_else(|| {
+                Error::usage("no key: give --identity FILE or --passphrase-file FILE")
+                    .hint("the identity is the AGE-SECRET-KEY file the backup was made for")
+            })?;
+            let opts = restore::RestoreOptions {
+                from: r.from,
+                state_dir: state_dir(r.state_dir)?,
+                keys,
+                lock_wait: Duration::from_secs(r.common.lock_timeout),
+                lock_fd: r.lock_fd,
+                now: clock::now()?,
+            };
+            let out = restore::restore(&opts)?;
+            let kept = out.pre_restore.as_ref().map(|p| p.to_string_lossy().into_owned());
+            if r.common.json {
+                let skipped: Vec<String> = out
+                    .skipped
+                    .iter()
+                    .map(|(n, why)| format!("{{\"name\":{},\"reason\":{}}}", json::s(n), json::s(why)))
+                    .collect();
+                println!(
+                    "{{\"restored\":{},\"state_dir\":{},\"created\":{},\"source_version\":{},\"files\":{},\"bytes\":{},\"pre_restore\":{},\"resumed\":{},\"skipped\":[{}]}}",
+                    json::s(&out.backup.to_string_lossy()),
+                    json::s(&opts.state_dir.to_string_lossy()),
+                    json::s(&out.created),
+                    json::s(&out.source_version),
+                    out.files,
+                    out.bytes,
+                    json::opt(kept.as_deref()),
+                    out.resumed,
+                    skipped.join(",")
+                );
+            } else {
+                println!(
+                    "restored {} ({} files, {} bytes, made {} from version {}) into {}{}",
+                    out.backup.display(),
+                    out.files,
+                    out.bytes,
+                    out.created,
+                    out.source_version,
+                    opts.state_dir.display(),
+                    if out.resumed { " (finished an interrupted restore)" } else { "" }
+                );
+                if let Some(k) = kept {
+                    println!("the previous state is kept in {k}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {}", e.msg);
+        if let Some(h) = &e.hint {
+            eprintln!("  hint: {h}");
+        }
+        std::process::exit(e.class as i32);
+    }
+}

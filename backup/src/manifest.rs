@@ -1,0 +1,228 @@
+//! The manifest inside every backup: the first tar member, `NXS-BACKUP`.
+//!
+//! ```text
+//! nxs-backup 1
+//! created 2026-11-29T14:46:37Z
+//! source-version 1.4.0
+//! root 0700
+//! dir 0700 sessions
+//! file 0600 1234 <sha256 hex> sessions/a.json
+//! link a.json sessions/latest
+//! ```
+//!
+//! Paths are relative to the state directory (the tar holds them under
+//! `state/`) and come last on their line, so they may hold spaces; a link's
+//! target may not. See docs/FORMAT.md, "Backups".
+
+use crate::error::{Class, Error, Result};
+use nxs_format::hex;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The backup format this tool writes, and the newest it reads.
+pub const FORMAT: u32 = 1;
+/// The manifest's tar member name; it must be the archive's first member.
+pub const NAME: &str = "NXS-BACKUP";
+/// The tar directory that holds the state directory's contents.
+pub const ROOT: &str = "state";
+/// The largest manifest read: a million entries is about 100 MiB.
+pub const MAX_LEN: u64 = 128 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File { size: u64, sha256: [u8; 32] },
+    Link { target: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub mode: u32,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub created: String,
+    pub source_version: String,
+    pub root_mode: u32,
+    /// By path, relative to the state directory.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// Why a path cannot be in a backup, or `None` if it can.
+pub fn path_problem(p: &str) -> Option<&'static str> {
+    if p.is_empty() {
+        return Some("is empty");
+    }
+    if p.contains(['\n', '\r', '\0']) {
+        return Some("holds a newline or NUL");
+    }
+    if p.starts_with('/') {
+        return Some("is absolute");
+    }
+    if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Some("has an empty, `.` or `..` component");
+    }
+    None
+}
+
+impl Manifest {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "nxs-backup {FORMAT}\ncreated {}\nsource-version {}\nroot {:04o}\n",
+            self.created, self.source_version, self.root_mode
+        );
+        for (path, e) in &self.entries {
+            let _ = match &e.kind {
+                Kind::Dir => writeln!(s, "dir {:04o} {path}", e.mode),
+                Kind::File { size, sha256 } => writeln!(s, "file {:04o} {size} {} {path}", e.mode, hex::encode(sha256)),
+                Kind::Link { target } => writeln!(s, "link {target} {path}"),
+            };
+        }
+        s
+    }
+
+    /// Parses a manifest. A newer format is `Incompatible` (exit 4); any
+    /// other fault is `Verify` (exit 3), with its line number.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest> {
+        let bad = |n: usize, why: String| Error::verify(format!("{NAME} line {n}: {why}"));
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::verify(format!("{NAME} is not UTF-8")))?;
+        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+        let (_, first) = lines.next().ok_or_else(|| Error::verify(format!("{NAME} is empty")))?;
+        let version = first
+            .strip_prefix("nxs-backup ")
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| bad(1, format!("expected `nxs-backup {FORMAT}`, found `{first}`")))?;
+        if version > FORMAT {
+            return Err(Error::new(
+                Class::Incompatible,
+                format!("the backup is format {version}; this nxs-backup reads formats 1 to {FORMAT}"),
+            )
+            .hint(format!(
+                "it was written by a newer nxs-survival: restore it with a bundle of that release or later \
+                 (its `BUNDLE.run restore`), which reads backup format {version}"
+            )));
+        }
+        if version == 0 {
+            return Err(bad(1, "format 0 does not exist".into()));
+        }
+        let mut m = Manifest {
+            created: String::new(),
+            source_version: String::new(),
+            root_mode: 0o700,
+            entries: BTreeMap::new(),
+        };
+        let mode = |n: usize, v: &str| -> Result<u32> {
+            u32::from_str_radix(v, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777 && !v.is_empty())
+                .ok_or_else(|| bad(n, format!("`{v}` is not an octal mode")))
+        };
+        for (n, line) in lines {
+            let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
+            let (path, entry) = match key {
+                "created" => {
+                    m.created = rest.to_string();
+                    continue;
+                }
+                "source-version" => {
+                    m.source_version = rest.to_string();
+                    continue;
+                }
+                "root" => {
+                    m.root_mode = mode(n, rest)?;
+                    continue;
+                }
+                "dir" => {
+                    let (md, path) = rest.split_once(' ').ok_or_else(|| bad(n, "expected `dir MODE PATH`".into()))?;
+                    (path, Entry { mode: mode(n, md)?, kind: Kind::Dir })
+                }
+                "file" => {
+                    let mut f = rest.splitn(4, ' ');
+                    let (Some(md), Some(size), Some(sha), Some(path)) = (f.next(), f.next(), f.next(), f.next()) else {
+                        return Err(bad(n, "expected `file MODE SIZE SHA256 PATH`".into()));
+                    };
+                    let size = size.parse().map_err(|_| bad(n, format!("`{size}` is not a size")))?;
+                    let sha256 = hex::decode_sha256(sha).ok_or_else(|| bad(n, format!("`{sha}` is not a sha256")))?;
+                    (path, Entry { mode: mode(n, md)?, kind: Kind::File { size, sha256 } })
+                }
+                "link" => {
+                    let (target, path) =
+                        rest.split_once(' ').ok_or_else(|| bad(n, "expected `link TARGET PATH`".into()))?;
+                    if target.is_empty() {
+                        return Err(bad(n, "a link needs a target".into()));
+                    }
+                    (path, Entry { mode: 0o777, kind: Kind::Link { target: target.to_string() } })
+                }
+                "" => continue,
+                other => return Err(bad(n, format!("unknown line `{other}`"))),
+            };
+            if let Some(why) = path_problem(path) {
+                return Err(bad(n, format!("path `{path}` {why}")));
+            }
+            if m.entries.insert(path.to_string(), entry).is_some() {
+                return Err(bad(n, format!("`{path}` is listed twice")));
+            }
+        }
+        // Every listed path's parents must be listed directories.
+        for path in m.entries.keys() {
+            let mut parent = path.as_str();
+            while let Some((p, _)) = parent.rsplit_once('/') {
+                if !matches!(m.entries.get(p), Some(Entry { kind: Kind::Dir, .. })) {
+                    return Err(Error::verify(format!(
+                        "{NAME}: `{path}` lies under `{p}`, which is not a listed directory"
+                    )));
+                }
+                parent = p;
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = (&String, u64)> {
+        self.entries.iter().filter_map(|(p, e)| match e.kind {
+            Kind::File { size, .. } => Some((p, size)),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let mut entries = BTreeMap::new();
+        entries.insert("a b".to_string(), Entry { mode: 0o750, kind: Kind::Dir });
+        entries.insert("a b/c.txt".to_string(), Entry { mode: 0o600, kind: Kind::File { size: 3, sha256: [7; 32] } });
+        entries
+            .insert("l".to_string(), Entry { mode: 0o777, kind: Kind::Link { target: "a b/c.txt".replace(' ', "_") } });
+        Manifest { created: "2026-11-29T14:46:37Z".into(), source_version: "1.4.0".into(), root_mode: 0o700, entries }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        assert_eq!(Manifest::parse(m.to_text().as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn refusals() {
+        let t = sample().to_text();
+        let newer = t.replacen("nxs-backup 1", "nxs-backup 2", 1);
+        assert_eq!(Manifest::parse(newer.as_bytes()).unwrap_err().class, Class::Incompatible);
+        for bad in [
+            t.replace("a b/c.txt", "../c.txt"),
+            t.replace("a b/c.txt", "/etc/passwd"),
+            t.replace("dir 0750 a b\n", ""),
+            format!("{t}file 0600 3 {} l\n", "00".repeat(32)),
+            t.replace("0600", "0999"),
+            t.replace("nxs-backup 1", "tar"),
+            format!("{t}fifo x\n"),
+        ] {
+            let e = Manifest::parse(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.class, Class::Verify, "{bad}: {e}");
+        }
+    }
+}

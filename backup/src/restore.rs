@@ -1,0 +1,411 @@
+//! `restore`: the newest backup that verifies, swapped in for the state
+//! directory in one rename.
+//!
+//! ```text
+//! <parent>/.<name>.nxs-restore/      the work directory (same filesystem)
+//!     new/        the backup, staged and checked; then, once swapped, the old state
+//!     old/        the old state, after the swap
+//!     manifest    the backup's manifest, to re-check `new/` after a crash
+//!     journal     written once `new/` is complete and synced
+//! <parent>/<name>.pre-restore-<stamp>/   the old state, kept
+//! ```
+//!
+//! Nothing touches the state directory until the backup has been read to
+//! its last byte and every hash has matched. The bootstrap's own files
+//! (lock, checkpoint, downgrade guard) are hard-linked into `new/`, so the
+//! lock a restore holds is the lock of the directory swapped in. The swap is
+//! `renameat2(RENAME_EXCHANGE)`: at every instant the state directory is the
+//! old one or the new one, complete. A rerun after `kill -9` reads the
+//! journal and finishes from what the filesystem shows; a failure after the
+//! swap swaps back (exit 7).
+
+use crate::archive::{self, Opened};
+use crate::error::{Class, Error, Result};
+use crate::keys::Decrypt;
+use crate::manifest::Manifest;
+use crate::{clock, create::fsync_dir, fault, lock, naming};
+use nxs_format::hex;
+use nxs_format::state::{BOOTSTRAP_DIRS, BOOTSTRAP_FILES};
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct RestoreOptions {
+    pub from: PathBuf,
+    pub state_dir: PathBuf,
+    pub keys: Decrypt,
+    pub lock_wait: Duration,
+    /// The state directory's lock, already held by the parent (install).
+    pub lock_fd: Option<i32>,
+    pub now: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub backup: PathBuf,
+    pub created: String,
+    pub source_version: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub pre_restore: Option<PathBuf>,
+    /// Backups passed over in a directory, with why.
+    pub skipped: Vec<(String, String)>,
+    pub dropped: Vec<String>,
+    /// This run finished a restore that a crash interrupted.
+    pub resumed: bool,
+}
+
+struct Journal {
+    backup: PathBuf,
+    sha256: [u8; 32],
+    new_ino: u64,
+}
+
+impl Journal {
+    fn to_text(&self) -> String {
+        format!(
+            "nxs-restore 1\nbackup {}\nsha256 {}\nnew-ino {}\n",
+            self.backup.display(),
+            hex::encode(&self.sha256),
+            self.new_ino
+        )
+    }
+    fn parse(text: &str) -> Option<Journal> {
+        let mut lines = text.lines();
+        if lines.next()? != "nxs-restore 1" {
+            return None;
+        }
+        let backup = PathBuf::from(lines.next()?.strip_prefix("backup ")?);
+        let sha256 = hex::decode_sha256(lines.next()?.strip_prefix("sha256 ")?)?;
+        let new_ino = lines.next()?.strip_prefix("new-ino ")?.parse().ok()?;
+        Some(Journal { backup, sha256, new_ino })
+    }
+}
+
+struct Work {
+    dir: PathBuf,
+    new: PathBuf,
+    old: PathBuf,
+    journal: PathBuf,
+    manifest: PathBuf,
+}
+
+impl Work {
+    fn for_state_dir(state_dir: &Path) -> Result<Work> {
+        let name = state_dir.file_name().ok_or_else(|| Error::usage(format!("{} has no name", state_dir.display())))?;
+        let dir = parent(state_dir).join(format!(".{}.nxs-restore", name.to_string_lossy()));
+        Ok(Work {
+            new: dir.join("new"),
+            old: dir.join("old"),
+            journal: dir.join("journal"),
+            manifest: dir.join("manifest"),
+            dir,
+        })
+    }
+}
+
+fn parent(p: &Path) -> &Path {
+    p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+fn exists(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok()
+}
+
+/// Removes a tree, read-only directories included.
+pub fn remove_tree(p: &Path) -> Result<()> {
+    let Ok(meta) = fs::symlink_metadata(p) else { return Ok(()) };
+    if meta.is_dir() {
+        let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+        for e in fs::read_dir(p).map_err(|e| Error::io("cannot list", p, e))? {
+            let e = e.map_err(|e| Error::io("cannot list", p, e))?;
+            remove_tree(&e.path())?;
+        }
+        fs::remove_dir(p).map_err(|e| Error::io("cannot remove", p, e))
+    } else {
+        fs::remove_file(p).map_err(|e| Error::io("cannot remove", p, e))
+    }
+}
+
+fn write_synced(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io("cannot write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))?;
+    fsync_dir(parent(path))
+}
+
+/// Swaps two paths in one step.
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    let ca = CString::new(a.as_os_str().as_bytes()).map_err(|_| Error::usage("a path holds NUL"))?;
+    let cb = CString::new(b.as_os_str().as_bytes()).map_err(|_| Error::usage("a path holds NUL"))?;
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    let err = Error::io(&format!("cannot swap {} with", a.display()), b, e);
+    Err(match err.hint {
+        None => err.hint(
+            "the atomic swap needs renameat2(RENAME_EXCHANGE): Linux 3.15 or newer, on ext4, xfs, btrfs or tmpfs",
+        ),
+        Some(_) => err,
+    })
+}
+
+fn ino(p: &Path) -> Option<u64> {
+    fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// Whether a directory holds anything but the bootstrap's own names.
+fn has_data(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().any(|e| !nxs_format::state::is_bootstrap_owned(&e.file_name().to_string_lossy())))
+        .unwrap_or(false)
+}
+
+/// Rolls an interrupted restore forward from its journal. Returns where the
+/// old state was kept.
+fn finish(state_dir: &Path, w: &Work, j: &Journal, now: i64) -> Result<Option<PathBuf>> {
+    let swapped = ino(state_dir) == Some(j.new_ino);
+    if !swapped {
+        if !exists(&w.new) {
+            // A rollback had swapped the old state back: nothing to finish.
+            return Ok(None);
+        }
+        fault::effect("restore:exchange")?;
+        exchange(state_dir, &w.new)?;
+        fsync_dir(parent(state_dir))?;
+    }
+    if exists(&w.new) {
+        // After the swap, `new/` holds the old state.
+        fault::effect("restore:rename-old")?;
+        fs::rename(&w.new, &w.old).map_err(|e| Error::io("cannot rename", &w.new, e))?;
+    }
+    // The bootstrap's directories stay with the machine: move them over.
+    let mut moved = Vec::new();
+    for d in BOOTSTRAP_DIRS {
+        let (from, to) = (w.old.join(d), state_dir.join(d));
+        if exists(&from) && !exists(&to) {
+            let step = fault::effect("restore:settle")
+                .and_then(|_| fs::rename(&from, &to).map_err(|e| Error::io("cannot move", &from, e)));
+            if let Err(e) = step {
+                return Err(roll_back(state_dir, w, &moved, e));
+            }
+            moved.push(*d);
+        }
+    }
+    fsync_dir(state_dir)?;
+    let mut kept = None;
+    if exists(&w.old) {
+        if has_data(&w.old) {
+            let name = state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let stamp = clock::stamp(now);
+            let mut to = parent(state_dir).join(format!("{name}.pre-restore-{stamp}"));
+            let mut n = 2;
+            while exists(&to) {
+                to = parent(state_dir).join(format!("{name}.pre-restore-{stamp}-{n}"));
+                n += 1;
+            }
+            fault::effect("restore:keep-old")?;
+            fs::rename(&w.old, &to).map_err(|e| Error::io("cannot keep the old state as", &to, e))?;
+            kept = Some(to);
+        } else {
+            remove_tree(&w.old)?;
+        }
+        fsync_dir(parent(state_dir))?;
+    }
+    fault::effect("restore:cleanup")?;
+    let _ = fs::remove_file(&w.manifest);
+    fs::remove_file(&w.journal).map_err(|e| Error::io("cannot remove", &w.journal, e))?;
+    remove_tree(&w.dir)?;
+    fsync_dir(parent(state_dir))?;
+    Ok(kept)
+}
+
+/// After a failure past the swap: the bootstrap's directories back, the old
+/// state back, the work directory gone.
+fn roll_back(state_dir: &Path, w: &Work, moved: &[&str], cause: Error) -> Error {
+    for d in moved {
+        let _ = fs::rename(state_dir.join(d), w.old.join(d));
+    }
+    let back = exchange(state_dir, &w.old).and_then(|_| fsync_dir(parent(state_dir)));
+    match back {
+        Ok(()) => {
+            let _ = remove_tree(&w.dir);
+            let _ = fsync_dir(parent(state_dir));
+            Error::new(
+                Class::RolledBack,
+                format!("the restore failed after the swap, and the previous state is back: {}", cause.msg),
+            )
+            .hint(cause.hint.unwrap_or_else(|| "fix the cause and run restore again".into()))
+        }
+        Err(e) => Error::new(
+            Class::Io,
+            format!("the restore failed ({}), and so did putting the previous state back: {}", cause.msg, e.msg),
+        )
+        .hint(format!("run restore again to finish it; the previous state is in {}", w.old.display())),
+    }
+}
+
+/// The backups to try, newest first.
+fn choose(from: &Path) -> Result<(Vec<PathBuf>, bool)> {
+    let meta = fs::metadata(from).map_err(|e| Error::io("cannot read", from, e))?;
+    if !meta.is_dir() {
+        return Ok((vec![from.to_path_buf()], false));
+    }
+    let list = naming::candidates(from).map_err(|e| Error::io("cannot list", from, e))?;
+    if list.is_empty() {
+        return Err(Error::new(Class::Verify, format!("{} holds no backup (no *.age file)", from.display()))
+            .hint("name the backup file itself, or the directory `backup --to` wrote"));
+    }
+    Ok((list.into_iter().map(|c| c.path).collect(), true))
+}
+
+fn same_request(from: &Path, j: &Journal) -> bool {
+    let from = fs::canonicalize(from).unwrap_or_else(|_| from.to_path_buf());
+    j.backup == from || j.backup.parent() == Some(from.as_path())
+}
+
+pub fn restore(o: &RestoreOptions) -> Result<Restored> {
+    let state_dir = &o.state_dir;
+    let w = Work::for_state_dir(state_dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| Error::io("cannot create the state directory", state_dir, e))?;
+    let _lock = lock::take(state_dir, o.lock_wait, o.lock_fd)?;
+    fault::effect("restore:locked")?;
+
+    // A restore that a crash interrupted is finished first, or discarded if
+    // it had not been staged.
+    let mut out = Restored::default();
+    if exists(&w.dir) {
+        match fs::read_to_string(&w.journal).ok().as_deref().and_then(Journal::parse) {
+            Some(j) => {
+                eprintln!("  finishing the restore of {} that was interrupted", j.backup.display());
+                if !exists(&w.old) && exists(&w.new) && ino(state_dir) != Some(j.new_ino) {
+                    let m = fs::read(&w.manifest).map_err(|e| Error::io("cannot read", &w.manifest, e))?;
+                    archive::check_tree(&w.new, &Manifest::parse(&m)?).map_err(|e| {
+                        let _ = remove_tree(&w.dir);
+                        e.hint("the staged copy changed after the crash; it was discarded: run restore again")
+                    })?;
+                }
+                let staged = fs::read(&w.manifest).ok().and_then(|m| Manifest::parse(&m).ok());
+                out.pre_restore = finish(state_dir, &w, &j, o.now)?;
+                if same_request(&o.from, &j) {
+                    if let Some(m) = staged {
+                        describe(&mut out, &m);
+                    }
+                    out.backup = j.backup;
+                    out.resumed = true;
+                    return Ok(out);
+                }
+            }
+            None => {
+                eprintln!(
+                    "  discarding {}: a restore interrupted before its backup was fully checked",
+                    w.dir.display()
+                );
+                remove_tree(&w.dir)?;
+            }
+        }
+    }
+
+    let (list, is_dir) = choose(&o.from)?;
+    let mut chosen: Option<(PathBuf, Opened)> = None;
+    let mut all_incompatible = true;
+    for path in &list {
+        remove_tree(&w.dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&w.new)
+            .map_err(|e| Error::io("cannot create", &w.new, e))?;
+        eprintln!("  checking {}", path.display());
+        match archive::open(path, &o.keys, Some(&w.new)) {
+            Ok(opened) => {
+                chosen = Some((path.clone(), opened));
+                break;
+            }
+            Err(e) if is_dir && matches!(e.class, Class::Verify | Class::Incompatible) => {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                eprintln!("  skipped {name}: {}", e.msg);
+                all_incompatible &= e.class == Class::Incompatible;
+                out.skipped.push((name, e.msg));
+            }
+            Err(e) => {
+                let _ = remove_tree(&w.dir);
+                return Err(e);
+            }
+        }
+    }
+    let Some((path, opened)) = chosen else {
+        let _ = remove_tree(&w.dir);
+        let class = if all_incompatible { Class::Incompatible } else { Class::Verify };
+        return Err(Error::new(
+            class,
+            format!("no backup in {} can be restored ({} tried)", o.from.display(), list.len()),
+        )
+        .hint("each one's reason is above; the state directory is untouched"));
+    };
+    for d in &opened.dropped {
+        eprintln!("  not restored: {d} (the bootstrap's own; this machine keeps its own)");
+    }
+    // Everything checked: make it durable, then bring the bootstrap's
+    // files along and write the journal.
+    fault::effect("restore:staged")?;
+    sync_tree(&w.new)?;
+    for f in BOOTSTRAP_FILES {
+        let from = state_dir.join(f);
+        if exists(&from) {
+            fault::effect("restore:link-bootstrap")?;
+            fs::hard_link(&from, w.new.join(f)).map_err(|e| Error::io("cannot link", &from, e))?;
+        }
+    }
+    let abs = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let (sha256, _) = archive::sha256_file(&path)?;
+    let j = Journal { backup: abs.clone(), sha256, new_ino: ino(&w.new).unwrap_or(0) };
+    write_synced(&w.manifest, &opened.manifest.to_text())?;
+    fault::effect("restore:journal")?;
+    write_synced(&w.journal, &j.to_text())?;
+    eprintln!("  verified; swapping it in for {}", state_dir.display());
+    out.pre_restore = finish(state_dir, &w, &j, o.now)?;
+    out.backup = abs;
+    describe(&mut out, &opened.manifest);
+    out.dropped = opened.dropped;
+    Ok(out)
+}
+
+fn describe(out: &mut Restored, m: &Manifest) {
+    out.created = m.created.clone();
+    out.source_version = m.source_version.clone();
+    out.files = m.files().count();
+    out.bytes = m.files().map(|(_, s)| s).sum();
+}
+
+/// Makes a staged tree durable: one `syncfs` on its filesystem.
+fn sync_tree(dir: &Path) -> Result<()> {
+    let d = fs::File::open(dir).map_err(|e| Error::io("cannot open", dir, e))?;
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(Error::io("cannot sync", dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
