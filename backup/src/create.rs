@@ -86,13 +86,15 @@ fn scan(state_dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, 
             Kind::File { size, sha256 }
         } else if ft.is_symlink() {
             let target = fs::read_link(item.path()).map_err(|e| Error::io("cannot read the link", item.path(), e))?;
-            let target = target.to_str().filter(|t| !t.is_empty() && !t.contains(char::is_whitespace));
+            let target = target
+                .to_str()
+                .filter(|t| !t.is_empty() && !t.contains(manifest::LINK_ARROW) && !t.contains(['\n', '\0']));
             let target = target.ok_or_else(|| {
                 Error::new(
                     Class::Io,
-                    format!("{}: the link's target is empty, not UTF-8 or holds a space", item.path().display()),
+                    format!("{}: the link's target is not UTF-8 or holds a newline or ` -> `", item.path().display()),
                 )
-                .hint("a backup carries links whose targets have no white space")
+                .hint("re-make the link with a plainer target; a backup cannot carry it")
             })?;
             Kind::Link { target: target.to_string() }
         } else {
@@ -224,6 +226,26 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
+/// A path with its deepest existing ancestor resolved (links followed),
+/// whether or not the rest exists yet.
+fn resolve(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = fs::canonicalize(base) {
+            return rest.iter().rev().fold(c, |acc, r| acc.join(r));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot fsync", dir, e))
 }
@@ -233,17 +255,17 @@ pub fn backup(o: &BackupOptions) -> Result<Created> {
     if !meta.is_dir() {
         return Err(Error::usage(format!("{} is not a directory", o.state_dir.display())));
     }
+    // Refused before anything is created: a backup inside what it backs up.
+    let state_abs = fs::canonicalize(&o.state_dir).map_err(|e| Error::io("cannot resolve", &o.state_dir, e))?;
+    if resolve(&o.to).starts_with(&state_abs) {
+        return Err(Error::usage(format!("--to {} lies inside the state directory", o.to.display()))
+            .hint("keep backups outside what they back up: on the stick, or beside the state directory"));
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&o.to)
         .map_err(|e| Error::io("cannot create the backup directory", &o.to, e))?;
-    let to_abs = fs::canonicalize(&o.to).map_err(|e| Error::io("cannot resolve", &o.to, e))?;
-    let state_abs = fs::canonicalize(&o.state_dir).map_err(|e| Error::io("cannot resolve", &o.state_dir, e))?;
-    if to_abs.starts_with(&state_abs) {
-        return Err(Error::usage(format!("--to {} lies inside the state directory", o.to.display()))
-            .hint("keep backups outside what they back up: on the stick, or beside the state directory"));
-    }
     let _lock = lock::take(&o.state_dir, o.lock_wait, None)?;
     eprintln!("  locked {}; scanning", o.state_dir.join(nxs_format::state::LOCK).display());
     let mut skipped = Vec::new();

@@ -7,12 +7,13 @@
 //! root 0700
 //! dir 0700 sessions
 //! file 0600 1234 <sha256 hex> sessions/a.json
-//! link a.json sessions/latest
+//! link sessions/latest -> a.json
 //! ```
 //!
 //! Paths are relative to the state directory (the tar holds them under
-//! `state/`) and come last on their line, so they may hold spaces; a link's
-//! target may not. See docs/FORMAT.md, "Backups".
+//! `state/`) and come last on their line, so they may hold spaces; a link
+//! line is `link PATH -> TARGET`, so neither may hold ` -> `. See
+//! docs/FORMAT.md, "Backups".
 
 use crate::error::{Class, Error, Result};
 use nxs_format::hex;
@@ -25,6 +26,8 @@ pub const FORMAT: u32 = 1;
 pub const NAME: &str = "NXS-BACKUP";
 /// The tar directory that holds the state directory's contents.
 pub const ROOT: &str = "state";
+/// Between a link's path and its target on a `link` line.
+pub const LINK_ARROW: &str = " -> ";
 /// The largest manifest read: a million entries is about 100 MiB.
 pub const MAX_LEN: u64 = 128 << 20;
 
@@ -58,6 +61,9 @@ pub fn path_problem(p: &str) -> Option<&'static str> {
     if p.contains(['\n', '\r', '\0']) {
         return Some("holds a newline or NUL");
     }
+    if p.contains(LINK_ARROW) {
+        return Some("holds ` -> `");
+    }
     if p.starts_with('/') {
         return Some("is absolute");
     }
@@ -77,7 +83,7 @@ impl Manifest {
             let _ = match &e.kind {
                 Kind::Dir => writeln!(s, "dir {:04o} {path}", e.mode),
                 Kind::File { size, sha256 } => writeln!(s, "file {:04o} {size} {} {path}", e.mode, hex::encode(sha256)),
-                Kind::Link { target } => writeln!(s, "link {target} {path}"),
+                Kind::Link { target } => writeln!(s, "link {path}{LINK_ARROW}{target}"),
             };
         }
         s
@@ -148,10 +154,10 @@ impl Manifest {
                     (path, Entry { mode: mode(n, md)?, kind: Kind::File { size, sha256 } })
                 }
                 "link" => {
-                    let (target, path) =
-                        rest.split_once(' ').ok_or_else(|| bad(n, "expected `link TARGET PATH`".into()))?;
-                    if target.is_empty() {
-                        return Err(bad(n, "a link needs a target".into()));
+                    let (path, target) =
+                        rest.split_once(LINK_ARROW).ok_or_else(|| bad(n, "expected `link PATH -> TARGET`".into()))?;
+                    if target.is_empty() || target.contains(['\n', '\0']) || target.contains(LINK_ARROW) {
+                        return Err(bad(n, format!("link `{path}` has an empty or unusable target")));
                     }
                     (path, Entry { mode: 0o777, kind: Kind::Link { target: target.to_string() } })
                 }
@@ -196,8 +202,7 @@ mod tests {
         let mut entries = BTreeMap::new();
         entries.insert("a b".to_string(), Entry { mode: 0o750, kind: Kind::Dir });
         entries.insert("a b/c.txt".to_string(), Entry { mode: 0o600, kind: Kind::File { size: 3, sha256: [7; 32] } });
-        entries
-            .insert("l".to_string(), Entry { mode: 0o777, kind: Kind::Link { target: "a b/c.txt".replace(' ', "_") } });
+        entries.insert("l".to_string(), Entry { mode: 0o777, kind: Kind::Link { target: "a b/c.txt".into() } });
         Manifest { created: "2026-11-29T14:46:37Z".into(), source_version: "1.4.0".into(), root_mode: 0o700, entries }
     }
 

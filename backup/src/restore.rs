@@ -19,7 +19,7 @@
 //! journal and finishes from what the filesystem shows; a failure after the
 //! swap swaps back (exit 7).
 
-use crate::archive::{self, Opened};
+use crate::archive;
 use crate::error::{Class, Error, Result};
 use crate::keys::Decrypt;
 use crate::manifest::Manifest;
@@ -281,9 +281,41 @@ fn same_request(from: &Path, j: &Journal) -> bool {
     j.backup == from || j.backup.parent() == Some(from.as_path())
 }
 
+/// The first of `list` that verifies to its last byte, read without
+/// writing anything; the others, with why they were passed over.
+fn pick(list: &[PathBuf], is_dir: bool, keys: &Decrypt, skipped: &mut Vec<(String, String)>) -> Result<PathBuf> {
+    let mut all_incompatible = true;
+    for path in list {
+        eprintln!("  checking {}", path.display());
+        match archive::open(path, keys, None) {
+            Ok(_) => return Ok(path.clone()),
+            Err(e) if is_dir && matches!(e.class, Class::Verify | Class::Incompatible) => {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                eprintln!("  skipped {name}: {}", e.msg);
+                all_incompatible &= e.class == Class::Incompatible;
+                skipped.push((name, e.msg));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let class = if all_incompatible { Class::Incompatible } else { Class::Verify };
+    let from = list.first().and_then(|p| p.parent()).unwrap_or(Path::new("."));
+    Err(Error::new(class, format!("no backup in {} can be restored ({} tried)", from.display(), list.len()))
+        .hint("each one's reason is above; the state directory is untouched"))
+}
+
 pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     let state_dir = &o.state_dir;
     let w = Work::for_state_dir(state_dir)?;
+    let mut out = Restored::default();
+    // Nothing is written, the lock included, until a backup has verified to
+    // its last byte; only a restore that a crash interrupted goes first.
+    let picked = if exists(&w.dir) {
+        None
+    } else {
+        let (list, is_dir) = choose(&o.from)?;
+        Some(pick(&list, is_dir, &o.keys, &mut out.skipped)?)
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -294,7 +326,6 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
 
     // A restore that a crash interrupted is finished first, or discarded if
     // it had not been staged.
-    let mut out = Restored::default();
     if exists(&w.dir) {
         match fs::read_to_string(&w.journal).ok().as_deref().and_then(Journal::parse) {
             Some(j) => {
@@ -327,43 +358,24 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
         }
     }
 
-    let (list, is_dir) = choose(&o.from)?;
-    let mut chosen: Option<(PathBuf, Opened)> = None;
-    let mut all_incompatible = true;
-    for path in &list {
-        remove_tree(&w.dir)?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&w.new)
-            .map_err(|e| Error::io("cannot create", &w.new, e))?;
-        eprintln!("  checking {}", path.display());
-        match archive::open(path, &o.keys, Some(&w.new)) {
-            Ok(opened) => {
-                chosen = Some((path.clone(), opened));
-                break;
-            }
-            Err(e) if is_dir && matches!(e.class, Class::Verify | Class::Incompatible) => {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                eprintln!("  skipped {name}: {}", e.msg);
-                all_incompatible &= e.class == Class::Incompatible;
-                out.skipped.push((name, e.msg));
-            }
-            Err(e) => {
-                let _ = remove_tree(&w.dir);
-                return Err(e);
-            }
+    let path = match picked {
+        Some(p) => p,
+        None => {
+            let (list, is_dir) = choose(&o.from)?;
+            pick(&list, is_dir, &o.keys, &mut out.skipped)?
         }
-    }
-    let Some((path, opened)) = chosen else {
-        let _ = remove_tree(&w.dir);
-        let class = if all_incompatible { Class::Incompatible } else { Class::Verify };
-        return Err(Error::new(
-            class,
-            format!("no backup in {} can be restored ({} tried)", o.from.display(), list.len()),
-        )
-        .hint("each one's reason is above; the state directory is untouched"));
     };
+    // Read again, into the staging directory: every byte written is
+    // checked again on the way.
+    remove_tree(&w.dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&w.new)
+        .map_err(|e| Error::io("cannot create", &w.new, e))?;
+    let opened = archive::open(&path, &o.keys, Some(&w.new)).inspect_err(|_| {
+        let _ = remove_tree(&w.dir);
+    })?;
     for d in &opened.dropped {
         eprintln!("  not restored: {d} (the bootstrap's own; this machine keeps its own)");
     }

@@ -255,3 +255,25 @@ impl Bundle {
         Ok(b)
     }
 }
+
+/// The signed record of the install in `root`, verified against the trust
+/// root this stub carries.
+pub fn installed_record(root: &Path) -> Result<Manifest> {
+    let rec = root.join(nxs_format::RECORD_DIR);
+    let bytes = std::fs::read(rec.join("manifest"))
+        .map_err(|e| Error::io("cannot read the install record", &rec.join("manifest"), e))?;
+    let sig_text = std::fs::read_to_string(rec.join("manifest.minisig"))
+        .map_err(|e| Error::io("cannot read", &rec.join("manifest.minisig"), e))?;
+    let sig = minisign_verify::Signature::decode(&sig_text)
+        .map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest.minisig").display())))?;
+    let trusted = TRUST_ROOT.iter().any(|(_, k)| {
+        minisign_verify::PublicKey::from_base64(k).map(|k| k.verify(&bytes, &sig, false).is_ok()).unwrap_or(false)
+    });
+    if !trusted {
+        return Err(Error::verify(format!(
+            "{}: the install record's signature is not from a trusted key",
+            rec.display()
+        )));
+    }
+    Manifest::parse(&bytes).map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest").display())))
+}

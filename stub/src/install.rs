@@ -52,6 +52,12 @@ pub struct Lock {
     _file: File,
 }
 
+impl Lock {
+    pub fn fd(&self) -> i32 {
+        std::os::unix::io::AsRawFd::as_raw_fd(&self._file)
+    }
+}
+
 pub fn lock(state_dir: &Path) -> Result<Lock> {
     fs::DirBuilder::new()
         .recursive(true)
@@ -306,7 +312,16 @@ pub fn installed_manifest(root: &Path) -> Result<Option<Manifest>> {
     }
 }
 
+/// `install --restore-from`: a backup to restore on a fresh machine.
+pub struct RestoreFrom {
+    pub from: PathBuf,
+    /// An age identity file, or with `passphrase` a passphrase file.
+    pub key: PathBuf,
+    pub passphrase: bool,
+}
+
 pub struct InstallOptions {
+    pub restore: Option<RestoreFrom>,
     pub bundle: PathBuf,
     pub root: PathBuf,
     pub state_dir: PathBuf,
@@ -349,6 +364,8 @@ struct Run<'a> {
     reachable: Option<std::result::Result<(), String>>,
     /// `tailscale up` succeeded in this run: VALIDATING checks the node.
     joined_now: bool,
+    /// The state directory's lock, lent to `nxs-backup restore`.
+    lock_fd: i32,
 }
 
 impl Run<'_> {
@@ -403,6 +420,56 @@ impl Run<'_> {
 
     fn bundle(&self) -> &Bundle {
         self.bundle.as_ref().expect("verified before use")
+    }
+
+    /// `--restore-from`: the installed nxs-backup restores the state
+    /// directory, under this run's lock. Only where the state directory
+    /// holds no NXS data yet, or a restore was interrupted: a rerun never
+    /// restores twice, and an install never restores over live data.
+    fn restore(&self) -> Result<()> {
+        let Some(r) = &self.opts.restore else { return Ok(()) };
+        let dir = &self.opts.state_dir;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let interrupted = dir.with_file_name(format!(".{name}.nxs-restore")).exists();
+        let has_data = fs::read_dir(dir)
+            .map(|rd| rd.flatten().any(|e| !nxs_format::state::is_bootstrap_owned(&e.file_name().to_string_lossy())))
+            .unwrap_or(false);
+        if has_data && !interrupted {
+            eprintln!("  note: {} already holds NXS data: not restoring over it (`restore` does that)", dir.display());
+            return Ok(());
+        }
+        crate::fault::effect("restore")?;
+        eprintln!("  restoring {} from {}", dir.display(), r.from.display());
+        let tool = self.layout.root.join(crate::tool::TOOL);
+        let key_flag = if r.passphrase { "--passphrase-file" } else { "--identity" };
+        // The child takes this run's lock as its own: the descriptor must
+        // survive the exec, for that call only.
+        // SAFETY: fcntl on a descriptor this run owns.
+        unsafe { libc::fcntl(self.lock_fd, libc::F_SETFD, 0) };
+        let st = std::process::Command::new(&tool)
+            .args(["restore", "--from"])
+            .arg(&r.from)
+            .arg(key_flag)
+            .arg(&r.key)
+            .arg("--state-dir")
+            .arg(dir)
+            .arg(format!("--lock-fd={}", self.lock_fd))
+            .status();
+        // SAFETY: as above.
+        unsafe { libc::fcntl(self.lock_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let code = st.map_err(|e| Error::io("cannot run", &tool, e))?.code().unwrap_or(5);
+        let class = match code {
+            0 => return Ok(()),
+            2 => Class::Usage,
+            3 => Class::Verify,
+            4 => Class::Incompatible,
+            6 => Class::Locked,
+            _ => Class::Io,
+        };
+        Err(Error::new(class, format!("restoring the state directory from {} failed (exit {code})", r.from.display()))
+            .hint(
+                "the reason is above; the state directory is as it was. Fix it and run install again: it resumes here",
+            ))
     }
 
     fn hook(&self, stage: HookStage, env: &[(&str, &str)]) -> Result<()> {
@@ -506,6 +573,7 @@ impl Run<'_> {
                 Ok(Event::Staged)
             }
             Action::Configure => {
+                self.restore()?;
                 match self.hook(HookStage::Configure, &[]) {
                     Err(e)
                         if e.class == Class::HookFailed
@@ -817,6 +885,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         key,
         reachable: None,
         joined_now: false,
+        lock_fd: _lock.fd(),
     };
     // A checkpoint found here may name another root; from now on it is this one.
     run.checkpoint.root = run.layout.root.display().to_string();

@@ -18,6 +18,7 @@ pub mod payload;
 pub mod preflight;
 pub mod secret;
 pub mod tailnet;
+pub mod tool;
 
 /// Seconds since the epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {

@@ -7,7 +7,7 @@
 //! and a pure-Rust zstd decoder.
 
 use nxs_format::json;
-use nxs_format::{hex, EntryKind, RECORD_DIR};
+use nxs_format::{hex, EntryKind};
 use nxs_stub::bundle::{self, Bundle, Trust};
 use nxs_stub::error::{Class, Error, Result};
 use nxs_stub::{detect, extract, fsx, install, preflight, tailnet};
@@ -30,6 +30,13 @@ commands:
                                     server is unreachable or no key is given.
                                     The auth key is read from a file only (or
                                     $NXS_AUTHKEY_FILE, or a prompt): never argv
+          [--restore-from FILE-or-DIR (--restore-identity F | --restore-passphrase-file F)]
+                                    on a fresh machine, restore the state directory
+                                    from a backup before CONFIGURING
+  backup --to DIR (--recipient AGE_PUBKEY | --passphrase-file F) | backup list DIR
+  restore --from FILE-or-DIR (--identity F | --passphrase-file F)
+                                    age-encrypted backups of the state directory,
+                                    by the verified bin/nxs-backup (`backup --help`)
   status [--state-dir DIR] [--json] where the last install stands
   rollback [--state-dir DIR]        put the previous install back
   check --root DIR [--json]         re-hash an installed tree against its record
@@ -214,6 +221,9 @@ fn run(args: &[String]) -> Result<i32> {
                     "--passphrase-file",
                     "--join-attempts",
                     "--probe-timeout",
+                    "--restore-from",
+                    "--restore-identity",
+                    "--restore-passphrase-file",
                 ],
                 &["--allow-downgrade", "--quiet", "--retry-failed"],
             )?;
@@ -248,7 +258,27 @@ fn run(args: &[String]) -> Result<i32> {
             if key.passphrase_file.is_some() && key.age.is_none() {
                 return Err(Error::usage("--passphrase-file opens an --authkey-age file; give that too"));
             }
+            let restore = match (
+                f.value("--restore-from"),
+                f.value("--restore-identity"),
+                f.value("--restore-passphrase-file"),
+            ) {
+                (None, None, None) => None,
+                (Some(from), Some(key), None) => Some(install::RestoreFrom { from, key, passphrase: false }),
+                (Some(from), None, Some(key)) => Some(install::RestoreFrom { from, key, passphrase: true }),
+                _ => {
+                    return Err(Error::usage(
+                        "--restore-from takes one key: --restore-identity F or --restore-passphrase-file F",
+                    ))
+                }
+            };
+            if let Some(r) = &restore {
+                for p in [&r.from, &r.key] {
+                    std::fs::metadata(p).map_err(|e| Error::io("cannot read", p, e))?;
+                }
+            }
             let opts = install::InstallOptions {
+                restore,
                 bundle: bundle::self_path()?,
                 root: f.require("--root")?,
                 state_dir: install::state_dir(f.value("--state-dir"))?,
@@ -268,6 +298,7 @@ fn run(args: &[String]) -> Result<i32> {
             }
             Ok(0)
         }
+        "backup" | "restore" => nxs_stub::tool::exec(args),
         "rollback" => {
             let f = Flags::parse(rest, &["--state-dir"], &[])?;
             let dir = install::state_dir(f.value("--state-dir"))?;
@@ -352,24 +383,7 @@ fn status(dir: &std::path::Path, as_json: bool) -> Result<i32> {
 }
 
 fn check(root: &std::path::Path, as_json: bool) -> Result<i32> {
-    let rec = root.join(RECORD_DIR);
-    let bytes = std::fs::read(rec.join("manifest"))
-        .map_err(|e| Error::io("cannot read the install record", &rec.join("manifest"), e))?;
-    let sig_text = std::fs::read_to_string(rec.join("manifest.minisig"))
-        .map_err(|e| Error::io("cannot read", &rec.join("manifest.minisig"), e))?;
-    let sig = minisign_verify::Signature::decode(&sig_text)
-        .map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest.minisig").display())))?;
-    let trusted = bundle::TRUST_ROOT.iter().any(|(_, k)| {
-        minisign_verify::PublicKey::from_base64(k).map(|k| k.verify(&bytes, &sig, false).is_ok()).unwrap_or(false)
-    });
-    if !trusted {
-        return Err(Error::verify(format!(
-            "{}: the install record's signature is not from a trusted key",
-            rec.display()
-        )));
-    }
-    let m = nxs_format::Manifest::parse(&bytes)
-        .map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest").display())))?;
+    let m = bundle::installed_record(root)?;
     let problems = extract::check_tree(root, &m);
     if as_json {
         let items: Vec<String> = problems.iter().map(|p| json::s(p)).collect();

@@ -208,13 +208,26 @@ fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildReport
         };
         stubs.insert(triple.clone(), stub);
     }
+    // The spec's `backup` component is the nxs-backup program, built here
+    // for each platform unless --source backup=... names another.
+    let mut sources: Vec<(String, PathBuf)> = a.sources.iter().map(|(n, p)| (n.clone(), abs(p))).collect();
+    if spec.component(xtask::tool::COMPONENT).is_some() && !sources.iter().any(|(n, _)| n == xtask::tool::COMPONENT) {
+        if !a.dry_run {
+            for triple in &platforms {
+                eprintln!("building nxs-backup for {triple}");
+                let bin = xtask::tool::build_backup(root, &Platform::load(root, triple)?, &[], true)?;
+                eprintln!("  nxs-backup {triple}: {} bytes", std::fs::metadata(&bin)?.len());
+            }
+        }
+        sources.push((xtask::tool::COMPONENT.to_string(), xtask::tool::backup_source(root)));
+    }
     let req = BuildRequest {
         spec: abs(&a.manifest),
         out_dir: abs(&a.out),
         platforms,
         tiers: a.tiers.clone(),
         stubs,
-        sources: a.sources.iter().map(|(n, p)| (n.clone(), abs(p))).collect(),
+        sources,
         key,
         key_password: password,
         dev,

@@ -127,17 +127,52 @@ pub fn build_with_features(
     features: &[&str],
     quiet: bool,
 ) -> Result<PathBuf> {
-    ensure_target_for(platform)?;
-    let sysroot = ensure_rust_src()?;
     let mut dir_name = fingerprint(trust);
     for f in features {
         dir_name.push('-');
         dir_name.push_str(f);
     }
-    let target_dir = root.join("target").join("stubs").join(dir_name);
-    let triple_env = platform.triple.to_uppercase().replace('-', "_");
     let keys: Vec<&str> = trust.iter().map(|k| k.base64.as_str()).collect();
-    // Paths baked into panic messages would make the stub depend on where
+    let job = CrossBuild {
+        package: "nxs-stub",
+        bin: "nxs-stub",
+        profile: "stub",
+        target_dir: root.join("target").join("stubs").join(dir_name),
+        env: vec![
+            ("NXS_TRUST_ROOT", keys.join(",")),
+            ("NXS_PLATFORM_MACHINES", platform.machines.join(",")),
+            ("NXS_MIN_KERNEL", platform.min_kernel.clone()),
+        ],
+        build_std_features: "optimize_for_size",
+        // Panics keep their messages but not their file:line:column, which
+        // name build paths and cost about 3 KiB of strings.
+        rustflags: &["-Zlocation-detail=none"],
+        features,
+    };
+    cross_build(root, platform, &job, quiet)
+}
+
+/// One static, cross-compiled binary of the workspace.
+pub struct CrossBuild<'a> {
+    pub package: &'a str,
+    pub bin: &'a str,
+    pub profile: &'a str,
+    pub target_dir: PathBuf,
+    pub env: Vec<(&'a str, String)>,
+    pub build_std_features: &'a str,
+    /// Extra rustc flags for this binary.
+    pub rustflags: &'a [&'a str],
+    pub features: &'a [&'a str],
+}
+
+/// Builds `job` for `platform` as the stub is built: std rebuilt from
+/// source, static, non-PIE, no unwind tables, paths remapped, and linked by
+/// rust-lld or zig cc as `platforms/<triple>.toml` says.
+pub fn cross_build(root: &Path, platform: &Platform, job: &CrossBuild, quiet: bool) -> Result<PathBuf> {
+    ensure_target_for(platform)?;
+    let sysroot = ensure_rust_src()?;
+    let triple_env = platform.triple.to_uppercase().replace('-', "_");
+    // Paths baked into panic messages would make the binary depend on where
     // the tree was checked out; map them to fixed prefixes.
     let cargo_home =
         std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
@@ -147,7 +182,7 @@ pub fn build_with_features(
         format!("--remap-path-prefix={}=/rustc", sysroot.display()),
         "-Crelocation-model=static".to_string(),
         // panic = "abort" never unwinds: the tables (60 KiB on x86_64) only
-        // served backtraces, which a stripped stub cannot print anyway.
+        // served backtraces, which a stripped binary cannot print anyway.
         "-Cforce-unwind-tables=no".to_string(),
     ];
     let linker = match platform.linker.as_str() {
@@ -158,30 +193,35 @@ pub fn build_with_features(
         }
         _ => platform.linker.clone().into(),
     };
+    rustflags.extend(job.rustflags.iter().map(|f| f.to_string()));
     let rustflags = rustflags.join("\x1f");
     let mut cmd = Command::new(crate::cargo());
     cmd.current_dir(root)
-        .args(["build", "--package", "nxs-stub", "--profile", "stub", "--target", &platform.triple])
-        .args(["-Zbuild-std=std,panic_abort", "-Zbuild-std-features=optimize_for_size", "--target-dir"])
-        .arg(&target_dir)
+        .args(["build", "--package", job.package, "--bin", job.bin, "--profile", job.profile])
+        .args(["--target", &platform.triple, "-Zbuild-std=std,panic_abort"])
+        .arg("--target-dir")
+        .arg(&job.target_dir)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("NXS_TRUST_ROOT", keys.join(","))
-        .env("NXS_PLATFORM_MACHINES", platform.machines.join(","))
-        .env("NXS_MIN_KERNEL", &platform.min_kernel)
         .env(format!("CARGO_TARGET_{triple_env}_LINKER"), linker)
         .env("ZIG_GLOBAL_CACHE_DIR", root.join("target").join("zig-cache"))
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
-    if !features.is_empty() {
-        cmd.arg("--features").arg(features.join(","));
+    if !job.build_std_features.is_empty() {
+        cmd.arg(format!("-Zbuild-std-features={}", job.build_std_features));
+    }
+    for (k, v) in &job.env {
+        cmd.env(k, v);
+    }
+    if !job.features.is_empty() {
+        cmd.arg("--features").arg(job.features.join(","));
     }
     if quiet {
         cmd.arg("--quiet");
     }
     let st = cmd.status().context("cannot run cargo")?;
     if !st.success() {
-        bail!("building the stub for {} failed", platform.triple);
+        bail!("building {} for {} failed", job.package, platform.triple);
     }
-    let bin = target_dir.join(&platform.triple).join("stub").join("nxs-stub");
+    let bin = job.target_dir.join(&platform.triple).join(job.profile).join(job.bin);
     if !bin.is_file() {
         bail!("cargo succeeded but {} is missing", bin.display());
     }
