@@ -12,14 +12,22 @@ fn example_spec_plans_every_tier() {
     let mut spec = Spec::load(&workspace().join("manifests/survival.toml")).unwrap();
     let stubs: BTreeMap<String, std::path::PathBuf> =
         spec.platforms.iter().map(|p| (p.clone(), stub().to_path_buf())).collect();
-    // The real Tailscale client is not in the repository: without it, the
-    // plan stops and says where it comes from.
-    if !workspace().join("manifests/tailscale/x86_64-unknown-linux-musl/tailscale").exists() {
+    // The real Tailscale client is not in the repository, and nxs-backup is
+    // built by `cargo xtask bundle` for each platform: without them, the
+    // plan stops and says where each comes from.
+    let tailscale = workspace().join("manifests/tailscale/x86_64-unknown-linux-musl/tailscale");
+    let backup = workspace().join("manifests/backup/x86_64-unknown-linux-musl/nxs-backup");
+    if !tailscale.exists() && !backup.exists() {
+        let e = nxs_bundler::plan::plan(&spec, &[], &[], &stubs, 0).unwrap_err();
+        assert!(format!("{e:#}").contains("manifests/backup"), "{e:#}");
+        spec.override_source(xtask::tool::COMPONENT, stub()).unwrap();
         let e = nxs_bundler::plan::plan(&spec, &[], &[], &stubs, 0).unwrap_err();
         assert!(format!("{e:#}").contains("manifests/tailscale"), "{e:#}");
     }
     let double = xtask::double::tailscale_dir(&workspace()).unwrap();
     spec.override_source("tailscale", &double).unwrap();
+    // Planning needs only a file in nxs-backup's place.
+    spec.override_source(xtask::tool::COMPONENT, stub()).unwrap();
     assert_eq!(spec.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["minimal", "standard", "full"]);
     let plan = nxs_bundler::plan::plan(&spec, &[], &[], &stubs, 0).unwrap();
     let sets: Vec<Vec<String>> =

@@ -284,6 +284,8 @@ fn demo(root: &Path) -> Result<()> {
     let run = &report.bundles[0].path;
     let tmp = tempfile::Builder::new().prefix("nxs-demo-").tempdir()?.keep();
     let (troot, state) = (tmp.join("root"), tmp.join("state"));
+    let (stick, restored, pass) = (tmp.join("stick"), tmp.join("restored-state"), tmp.join("demo-passphrase"));
+    std::fs::write(&pass, "a demo passphrase, not a secret\n")?;
     let mut failed = Vec::new();
     let mut join_pending = false;
     let steps: Vec<Vec<std::ffi::OsString>> = vec![
@@ -301,6 +303,17 @@ fn demo(root: &Path) -> Result<()> {
         ],
         vec!["status".into(), "--state-dir".into(), state.clone().into()],
         vec!["status".into(), "--state-dir".into(), state.clone().into(), "--json".into()],
+        // The air-gapped path: an encrypted backup of the state directory
+        // onto a "stick", checked, and restored on "another machine".
+        vec!["backup".into(), "--state-dir".into(), state.clone().into(), "--to".into(), stick.clone().into()]
+            .into_iter()
+            .chain(["--passphrase-file".into(), pass.clone().into()])
+            .collect(),
+        vec!["backup".into(), "list".into(), stick.clone().into(), "--passphrase-file".into(), pass.clone().into()],
+        vec!["restore".into(), "--from".into(), stick.clone().into(), "--state-dir".into(), restored.clone().into()]
+            .into_iter()
+            .chain(["--passphrase-file".into(), pass.clone().into()])
+            .collect(),
     ];
     for args in steps {
         let (code, _) = show(Command::new(run).args(&args).stdin(std::process::Stdio::null()))?;
@@ -312,6 +325,12 @@ fn demo(root: &Path) -> Result<()> {
         }
         if code != 0 {
             failed.push(format!("{} exited {code}", args[0].to_string_lossy()));
+        }
+        if args[0] == "install" || args[0] == "status" {
+            // Some data of NXS's own, as a running instance would have.
+            let sessions = state.join("sessions");
+            std::fs::create_dir_all(&sessions)?;
+            std::fs::write(sessions.join("demo.json"), "{\"session\":\"demo\"}\n")?;
         }
     }
     // The supervisor of the double's tailscaled outlives the install, as
@@ -330,6 +349,11 @@ fn demo(root: &Path) -> Result<()> {
              install again with --authkey-file FILE: it resumes the join without extracting again."
         );
     }
+    println!(
+        "It backed the state up, encrypted with age, to {}, and restored it into {}.",
+        stick.display(),
+        restored.display()
+    );
     println!("Look around, then remove {} when done.", tmp.display());
     if !failed.is_empty() {
         bail!("demo failed: {}", failed.join("; "));
@@ -345,6 +369,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("sha256sum", "coreutils"),
     ("age", "age"),
     ("script", "bsdutils"),
+    ("flock", "util-linux"),
 ];
 
 /// Installs missing stock tools from Debian's packages when we are root,
