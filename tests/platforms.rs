@@ -190,3 +190,50 @@ fn an_upgrade_over_another_architecture_is_refused() {
     assert!(stderr(&o).contains("holds an install for aarch64-unknown-linux-musl"), "{}", stderr(&o));
     assert_eq!(snapshot(&root), before, "the aarch64 install is untouched");
 }
+
+#[test]
+fn nxs_backup_is_static_and_backs_up_and_restores_on_every_platform() {
+    require_tool("age");
+    let root = workspace();
+    let t = tempfile::tempdir().unwrap();
+    let key = t.path().join("key.txt");
+    assert!(Command::new("age-keygen").arg("-o").arg(&key).output().unwrap().status.success());
+    let o = Command::new("age-keygen").arg("-y").arg(&key).output().unwrap();
+    let recipient = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let state = t.path().join("state");
+    write(&state.join("sessions/a.json"), b"{\"a\":1}", 0o600);
+    write(&state.join("run.sh"), b"#!/bin/sh\n", 0o755);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for p in Platform::all(&root).unwrap() {
+        if !p.runner.is_empty() {
+            require_tool(&p.runner);
+        }
+        // Built as `cargo xtask bundle` builds the payload's copy.
+        let tool = xtask::tool::build_backup(&root, &p, &[], true).expect("nxs-backup build");
+        let elf = parse_elf(&std::fs::read(&tool).unwrap());
+        assert_eq!((elf.class64, elf.machine), expected_machine(&p.triple), "{}: {elf:?}", p.triple);
+        assert!(!elf.has_interp && elf.needed == 0, "{}: nxs-backup is not static", p.triple);
+        let stick = t.path().join(format!("stick-{}", p.triple));
+        let ctx = |o: &std::process::Output| format!("{} {}: {}{}", p.triple, p.runner, stdout(o), stderr(o));
+        let b = run_on(&p, &tool, &["backup", "--state-dir", &s(&state), "--to", &s(&stick), "-r", &recipient]);
+        assert_eq!(code(&b), 0, "backup {}", ctx(&b));
+        // The stock age on the host opens what the foreign tool wrote.
+        let file = std::fs::read_dir(&stick)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_str().unwrap().ends_with(".age"))
+            .unwrap();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("age -d -i \"$1\" \"$2\" | zstd -dq | tar -tf -")
+            .args(["sh", &s(&key), &s(&file)])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&o.stdout).contains("state/sessions/a.json"), "{}", ctx(&o));
+        let into = t.path().join(format!("restored-{}", p.triple));
+        let r = run_on(&p, &tool, &["restore", "--from", &s(&stick), "--state-dir", &s(&into), "-i", &s(&key)]);
+        assert_eq!(code(&r), 0, "restore {}", ctx(&r));
+        assert_eq!(std::fs::read(into.join("sessions/a.json")).unwrap(), b"{\"a\":1}", "{}", p.triple);
+        eprintln!("{}: nxs-backup {} bytes, backup and restore ok", p.triple, std::fs::metadata(&tool).unwrap().len());
+    }
+}

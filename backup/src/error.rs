@@ -1,21 +1,12 @@
 //! One error type: a class that maps to the documented exit code, a message
-//! that names the file or path, and a hint. The codes are the stub's.
+//! that names the file or path, and a hint. The codes are the stub's
+//! (`nxs_format::exit`).
 
 use std::fmt;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Usage = 2,
-    /// Wrong key, bad MAC, truncation, a hash or a manifest that does not match.
-    Verify = 3,
-    /// A backup from a newer format than this tool reads.
-    Incompatible = 4,
-    Io = 5,
-    Locked = 6,
-    /// The restore failed after the swap and the previous state was put back.
-    RolledBack = 7,
-}
+/// Exit codes, as documented in README.md: the format crate holds them.
+pub use nxs_format::exit::Class;
 
 #[derive(Debug)]
 pub struct Error {

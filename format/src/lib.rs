@@ -8,6 +8,7 @@
 //! It turns bytes into typed values and back, and refuses anything else.
 
 pub mod checkpoint;
+pub mod exit;
 pub mod hex;
 pub mod json;
 pub mod manifest;

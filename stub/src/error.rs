@@ -3,24 +3,8 @@
 
 use std::fmt;
 
-/// Exit codes, as documented in README.md and MISSION.md section 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Usage = 2,
-    Verify = 3,
-    Incompatible = 4,
-    Io = 5,
-    Locked = 6,
-    RolledBack = 7,
-    Degraded = 8,
-    /// A hook failed and the install was left in place, not rolled back.
-    HookFailed = 9,
-    /// The service would not start and runs in safe mode; the operator must step in.
-    SafeMode = 10,
-    /// The same bundle failed too many runs in a row; not tried again
-    /// without `--retry-failed`.
-    GaveUp = 11,
-}
+/// Exit codes, as documented in README.md: the format crate holds them.
+pub use nxs_format::exit::Class;
 
 #[derive(Debug)]
 pub struct Error {
