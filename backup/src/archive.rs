@@ -212,6 +212,7 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
     let mut seen = BTreeSet::new();
     let mut dropped = Vec::new();
     let mut manifest: Option<Manifest> = None;
+    let mut progress = crate::Progress::new("checked", 0);
     let mut buf = vec![0u8; 256 << 10];
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -249,6 +250,10 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
                 }
                 !owned
             });
+            progress = crate::Progress::new(
+                if stage.is_some() { "restored" } else { "checked" },
+                parsed.files().map(|(_, s)| s).sum(),
+            );
             manifest = Some(parsed);
             continue;
         };
@@ -332,6 +337,7 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
                         )));
                     }
                     h.update(&buf[..n]);
+                    progress.add(n as u64);
                     if let Some((f, p)) = &mut out {
                         f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", p, e))?;
                     }

@@ -169,6 +169,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: i64) -> tar::Header
 fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, mtimes: &BTreeMap<String, i64>, out: W) -> Result<W> {
     let io = |e: std::io::Error| Error::new(Class::Io, format!("cannot write the archive: {e}"));
     let mut tar = tar::Builder::new(out);
+    let mut progress = crate::Progress::new("archived", m.files().map(|(_, s)| s).sum());
     let text = m.to_text();
     let mut h = header(tar::EntryType::Regular, 0o600, text.len() as u64, 0);
     tar.append_data(&mut h, manifest::NAME, text.as_bytes()).map_err(io)?;
@@ -203,6 +204,7 @@ fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, mtimes: &BTreeMap<String,
                 if grew || <[u8; 32]>::from(r.hash.finalize()) != *sha256 {
                     return Err(changed(&path));
                 }
+                progress.add(*size);
             }
         }
         fault::effect("backup:archive-entry")?;

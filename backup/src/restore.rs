@@ -373,6 +373,17 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
         .mode(0o700)
         .create(&w.new)
         .map_err(|e| Error::io("cannot create", &w.new, e))?;
+    // The swap needs RENAME_EXCHANGE on this filesystem: find out now, on
+    // two directories of our own, rather than after staging.
+    let probe = w.dir.join("probe");
+    let swappable = fs::create_dir(&probe)
+        .map_err(|e| Error::io("cannot create", &probe, e))
+        .and_then(|_| exchange(&w.new, &probe));
+    if let Err(e) = swappable {
+        let _ = remove_tree(&w.dir);
+        return Err(e);
+    }
+    let _ = fs::remove_dir(&probe);
     let opened = archive::open(&path, &o.keys, Some(&w.new)).inspect_err(|_| {
         let _ = remove_tree(&w.dir);
     })?;
