@@ -12,13 +12,11 @@ use crate::error::{Class, Error, Result};
 use crate::fault;
 use crate::keys::Decrypt;
 use crate::manifest::{self, Kind, Manifest};
-use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
-use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -53,55 +51,6 @@ impl Read for Medium {
                 let copy = io::Error::new(e.kind(), e.to_string());
                 *self.failed.borrow_mut() = Some((self.pos, copy));
                 Err(e)
-            }
-        }
-    }
-}
-
-/// zstd frames one after another, as `zstd` and `cat a.zst b.zst` make them.
-struct Frames<R: BufRead> {
-    src: R,
-    dec: FrameDecoder,
-    in_frame: bool,
-}
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
-}
-
-impl<R: BufRead> Read for Frames<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            if !self.in_frame {
-                if self.src.fill_buf()?.is_empty() {
-                    return Ok(0);
-                }
-                match self.dec.reset(&mut self.src) {
-                    Ok(()) => self.in_frame = true,
-                    Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
-                        length, ..
-                    })) => {
-                        let skipped = io::copy(&mut (&mut self.src).take(length.into()), &mut io::sink())?;
-                        if skipped != u64::from(length) {
-                            return Err(invalid("a skippable frame is cut short"));
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(invalid(e)),
-                }
-            }
-            while self.dec.can_collect() == 0 && !self.dec.is_finished() {
-                self.dec.decode_blocks(&mut self.src, BlockDecodingStrategy::UptoBlocks(1)).map_err(invalid)?;
-            }
-            let n = self.dec.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            if self.dec.is_finished() {
-                self.in_frame = false;
             }
         }
     }
@@ -200,7 +149,10 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
         }
     }
     .map_err(|e| medium_error(decrypt_error(path, e, passphrase, keys)))?;
-    let frames = Frames { src: BufReader::with_capacity(1 << 20, plain), dec: FrameDecoder::new(), in_frame: false };
+    // One zstd frame or several, as `zstd` and `cat a.zst b.zst` make them;
+    // skippable frames are skipped.
+    let frames = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, plain))
+        .map_err(|e| Error::new(Class::Io, format!("cannot start the zstd decoder: {e}")))?;
     let corrupt = |e: io::Error| -> Error {
         medium_error(
             Error::verify(format!("{}: corrupted or truncated: {e}", path.display()))

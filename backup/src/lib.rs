@@ -24,45 +24,6 @@ pub mod naming;
 pub mod restore;
 pub mod rotate;
 
-/// A writer that keeps its first error instead of returning it, for the
-/// zstd encoder, which panics on a write error: the error is taken back
-/// with [`Sticky::into_result`] once the encoder is done.
-pub struct Sticky<W> {
-    inner: W,
-    error: Option<std::io::Error>,
-}
-
-impl<W> Sticky<W> {
-    pub fn new(inner: W) -> Sticky<W> {
-        Sticky { inner, error: None }
-    }
-    pub fn into_result(self) -> std::io::Result<W> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(self.inner),
-        }
-    }
-}
-
-impl<W: std::io::Write> std::io::Write for Sticky<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.error.is_none() {
-            if let Err(e) = self.inner.write_all(buf) {
-                self.error = Some(e);
-            }
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.error.is_none() {
-            if let Err(e) = self.inner.flush() {
-                self.error = Some(e);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// sha256 as an `io::Write`, for `io::copy` (sha2 0.11 has no std impl).
 pub struct HashSink(pub sha2::Sha256);
 

@@ -25,8 +25,19 @@ pub struct Args {
 }
 
 /// The tools the anchors are made of, with their Debian packages.
-pub const TOOLS: &[(&str, &str)] =
-    &[("zstd", "zstd"), ("tar", "tar"), ("sha256sum", "coreutils"), ("minisign", "minisign"), ("makeself", "makeself")];
+pub const TOOLS: &[(&str, &str)] = &[
+    ("zstd", "zstd"),
+    ("tar", "tar"),
+    ("sha256sum", "coreutils"),
+    ("minisign", "minisign"),
+    ("makeself", "makeself"),
+    ("age", "age"),
+];
+
+/// The backup anchor: what an operator would type without us.
+const ANCHOR_BACKUP: &str = "tar -cf - -C \"$C\" . | zstd -q -T0 -3 | age -R \"$RF\" > \"$W/backup.age\"\nsync";
+const ANCHOR_RESTORE: &str =
+    "mkdir \"$W/restored\"\nage -d -i \"$ID\" \"$BA\" | zstd -q -d | tar -xf - -C \"$W/restored\"\nsync";
 
 struct Env {
     dir: PathBuf,
@@ -334,6 +345,59 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
     }
     clear(&w)?;
 
+    // Backups: nxs-backup against tar | zstd | age, both ways. Its lock
+    // file is the one thing it adds to the corpus, removed after.
+    let tool = crate::tool::build_backup(root, &host, &[], true)?;
+    let id = arte.join("age.key");
+    let rf = arte.join("age.recipients");
+    let _ = std::fs::remove_file(&id);
+    let keygen = Command::new("age-keygen").arg("-o").arg(&id).output()?;
+    if !keygen.status.success() {
+        bail!("age-keygen failed");
+    }
+    let rcp = Command::new("age-keygen").arg("-y").arg(&id).output()?;
+    std::fs::write(&rf, &rcp.stdout)?;
+    let k_vars: [(&'static str, PathBuf); 6] = [
+        ("X", tool),
+        ("ID", id),
+        ("RF", rf),
+        ("BK", arte.join("backups")),
+        ("BA", arte.join("backup.age")),
+        ("BD", arte.join("backups")),
+    ];
+    clear(&arte.join("backups"))?;
+    let ours_backup = "\"$X\" backup --state-dir \"$C\" --to \"$W/bk\" -R \"$RF\" >/dev/null 2>&1\nsync";
+    run_sh("a backup to restore", &ours_backup.replace("$W/bk", "$BD"), &k_vars)?;
+    run_sh("an age backup to restore", &ANCHOR_BACKUP.replace("$W/backup.age", "$BA"), &k_vars)?;
+    let mut backup = (Vec::new(), Vec::new());
+    let mut restore = (Vec::new(), Vec::new());
+    for round in 0..a.runs {
+        for k in 0..2 {
+            clear(&w)?;
+            if (k + round) % 2 == 0 {
+                backup.0.push(run_sh("our backup", ours_backup, &k_vars)?);
+                eprintln!("  backup   nxs-backup          {:7.2} s", backup.0.last().unwrap());
+            } else {
+                backup.1.push(run_sh("anchor backup", ANCHOR_BACKUP, &k_vars)?);
+                eprintln!("  backup   tar|zstd|age        {:7.2} s", backup.1.last().unwrap());
+            }
+        }
+        for k in 0..2 {
+            clear(&w)?;
+            if (k + round) % 2 == 0 {
+                let script =
+                    "\"$X\" restore --from \"$BK\" --state-dir \"$W/restored\" -i \"$ID\" >/dev/null 2>&1\nsync";
+                restore.0.push(run_sh("our restore", script, &k_vars)?);
+                eprintln!("  restore  nxs-backup          {:7.2} s", restore.0.last().unwrap());
+            } else {
+                restore.1.push(run_sh("anchor restore", ANCHOR_RESTORE, &k_vars)?);
+                eprintln!("  restore  age|zstd|tar        {:7.2} s", restore.1.last().unwrap());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(corpus_dir.join(nxs_format::state::LOCK));
+    clear(&w)?;
+
     // Ceilings: what the machine can do at all.
     let raw = a.size as f64 / 1e6;
     let zstd_decode = raw / run_sh("zstd -d", "zstd -q -d -T0 -c \"$A\" >/dev/null", &a_vars)?;
@@ -392,6 +456,22 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
             name: "verify",
             ours: median(&verify.0),
             pipeline: Some(median(&verify.1)),
+            makeself: None,
+            goal_pipeline: None,
+            goal_makeself: None,
+        },
+        Row {
+            name: "backup",
+            ours: median(&backup.0),
+            pipeline: Some(median(&backup.1)),
+            makeself: None,
+            goal_pipeline: None,
+            goal_makeself: None,
+        },
+        Row {
+            name: "restore",
+            ours: median(&restore.0),
+            pipeline: Some(median(&restore.1)),
             makeself: None,
             goal_pipeline: None,
             goal_makeself: None,
@@ -474,7 +554,8 @@ impl Report<'_> {
         s.push_str(&format!(
             "\nThe shell pipeline: build `tar -c | zstd -T0 -3` + `sha256sum` of every file + `minisign -S`; \
              install `minisign -V` + `zstd -d -T0 | tar -x` + `sha256sum -c`; verify `minisign -V` + `sha256sum` \
-             of the archive. makeself: `makeself --zstd --sha256`, and the archive extracting itself (`--noexec`).\n\n\
+             of the archive; backup `tar -c | zstd -T0 -3 | age -R`; restore `age -d | zstd -d | tar -x` (ours \
+             reads the backup twice: all of it is checked before anything is written). makeself: `makeself --zstd --sha256`, and the archive extracting itself (`--noexec`).\n\n\
              Ceilings on this machine: `zstd -d -T0 > /dev/null` {:.0} MB/s of tar; `sha256sum` {:.0} MB/s; \
              the sha2 crate {:.0} MB/s. Our install at this size: {:.0} MB/s of tar.\n\n\
              | peak RSS of the stub during install | |\n|---|---|\n",

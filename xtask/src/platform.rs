@@ -14,7 +14,8 @@ pub struct Platform {
     /// musl CRT), or `zig` (`zig cc` from PyPI's `ziglang` supplies musl, for
     /// targets rustup has no std for).
     pub linker: String,
-    /// With `zig`: zig's target and CPU for this triple.
+    /// zig's target and CPU for this triple: the linker with `zig`, and the
+    /// C compiler for the C in nxs-backup (libzstd) on every platform.
     #[serde(default)]
     pub zig_target: String,
     #[serde(default)]

@@ -38,13 +38,28 @@ pub fn ensure_zig() -> Result<()> {
 
 /// Writes the linker wrapper cargo runs for a `zig` platform: `zig cc` for
 /// the platform's zig target and CPU. zig accepts rustc's link line as is.
-fn zig_wrapper(root: &Path, platform: &Platform) -> Result<PathBuf> {
+/// The same wrapper is the C compiler for the C in nxs-backup.
+pub fn zig_wrapper(root: &Path, platform: &Platform) -> Result<PathBuf> {
+    let cpu = if platform.zig_cpu.is_empty() { String::new() } else { format!(" -mcpu={}", platform.zig_cpu) };
+    zig_script(root, &format!("cc-{}", platform.triple), &format!("cc -target {}{cpu}", platform.zig_target))
+}
+
+/// `zig ar`, the archiver that goes with [`zig_wrapper`].
+pub fn zig_ar(root: &Path) -> Result<PathBuf> {
+    zig_script(root, "ar", "ar")
+}
+
+fn zig_script(root: &Path, name: &str, command: &str) -> Result<PathBuf> {
     ensure_zig()?;
     let dir = root.join("target").join("zigcc");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("cc-{}", platform.triple));
-    let cpu = if platform.zig_cpu.is_empty() { String::new() } else { format!(" -mcpu={}", platform.zig_cpu) };
-    let text = format!("#!/bin/sh\nexec python3 -m ziglang cc -target {}{cpu} \"$@\"\n", platform.zig_target);
+    let path = dir.join(name);
+    // cc-rs adds rustc's `--target=<triple>`, which zig does not read: its
+    // own `-target` above says the same. Drop it.
+    let text = format!(
+        "#!/bin/sh\nfor a; do shift; case \"$a\" in --target=*) ;; *) set -- \"$@\" \"$a\" ;; esac; done\n\
+         exec python3 -m ziglang {command} \"$@\"\n"
+    );
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
         std::fs::write(&path, text)?;
         use std::os::unix::fs::PermissionsExt;
@@ -139,9 +154,9 @@ pub fn build_with_features(
         profile: "stub",
         target_dir: root.join("target").join("stubs").join(dir_name),
         env: vec![
-            ("NXS_TRUST_ROOT", keys.join(",")),
-            ("NXS_PLATFORM_MACHINES", platform.machines.join(",")),
-            ("NXS_MIN_KERNEL", platform.min_kernel.clone()),
+            ("NXS_TRUST_ROOT".into(), keys.join(",")),
+            ("NXS_PLATFORM_MACHINES".into(), platform.machines.join(",")),
+            ("NXS_MIN_KERNEL".into(), platform.min_kernel.clone()),
         ],
         build_std_features: "optimize_for_size",
         // Panics keep their messages but not their file:line:column, which
@@ -158,7 +173,7 @@ pub struct CrossBuild<'a> {
     pub bin: &'a str,
     pub profile: &'a str,
     pub target_dir: PathBuf,
-    pub env: Vec<(&'a str, String)>,
+    pub env: Vec<(String, String)>,
     pub build_std_features: &'a str,
     /// Extra rustc flags for this binary.
     pub rustflags: &'a [&'a str],
