@@ -787,3 +787,74 @@ fn the_bundle_and_the_installed_tool_run_their_verified_nxs_backup_and_install_r
     assert!(stderr(&o).contains("carries no bin/nxs-backup"), "{}", stderr(&o));
     chmod_tree_writable(t.path());
 }
+
+#[test]
+fn a_failure_after_the_swap_puts_the_old_state_back_with_exit_7() {
+    let (t, key, recipient, src) = populated("restored");
+    let stick = t.path().join("stick");
+    ok(&["backup", "--state-dir", s(&src), "--to", s(&stick), "-r", &recipient], &[]);
+    let state = t.path().join("machine/nxs");
+    populate(&state, "previous");
+    let old = data(&state);
+    // Moving the machine's logs/ and tailnet/ into the swapped-in state
+    // fails: the swap is undone.
+    let o = nxs_backup(
+        &["restore", "--from", s(&stick), "--state-dir", s(&state), "-i", s(&key)],
+        &[("NXS_FAULT_FAIL", "restore:settle")],
+    );
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    assert!(stderr(&o).contains("the previous state is back"), "{}", stderr(&o));
+    assert_eq!(data(&state), old);
+    assert!(state.join("logs/hook-configure.log").exists() && state.join("tailnet/authkey").exists());
+    let names: Vec<String> = std::fs::read_dir(state.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["nxs"], "nothing is left beside the state directory");
+    chmod_tree_writable(t.path());
+}
+
+#[test]
+fn a_hand_made_tar_of_dot_restores_too() {
+    require_tool("age");
+    let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
+    let block =
+        doc.split("<!-- backup-by-hand:begin -->").nth(1).unwrap().split("<!-- backup-by-hand:end -->").next().unwrap();
+    // `tar -cf - ./NXS-BACKUP ./state`: `./`-prefixed names, as many write them.
+    let script = block
+        .trim()
+        .trim_start_matches("```sh")
+        .trim_end_matches("```")
+        .replace("tar -C \"$work\" -cf - NXS-BACKUP state", "tar -C \"$work\" -cf - ./NXS-BACKUP ./state");
+    assert!(script.contains("./NXS-BACKUP"), "the recipe's tar line changed: {script}");
+    let (t, key, recipient, state) = populated("dot");
+    let want = data(&state);
+    let file = t.path().join("dot.age");
+    let o = sh(&script, t.path(), &[("STATE", s(&state)), ("RECIPIENT", &recipient), ("OUT", s(&file))]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let into = t.path().join("r/nxs");
+    ok(&["restore", "--from", s(&file), "--state-dir", s(&into), "-i", s(&key)], &[]);
+    assert_eq!(data(&into), want);
+    chmod_tree_writable(t.path());
+}
+
+#[test]
+fn a_backup_too_big_for_the_disk_is_refused_before_staging() {
+    let (t, key, recipient, src) = populated("big");
+    let stick = t.path().join("stick");
+    ok(&["backup", "--state-dir", s(&src), "--to", s(&stick), "-r", &recipient], &[]);
+    // The state directory lives on a 4 MiB filesystem; the backup holds 12 MiB.
+    let small = t.path().join("small");
+    let _m = Mount::tmpfs(&small, "size=4m");
+    let state = small.join("nxs");
+    write(&state.join("config.toml"), b"live", 0o600);
+    let before = untouched(&small);
+    let o = nxs_backup(&["restore", "--from", s(&stick), "--state-dir", s(&state), "-i", s(&key)], &[]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("MiB to stage") && stderr(&o).contains("free some space"), "{}", stderr(&o));
+    let after: BTreeMap<PathBuf, String> =
+        untouched(&small).into_iter().filter(|(p, _)| p != Path::new("nxs/lock")).collect();
+    assert_eq!(after, before, "only the lock was written");
+    drop(_m);
+    chmod_tree_writable(t.path());
+}

@@ -4,25 +4,8 @@
 //! tmpfs filesystems, so they need root (CI runs as root).
 
 use nxs_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(at: &Path, opts: &str) -> Mount {
-        std::fs::create_dir_all(at).unwrap();
-        let st = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(at).status().unwrap();
-        assert!(st.success(), "mount tmpfs at {} (these tests need root)", at.display());
-        Mount(at.to_path_buf())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn install(bundle: &Path, root: &Path, state: &Path) -> std::process::Output {
     run(bundle, &["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])

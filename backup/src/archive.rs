@@ -172,8 +172,14 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
         let name = String::from_utf8(raw)
             .map_err(|_| Error::verify(format!("{}: a member's name is not UTF-8", path.display())))?;
         let kind = entry.header().entry_type();
+        // `tar -cf - .` names members `./x` and leads with `./` itself.
+        let bare = name.strip_prefix("./").unwrap_or(&name);
+        let bare = bare.trim_end_matches('/');
+        if bare.is_empty() || bare == "." {
+            continue;
+        }
         let Some(m) = &manifest else {
-            if name != manifest::NAME || !kind.is_file() {
+            if bare != manifest::NAME || !kind.is_file() {
                 return Err(Error::verify(format!(
                     "{}: the first member is `{name}`, not the manifest `{}`",
                     path.display(),
@@ -209,13 +215,11 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
             manifest = Some(parsed);
             continue;
         };
-        let trimmed = name.trim_end_matches('/');
-        if trimmed == manifest::ROOT || trimmed == "." || trimmed == "./state" {
+        if bare == manifest::ROOT {
             continue;
         }
-        let rel = trimmed
+        let rel = bare
             .strip_prefix("state/")
-            .or_else(|| trimmed.strip_prefix("./state/"))
             .ok_or_else(|| Error::verify(format!("{}: member `{name}` lies outside state/", path.display())))?;
         if let Some(why) = manifest::path_problem(rel) {
             return Err(Error::verify(format!("{}: member `{name}` {why}", path.display())));

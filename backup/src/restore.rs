@@ -283,12 +283,12 @@ fn same_request(from: &Path, j: &Journal) -> bool {
 
 /// The first of `list` that verifies to its last byte, read without
 /// writing anything; the others, with why they were passed over.
-fn pick(list: &[PathBuf], is_dir: bool, keys: &Decrypt, skipped: &mut Vec<(String, String)>) -> Result<PathBuf> {
+fn pick(list: &[PathBuf], is_dir: bool, keys: &Decrypt, skipped: &mut Vec<(String, String)>) -> Result<(PathBuf, u64)> {
     let mut all_incompatible = true;
     for path in list {
         eprintln!("  checking {}", path.display());
         match archive::open(path, keys, None) {
-            Ok(_) => return Ok(path.clone()),
+            Ok(o) => return Ok((path.clone(), o.manifest.files().map(|(_, s)| s).sum())),
             Err(e) if is_dir && matches!(e.class, Class::Verify | Class::Incompatible) => {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 eprintln!("  skipped {name}: {}", e.msg);
@@ -358,7 +358,7 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
         }
     }
 
-    let path = match picked {
+    let (path, need) = match picked {
         Some(p) => p,
         None => {
             let (list, is_dir) = choose(&o.from)?;
@@ -384,6 +384,10 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
         return Err(e);
     }
     let _ = fs::remove_dir(&probe);
+    if let Err(e) = room_for(&path, need, &w.dir) {
+        let _ = remove_tree(&w.dir);
+        return Err(e);
+    }
     let opened = archive::open(&path, &o.keys, Some(&w.new)).inspect_err(|_| {
         let _ = remove_tree(&w.dir);
     })?;
@@ -420,6 +424,34 @@ fn describe(out: &mut Restored, m: &Manifest) {
     out.source_version = m.source_version.clone();
     out.files = m.files().count();
     out.bytes = m.files().map(|(_, s)| s).sum();
+}
+
+/// Refuses, before staging, a backup whose files would not fit beside the
+/// state directory (the verification pass has read its manifest).
+fn room_for(path: &Path, need: u64, dir: &Path) -> Result<()> {
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| Error::usage("a path holds NUL"))?;
+    // SAFETY: statvfs fills the zeroed struct for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(());
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    // Files round up to blocks; a margin of 1 % and 1 MiB covers it.
+    let want = need + need / 100 + (1 << 20);
+    if free < want {
+        return Err(Error::new(
+            Class::Io,
+            format!(
+                "{} needs {} MiB to stage, and {} has {} MiB free",
+                path.display(),
+                want >> 20,
+                dir.display(),
+                free >> 20
+            ),
+        )
+        .hint("free some space beside the state directory; nothing was written"));
+    }
+    Ok(())
 }
 
 /// Makes a staged tree durable: one `syncfs` on its filesystem.

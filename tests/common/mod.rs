@@ -295,6 +295,24 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A tmpfs mounted for a test (root only), unmounted when dropped.
+pub struct Mount(PathBuf);
+
+impl Mount {
+    pub fn tmpfs(at: &Path, opts: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(at).status().unwrap();
+        assert!(st.success(), "mount tmpfs at {} (these tests need root)", at.display());
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Hostile bundles, made by hand: a tar stream of our choosing, cut into
 /// zstd frames, under a manifest listing `entries`, signed with the test key
 /// (a signer who is trusted and wrong, or a bundler with a bug). The stub
