@@ -261,7 +261,7 @@ fn a_backup_made_by_hand_with_the_documented_recipe_restores() {
     let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
     let block =
         doc.split("<!-- backup-by-hand:begin -->").nth(1).unwrap().split("<!-- backup-by-hand:end -->").next().unwrap();
-    let script = block.trim().trim_start_matches("```sh").trim_end_matches("```");
+    let script = block.trim().trim_start_matches("```bash").trim_end_matches("```");
     let (t, key, recipient, state) = populated("by-hand");
     let want = data(&state);
     let file = t.path().join("made-by-hand.age");
@@ -823,7 +823,7 @@ fn a_hand_made_tar_of_dot_restores_too() {
     // `tar -cf - ./NXS-BACKUP ./state`: `./`-prefixed names, as many write them.
     let script = block
         .trim()
-        .trim_start_matches("```sh")
+        .trim_start_matches("```bash")
         .trim_end_matches("```")
         .replace("tar -C \"$work\" -cf - NXS-BACKUP state", "tar -C \"$work\" -cf - ./NXS-BACKUP ./state");
     assert!(script.contains("./NXS-BACKUP"), "the recipe's tar line changed: {script}");
@@ -856,5 +856,84 @@ fn a_backup_too_big_for_the_disk_is_refused_before_staging() {
         untouched(&small).into_iter().filter(|(p, _)| p != Path::new("nxs/lock")).collect();
     assert_eq!(after, before, "only the lock was written");
     drop(_m);
+    chmod_tree_writable(t.path());
+}
+
+#[test]
+fn two_backups_in_one_second_keep_the_second_and_restore_takes_it() {
+    let (t, key, recipient, state) = populated("first");
+    let stick = t.path().join("stick");
+    let now = [("NXS_BACKUP_NOW", "1790000000")];
+    let keep = ["--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0"];
+    let mut args = vec!["backup", "--state-dir", s(&state), "--to", s(&stick), "-r", &recipient, "--json"];
+    args.extend(keep);
+    ok(&args, &now);
+    write(&state.join("config.toml"), b"second", 0o640);
+    let second = data(&state);
+    let o = ok(&args, &now);
+    let written = json(&o).get("backup").unwrap().as_str().unwrap().to_string();
+    assert!(written.ends_with("Z-2.tar.zst.age"), "{written}");
+    // The one just written is the newest of that second: kept; the first goes.
+    assert_eq!(backups_in(&stick), [PathBuf::from(&written)]);
+    let into = t.path().join("r/nxs");
+    ok(&["restore", "--from", s(&stick), "--state-dir", s(&into), "-i", s(&key)], &[]);
+    assert_eq!(data(&into), second);
+    chmod_tree_writable(t.path());
+}
+
+#[test]
+fn sigkill_while_rolling_back_then_a_rerun_restores_for_real() {
+    let (t, key, recipient, src) = populated("restored");
+    let new = data(&src);
+    let stick = t.path().join("stick");
+    ok(&["backup", "--state-dir", s(&src), "--to", s(&stick), "-r", &recipient], &[]);
+    let state = t.path().join("machine/nxs");
+    populate(&state, "previous");
+    let old = data(&state);
+    let args = ["restore", "--from", s(&stick), "--state-dir", s(&state), "-i", s(&key)];
+    // Where the rollback's effect falls when moving the logs fails.
+    let fail = ("NXS_FAULT_FAIL", "restore:settle");
+    let o = nxs_backup(&args, &[fail, ("NXS_FAULT_TRACE", "1")]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    let undo = stderr(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("fault: effect ").and_then(|r| r.strip_suffix(" restore:undo")))
+        .expect("a restore:undo effect")
+        .to_string();
+    assert_eq!(data(&state), old);
+    // Again, killed just after the old state is swapped back.
+    let o = nxs_backup(&args, &[fail, ("NXS_FAULT_CRASH_AT", &undo)]);
+    assert_eq!(o.status.code(), None, "not killed: {}", stderr(&o));
+    assert_eq!(data(&state), old, "the old state is back");
+    // The rerun puts the machine's directories back, and restores for real.
+    let o = ok(&args, &[]);
+    assert!(stderr(&o).contains("was rolled back; starting again"), "{}", stderr(&o));
+    assert_eq!(data(&state), new);
+    assert!(state.join("logs/hook-configure.log").exists() && state.join("tailnet/authkey").exists());
+    let parent = state.parent().unwrap();
+    let mut names: Vec<String> =
+        std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "the state and one pre-restore copy: {names:?}");
+    assert_eq!(data(&parent.join(&names[1])), old);
+    chmod_tree_writable(t.path());
+}
+
+#[test]
+fn a_symlinked_state_directory_is_refused_before_anything_is_written() {
+    let (t, key, recipient, src) = populated("x");
+    let stick = t.path().join("stick");
+    ok(&["backup", "--state-dir", s(&src), "--to", s(&stick), "-r", &recipient], &[]);
+    let real = t.path().join("real");
+    populate(&real, "live");
+    let link = t.path().join("nxs-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let before = untouched(t.path());
+    let o = nxs_backup(&["restore", "--from", s(&stick), "--state-dir", s(&link), "-i", s(&key)], &[]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("symbolic link") && stderr(&o).contains(s(&real)), "{}", stderr(&o));
+    let after: BTreeMap<PathBuf, String> =
+        untouched(t.path()).into_iter().filter(|(p, _)| p != Path::new("real/lock")).collect();
+    assert_eq!(after, before);
     chmod_tree_writable(t.path());
 }

@@ -56,6 +56,42 @@ impl Read for Medium {
     }
 }
 
+/// The decompressed stream, capped: at first at what a manifest may take,
+/// then, once the manifest is read, at what it declares (every file's size,
+/// plus tar's headers and padding). A tar header that claims a huge long
+/// name, or data past the end, fails here instead of filling memory or disk.
+struct Budget<R> {
+    inner: R,
+    left: Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left.get();
+        if left == 0 {
+            // One byte more than allowed is the proof that there is more.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(io::ErrorKind::InvalidData, "more data than the manifest declares")),
+            };
+        }
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left.set(left - n as u64);
+        Ok(n)
+    }
+}
+
+/// What a tar of `m` may take: each entry's data rounded up to 512 bytes,
+/// plus generous room for its headers (long names, pax records), plus the
+/// end-of-archive blocks and a tar writer's padding to 10 KiB records.
+fn declared(m: &Manifest, manifest_len: u64) -> u64 {
+    let data: u64 = m.files().map(|(_, s)| s.div_ceil(512) * 512).sum();
+    let headers = (m.entries.len() as u64 + 2) * (16 << 10);
+    data + headers + manifest_len.div_ceil(512) * 512 + (1 << 20)
+}
+
 fn decrypt_error(path: &Path, e: age::DecryptError, passphrase_file: bool, keys: &Decrypt) -> Error {
     use age::DecryptError as D;
     let name = path.display();
@@ -153,6 +189,8 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
     // skippable frames are skipped.
     let frames = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, plain))
         .map_err(|e| Error::new(Class::Io, format!("cannot start the zstd decoder: {e}")))?;
+    let budget = Rc::new(std::cell::Cell::new(manifest::MAX_LEN + (64 << 10)));
+    let frames = Budget { inner: frames, left: budget.clone() };
     let corrupt = |e: io::Error| -> Error {
         medium_error(
             Error::verify(format!("{}: corrupted or truncated: {e}", path.display()))
@@ -208,6 +246,8 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
                 }
                 !owned
             });
+            // From here the stream may hold what the manifest declares.
+            budget.set(declared(&parsed, size).saturating_sub(size.div_ceil(512) * 512 + 512));
             progress = crate::Progress::new(
                 if stage.is_some() { "restored" } else { "checked" },
                 parsed.files().map(|(_, s)| s).sum(),

@@ -319,7 +319,7 @@ pub fn backup(o: &BackupOptions) -> Result<Created> {
     fault::effect("backup:checksum")?;
     write_sidecar(&final_path, &sha256)?;
     eprintln!("  wrote {} ({size} bytes)", final_path.display());
-    let (pruned, kept) = rotate::prune(&o.to, &o.keep)?;
+    let (pruned, kept) = rotate::prune(&o.to, &o.keep, &final_path)?;
     Ok(Created { path: final_path, size, sha256, files, bytes, source_version, skipped, pruned, kept })
 }
 

@@ -28,8 +28,14 @@ pub const NAME: &str = "NXS-BACKUP";
 pub const ROOT: &str = "state";
 /// Between a link's path and its target on a `link` line.
 pub const LINK_ARROW: &str = " -> ";
-/// The largest manifest read: a million entries is about 100 MiB.
-pub const MAX_LEN: u64 = 128 << 20;
+/// The largest manifest read, and the most entries it may list: a state
+/// directory is sessions, keys and config, not a file system. Both bound
+/// the memory a hostile backup can make a restore use.
+pub const MAX_LEN: u64 = 64 << 20;
+pub const MAX_ENTRIES: usize = 500_000;
+/// The longest path and the deepest nesting a backup may hold.
+pub const MAX_PATH: usize = 4096;
+pub const MAX_DEPTH: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -57,6 +63,9 @@ pub struct Manifest {
 pub fn path_problem(p: &str) -> Option<&'static str> {
     if p.is_empty() {
         return Some("is empty");
+    }
+    if p.len() > MAX_PATH || p.split('/').count() > MAX_DEPTH {
+        return Some("is too long or too deep");
     }
     if p.contains(['\n', '\r', '\0']) {
         return Some("holds a newline or NUL");
@@ -169,6 +178,9 @@ impl Manifest {
             }
             if m.entries.insert(path.to_string(), entry).is_some() {
                 return Err(bad(n, format!("`{path}` is listed twice")));
+            }
+            if m.entries.len() > MAX_ENTRIES {
+                return Err(bad(n, format!("more than {MAX_ENTRIES} entries")));
             }
         }
         // Every listed path's parents must be listed directories.

@@ -25,13 +25,18 @@ pub fn temporary_pid(name: &str) -> Option<i32> {
 
 /// The time in a finished backup's name, if it is one of ours.
 pub fn stamp_of(name: &str) -> Option<i64> {
+    order_of(name).map(|(t, _)| t)
+}
+
+/// The time in a finished backup's name and its number within that second
+/// (1 for none, 2 for `-2`...): the order of backups, oldest first.
+fn order_of(name: &str) -> Option<(i64, u32)> {
     let rest = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    let stamp = match rest.split_once('-') {
-        Some((s, n)) if n.parse::<u32>().is_ok() => s,
-        Some(_) => return None,
-        None => rest,
+    let (stamp, n) = match rest.split_once('-') {
+        Some((s, n)) => (s, n.parse::<u32>().ok().filter(|n| *n >= 2)?),
+        None => (rest, 1),
     };
-    clock::parse_stamp(stamp)
+    Some((clock::parse_stamp(stamp)?, n))
 }
 
 /// The first free finished name for this stamp.
@@ -61,6 +66,8 @@ pub struct Candidate {
     pub path: PathBuf,
     pub name: String,
     pub time: i64,
+    /// Within the same second: `-2` after none.
+    pub seq: u32,
     pub size: u64,
     pub ours: bool,
 }
@@ -78,16 +85,17 @@ pub fn candidates(dir: &Path) -> std::io::Result<Vec<Candidate>> {
         if !meta.is_file() {
             continue;
         }
-        let stamp = stamp_of(&name);
+        let order = order_of(&name);
         out.push(Candidate {
             path: e.path(),
-            time: stamp.unwrap_or(meta.mtime()),
+            time: order.map(|(t, _)| t).unwrap_or(meta.mtime()),
+            seq: order.map(|(_, n)| n).unwrap_or(0),
             size: meta.len(),
-            ours: stamp.is_some(),
+            ours: order.is_some(),
             name,
         });
     }
-    out.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    out.sort_by(|a, b| b.time.cmp(&a.time).then(b.seq.cmp(&a.seq)).then_with(|| b.name.cmp(&a.name)));
     Ok(out)
 }
 
@@ -100,6 +108,8 @@ mod tests {
         assert_eq!(stamp_of("nxs-backup-20260101T000000Z.tar.zst.age"), Some(1_767_225_600));
         assert_eq!(stamp_of("nxs-backup-20260101T000000Z-3.tar.zst.age"), Some(1_767_225_600));
         assert_eq!(stamp_of("nxs-backup-20260101T000000Z-x.tar.zst.age"), None);
+        assert_eq!(stamp_of("nxs-backup-20260101T000000Z-1.tar.zst.age"), None);
+        assert_eq!(order_of("nxs-backup-20260101T000000Z-10.tar.zst.age"), Some((1_767_225_600, 10)));
         assert_eq!(stamp_of(".nxs-backup-20260101T000000Z.tmp-12"), None);
         assert_eq!(temporary_pid(&temporary("20260101T000000Z", 12)), Some(12));
         assert_eq!(temporary_pid("nxs-backup-20260101T000000Z.tar.zst.age"), None);

@@ -171,24 +171,65 @@ fn ino(p: &Path) -> Option<u64> {
     fs::symlink_metadata(p).ok().map(|m| m.ino())
 }
 
-/// Whether a directory holds anything but the bootstrap's own names.
+/// Whether a directory holds anything but the bootstrap's own names (or
+/// cannot be listed: then it is kept, not removed).
 fn has_data(dir: &Path) -> bool {
     fs::read_dir(dir)
         .map(|rd| rd.flatten().any(|e| !nxs_format::state::is_bootstrap_owned(&e.file_name().to_string_lossy())))
-        .unwrap_or(false)
+        .unwrap_or(true)
 }
 
-/// Rolls an interrupted restore forward from its journal. Returns where the
-/// old state was kept.
-fn finish(state_dir: &Path, w: &Work, j: &Journal, now: i64) -> Result<Option<PathBuf>> {
-    let swapped = ino(state_dir) == Some(j.new_ino);
-    if !swapped {
-        if !exists(&w.new) {
-            // A rollback had swapped the old state back: nothing to finish.
-            return Ok(None);
+/// Done with a work directory: renamed away in one step, then removed, so
+/// that a crash never leaves a half-removed one that looks interrupted.
+fn retire(state_dir: &Path, w: &Work) -> Result<()> {
+    let name = w.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let trash = w.dir.with_file_name(format!("{name}.done-{}", std::process::id()));
+    fault::effect("restore:retire")?;
+    fs::rename(&w.dir, &trash).map_err(|e| Error::io("cannot rename", &w.dir, e))?;
+    fsync_dir(parent(state_dir))?;
+    let _ = remove_tree(&trash);
+    Ok(())
+}
+
+/// Work directories retired by a run that died before removing them.
+fn remove_retired(state_dir: &Path, w: &Work) {
+    let prefix = format!("{}.done-", w.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    if let Ok(rd) = fs::read_dir(parent(state_dir)) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = remove_tree(&e.path());
+            }
         }
+    }
+}
+
+/// Links the machine's own files (lock, checkpoint, downgrade guard) into
+/// the staged tree, afresh: the lock a restore holds is then the lock of
+/// the directory swapped in, and a checkpoint rewritten since staging is
+/// the one that stays.
+fn link_bootstrap(state_dir: &Path, w: &Work) -> Result<()> {
+    for f in BOOTSTRAP_FILES {
+        let (from, to) = (state_dir.join(f), w.new.join(f));
+        let _ = fs::remove_file(&to);
+        if exists(&from) {
+            fault::effect("restore:link-bootstrap")?;
+            fs::hard_link(&from, &to).map_err(|e| Error::io("cannot link", &from, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Rolls a staged restore forward from its journal. Returns where the old
+/// state was kept.
+fn finish(state_dir: &Path, w: &Work, j: &Journal, now: i64) -> Result<Option<PathBuf>> {
+    if ino(state_dir) != Some(j.new_ino) {
+        link_bootstrap(state_dir, w)?;
         fault::effect("restore:exchange")?;
-        exchange(state_dir, &w.new)?;
+        if let Err(e) = exchange(state_dir, &w.new) {
+            // Nothing was swapped: the state directory is as it was.
+            let _ = retire(state_dir, w);
+            return Err(e);
+        }
         fsync_dir(parent(state_dir))?;
     }
     if exists(&w.new) {
@@ -229,37 +270,68 @@ fn finish(state_dir: &Path, w: &Work, j: &Journal, now: i64) -> Result<Option<Pa
         }
         fsync_dir(parent(state_dir))?;
     }
-    fault::effect("restore:cleanup")?;
-    let _ = fs::remove_file(&w.manifest);
-    fs::remove_file(&w.journal).map_err(|e| Error::io("cannot remove", &w.journal, e))?;
-    remove_tree(&w.dir)?;
-    fsync_dir(parent(state_dir))?;
+    retire(state_dir, w)?;
     Ok(kept)
 }
 
-/// After a failure past the swap: the bootstrap's directories back, the old
-/// state back, the work directory gone.
+/// After a failure past the swap: the old state swapped back, then the
+/// bootstrap's directories moved back into it, then the work directory
+/// retired. Anything that cannot be put back is named, never removed.
 fn roll_back(state_dir: &Path, w: &Work, moved: &[&str], cause: Error) -> Error {
-    for d in moved {
-        let _ = fs::rename(state_dir.join(d), w.old.join(d));
-    }
-    let back = exchange(state_dir, &w.old).and_then(|_| fsync_dir(parent(state_dir)));
-    match back {
-        Ok(()) => {
-            let _ = remove_tree(&w.dir);
-            let _ = fsync_dir(parent(state_dir));
-            Error::new(
-                Class::RolledBack,
-                format!("the restore failed after the swap, and the previous state is back: {}", cause.msg),
-            )
-            .hint(cause.hint.unwrap_or_else(|| "fix the cause and run restore again".into()))
-        }
-        Err(e) => Error::new(
+    if let Err(e) = exchange(state_dir, &w.old) {
+        return Error::new(
             Class::Io,
-            format!("the restore failed ({}), and so did putting the previous state back: {}", cause.msg, e.msg),
+            format!("the restore failed ({}), and so did swapping the previous state back: {}", cause.msg, e.msg),
         )
-        .hint(format!("run restore again to finish it; the previous state is in {}", w.old.display())),
+        .hint(format!("run restore again to finish it; the previous state is in {}", w.old.display()));
     }
+    let _ = fsync_dir(parent(state_dir));
+    // From here `old/` holds the backup's tree, with the directories moved into it.
+    let _ = fault::effect("restore:undo");
+    let stuck: Vec<&str> =
+        moved.iter().copied().filter(|d| fs::rename(w.old.join(d), state_dir.join(d)).is_err()).collect();
+    if !stuck.is_empty() {
+        return Error::new(
+            Class::Io,
+            format!(
+                "the restore failed ({}); the previous state is back, but not its {}, still in {}",
+                cause.msg,
+                stuck.join(", "),
+                w.old.display()
+            ),
+        )
+        .hint(format!("move them back into {} by hand, then remove {}", state_dir.display(), w.dir.display()));
+    }
+    let _ = retire(state_dir, w);
+    Error::new(
+        Class::RolledBack,
+        format!("the restore failed after the swap, and the previous state is back: {}", cause.msg),
+    )
+    .hint(cause.hint.unwrap_or_else(|| "fix the cause and run restore again".into()))
+}
+
+/// A restore is about to swap `state_dir` itself: it must be a real
+/// directory on its parent's filesystem (a symlink would be swapped, not
+/// its target; a mount point cannot be renamed).
+fn swappable(state_dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(state_dir).map_err(|e| Error::io("cannot read", state_dir, e))?;
+    if meta.file_type().is_symlink() {
+        let real = fs::canonicalize(state_dir).unwrap_or_default();
+        return Err(Error::usage(format!(
+            "{} is a symbolic link; a restore swaps the directory itself",
+            state_dir.display()
+        ))
+        .hint(format!("give --state-dir {}", real.display())));
+    }
+    let up = fs::metadata(parent(state_dir)).map_err(|e| Error::io("cannot read", parent(state_dir), e))?;
+    if up.dev() != meta.dev() {
+        return Err(Error::new(
+            Class::Io,
+            format!("{} is a mount point: a restore cannot swap it in one rename", state_dir.display()),
+        )
+        .hint("keep the state in a directory inside the mount (e.g. --state-dir MOUNT/nxs), or restore into another path and move it"));
+    }
+    Ok(())
 }
 
 /// The backups to try, newest first.
@@ -284,21 +356,31 @@ fn same_request(from: &Path, j: &Journal) -> bool {
 /// The first of `list` that verifies to its last byte, read without
 /// writing anything; the others, with why they were passed over.
 fn pick(list: &[PathBuf], is_dir: bool, keys: &Decrypt, skipped: &mut Vec<(String, String)>) -> Result<(PathBuf, u64)> {
-    let mut all_incompatible = true;
+    let mut classes = Vec::new();
     for path in list {
         eprintln!("  checking {}", path.display());
         match archive::open(path, keys, None) {
             Ok(o) => return Ok((path.clone(), o.manifest.files().map(|(_, s)| s).sum())),
-            Err(e) if is_dir && matches!(e.class, Class::Verify | Class::Incompatible) => {
+            // In a directory, an unreadable file (a bad sector) is passed
+            // over like a corrupt one: an older copy may read.
+            Err(e) if is_dir && matches!(e.class, Class::Verify | Class::Incompatible | Class::Io) => {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 eprintln!("  skipped {name}: {}", e.msg);
-                all_incompatible &= e.class == Class::Incompatible;
+                classes.push(e.class);
                 skipped.push((name, e.msg));
             }
             Err(e) => return Err(e),
         }
     }
-    let class = if all_incompatible { Class::Incompatible } else { Class::Verify };
+    // A newer format everywhere is "upgrade" (4); anything corrupt or
+    // undecryptable is "verification" (3); only unreadable files, "I/O" (5).
+    let class = if classes.iter().all(|c| *c == Class::Incompatible) {
+        Class::Incompatible
+    } else if classes.iter().any(|c| *c == Class::Verify) {
+        Class::Verify
+    } else {
+        classes.first().copied().unwrap_or(Class::Verify)
+    };
     let from = list.first().and_then(|p| p.parent()).unwrap_or(Path::new("."));
     Err(Error::new(class, format!("no backup in {} can be restored ({} tried)", from.display(), list.len()))
         .hint("each one's reason is above; the state directory is untouched"))
@@ -326,18 +408,36 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
 
     // A restore that a crash interrupted is finished first, or discarded if
     // it had not been staged.
+    remove_retired(state_dir, &w);
     if exists(&w.dir) {
-        match fs::read_to_string(&w.journal).ok().as_deref().and_then(Journal::parse) {
+        let journal = fs::read_to_string(&w.journal).ok();
+        match journal.as_deref().and_then(Journal::parse) {
+            Some(j) if ino(state_dir) != Some(j.new_ino) && !exists(&w.new) => {
+                // A rollback had swapped the old state back: bring back what
+                // it had not, and start again.
+                for d in BOOTSTRAP_DIRS {
+                    let (from, to) = (w.old.join(d), state_dir.join(d));
+                    if exists(&from) && !exists(&to) {
+                        fs::rename(&from, &to).map_err(|e| Error::io("cannot move back", &from, e))?;
+                    }
+                }
+                eprintln!("  an earlier restore was rolled back; starting again");
+                retire(state_dir, &w)?;
+            }
             Some(j) => {
                 eprintln!("  finishing the restore of {} that was interrupted", j.backup.display());
-                if !exists(&w.old) && exists(&w.new) && ino(state_dir) != Some(j.new_ino) {
-                    let m = fs::read(&w.manifest).map_err(|e| Error::io("cannot read", &w.manifest, e))?;
-                    archive::check_tree(&w.new, &Manifest::parse(&m)?).map_err(|e| {
-                        let _ = remove_tree(&w.dir);
-                        e.hint("the staged copy changed after the crash; it was discarded: run restore again")
-                    })?;
-                }
                 let staged = fs::read(&w.manifest).ok().and_then(|m| Manifest::parse(&m).ok());
+                if ino(state_dir) != Some(j.new_ino) {
+                    let m = staged
+                        .as_ref()
+                        .ok_or_else(|| Error::new(Class::Io, format!("cannot read {}", w.manifest.display())))?;
+                    if let Err(e) = archive::check_tree(&w.new, m) {
+                        let _ = retire(state_dir, &w);
+                        return Err(
+                            e.hint("the staged copy changed after the crash; it was discarded: run restore again")
+                        );
+                    }
+                }
                 out.pre_restore = finish(state_dir, &w, &j, o.now)?;
                 if same_request(&o.from, &j) {
                     if let Some(m) = staged {
@@ -347,6 +447,13 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
                     out.resumed = true;
                     return Ok(out);
                 }
+            }
+            None if journal.is_some() || exists(&w.old) => {
+                return Err(Error::new(
+                    Class::Io,
+                    format!("{} holds an interrupted restore whose journal cannot be read", w.dir.display()),
+                )
+                .hint("it may hold the previous state (old/): look inside, move what you need, remove it, then run restore again"));
             }
             None => {
                 eprintln!(
@@ -365,6 +472,11 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
             pick(&list, is_dir, &o.keys, &mut out.skipped)?
         }
     };
+    swappable(state_dir)?;
+    let abs = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    if abs.to_string_lossy().contains('\n') {
+        return Err(Error::usage(format!("{:?}: a backup's path may not hold a newline", abs)));
+    }
     // Read again, into the staging directory: every byte written is
     // checked again on the way.
     remove_tree(&w.dir)?;
@@ -394,18 +506,9 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     for d in &opened.dropped {
         eprintln!("  not restored: {d} (the bootstrap's own; this machine keeps its own)");
     }
-    // Everything checked: make it durable, then bring the bootstrap's
-    // files along and write the journal.
+    // Everything checked: make it durable, then write the journal.
     fault::effect("restore:staged")?;
     sync_tree(&w.new)?;
-    for f in BOOTSTRAP_FILES {
-        let from = state_dir.join(f);
-        if exists(&from) {
-            fault::effect("restore:link-bootstrap")?;
-            fs::hard_link(&from, w.new.join(f)).map_err(|e| Error::io("cannot link", &from, e))?;
-        }
-    }
-    let abs = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
     let (sha256, _) = archive::sha256_file(&path)?;
     let j = Journal { backup: abs.clone(), sha256, new_ino: ino(&w.new).unwrap_or(0) };
     write_synced(&w.manifest, &opened.manifest.to_text())?;

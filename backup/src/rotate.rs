@@ -63,12 +63,17 @@ pub fn keep(times: &[i64], k: &Keep) -> BTreeSet<usize> {
 }
 
 /// Deletes the backups of `dir` that the policy does not keep, with their
-/// `.sha256`. Returns what it deleted and how many it kept.
-pub fn prune(dir: &Path, k: &Keep) -> Result<(Vec<PathBuf>, usize)> {
+/// `.sha256`; never `just_written`, even when the clock says it is older
+/// than others (a board without a real-time clock). Returns what it deleted
+/// and how many it kept.
+pub fn prune(dir: &Path, k: &Keep, just_written: &Path) -> Result<(Vec<PathBuf>, usize)> {
     let all = naming::candidates(dir).map_err(|e| Error::io("cannot list", dir, e))?;
     let ours: Vec<_> = all.into_iter().filter(|c| c.ours).collect();
     let times: Vec<i64> = ours.iter().map(|c| c.time).collect();
-    let kept = keep(&times, k);
+    let mut kept = keep(&times, k);
+    if let Some(i) = ours.iter().position(|c| c.path == just_written) {
+        kept.insert(i);
+    }
     let mut pruned = Vec::new();
     for (i, c) in ours.iter().enumerate() {
         if kept.contains(&i) {

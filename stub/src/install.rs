@@ -440,13 +440,17 @@ impl Run<'_> {
         }
         crate::fault::effect("restore")?;
         eprintln!("  restoring {} from {}", dir.display(), r.from.display());
+        // The installed copy, checked against the verified manifest and run
+        // from memory: the bytes checked are the bytes run.
         let tool = self.layout.root.join(crate::tool::TOOL);
+        let bytes = crate::tool::installed(&self.layout.root, &self.bundle().manifest)?;
+        let (_memfd, mut cmd) = crate::tool::command(&bytes)?;
         let key_flag = if r.passphrase { "--passphrase-file" } else { "--identity" };
         // The child takes this run's lock as its own: the descriptor must
         // survive the exec, for that call only.
         // SAFETY: fcntl on a descriptor this run owns.
         unsafe { libc::fcntl(self.lock_fd, libc::F_SETFD, 0) };
-        let st = std::process::Command::new(&tool)
+        let st = cmd
             .args(["restore", "--from"])
             .arg(&r.from)
             .arg(key_flag)
@@ -468,7 +472,7 @@ impl Run<'_> {
         };
         Err(Error::new(class, format!("restoring the state directory from {} failed (exit {code})", r.from.display()))
             .hint(
-                "the reason is above; the state directory is as it was. Fix it and run install again: it resumes here",
+                "nxs-backup's own message above says where the state directory stands; fix the cause and run install again: it resumes here",
             ))
     }
 
@@ -840,6 +844,11 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
             None
         }
     };
+    // --restore-from needs the bundle's nxs-backup: refused now (exit 4),
+    // not after extracting.
+    if opts.restore.is_some() {
+        crate::tool::expected(&preverified.manifest)?;
+    }
     let layout = Layout::new(&opts.root)?;
     crate::preflight::check(&preverified.manifest, &layout.root)?;
     let _lock = lock(&opts.state_dir)?;

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 /// Where a payload carries nxs-backup.
 pub const TOOL: &str = "bin/nxs-backup";
 
-fn expected(m: &Manifest) -> Result<(u64, [u8; 32])> {
+/// The size and sha256 the manifest gives nxs-backup; exit 4 without one.
+pub fn expected(m: &Manifest) -> Result<(u64, [u8; 32])> {
     m.entries
         .iter()
         .find_map(|e| match e.kind {
@@ -52,11 +53,7 @@ fn installed_root(me: &Path) -> Option<PathBuf> {
 pub fn load() -> Result<Vec<u8>> {
     let me = bundle::self_path()?;
     if let Some(root) = installed_root(&me) {
-        let m = bundle::installed_record(&root)?;
-        let (size, sha256) = expected(&m)?;
-        let p = root.join(TOOL);
-        let f = std::fs::File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
-        return checked(f, size, &sha256, &p.display().to_string());
+        return installed(&root, &bundle::installed_record(&root)?);
     }
     let b = Bundle::open_verified(&me, &Trust::Embedded)?;
     let (size, sha256) = expected(&b.manifest)?;
@@ -72,12 +69,27 @@ pub fn load() -> Result<Vec<u8>> {
     Err(Error::verify(format!("{label} is missing from the payload")))
 }
 
+/// nxs-backup as installed in `root`, checked against manifest `m`.
+pub fn installed(root: &Path, m: &Manifest) -> Result<Vec<u8>> {
+    let (size, sha256) = expected(m)?;
+    let p = root.join(TOOL);
+    let f = std::fs::File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
+    checked(f, size, &sha256, &p.display().to_string())
+}
+
 /// A memfd holding `bytes`, executable through `/proc/self/fd/N`.
 pub fn memfd(bytes: &[u8]) -> Result<std::fs::File> {
     use std::io::Write;
     use std::os::unix::io::FromRawFd;
     // SAFETY: a static NUL-terminated name; the fd returned is ours.
-    let fd = unsafe { libc::syscall(libc::SYS_memfd_create, c"nxs-backup".as_ptr(), 0) } as i32;
+    // MFD_EXEC: where vm.memfd_noexec is set (Linux 6.3+), a memfd is not
+    // executable without it; older kernels refuse the flag (EINVAL).
+    let create =
+        |flags: libc::c_uint| unsafe { libc::syscall(libc::SYS_memfd_create, c"nxs-backup".as_ptr(), flags) } as i32;
+    let mut fd = create(0x10);
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        fd = create(0);
+    }
     if fd < 0 {
         return Err(Error::io("cannot create a memfd for", Path::new(TOOL), std::io::Error::last_os_error())
             .hint("backup and restore need Linux 3.17 or newer"));
@@ -88,11 +100,20 @@ pub fn memfd(bytes: &[u8]) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// A command that runs `bytes` (a verified nxs-backup) from a memfd; keep
+/// the file until the command has started.
+pub fn command(bytes: &[u8]) -> Result<(std::fs::File, std::process::Command)> {
+    use std::os::unix::process::CommandExt;
+    let f = memfd(bytes)?;
+    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", std::os::unix::io::AsRawFd::as_raw_fd(&f)));
+    cmd.arg0("nxs-backup");
+    Ok((f, cmd))
+}
+
 /// Replaces this process with the verified nxs-backup, with `args`.
 pub fn exec(args: &[String]) -> Result<i32> {
     use std::os::unix::process::CommandExt;
-    let f = memfd(&load()?)?;
-    let path = format!("/proc/self/fd/{}", std::os::unix::io::AsRawFd::as_raw_fd(&f));
-    let e = std::process::Command::new(&path).arg0("nxs-backup").args(args).exec();
+    let (_f, mut cmd) = command(&load()?)?;
+    let e = cmd.args(args).exec();
     Err(Error::io("cannot run", Path::new(TOOL), e))
 }
