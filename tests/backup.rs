@@ -254,14 +254,20 @@ fn stock_age_zstd_tar_and_sha256sum_read_our_backups() {
     chmod_tree_writable(t.path());
 }
 
+/// The by-hand recipe of docs/FORMAT.md, verbatim.
+fn recipe() -> String {
+    let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
+    let block =
+        doc.split("<!-- backup-by-hand:begin -->").nth(1).unwrap().split("<!-- backup-by-hand:end -->").next().unwrap();
+    block.trim().trim_start_matches("```bash").trim_end_matches("```").to_string()
+}
+
 #[test]
 fn a_backup_made_by_hand_with_the_documented_recipe_restores() {
     require_tool("age");
     require_tool("zstd");
-    let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
-    let block =
-        doc.split("<!-- backup-by-hand:begin -->").nth(1).unwrap().split("<!-- backup-by-hand:end -->").next().unwrap();
-    let script = block.trim().trim_start_matches("```bash").trim_end_matches("```");
+    let script = recipe();
+    let script = script.as_str();
     let (t, key, recipient, state) = populated("by-hand");
     let want = data(&state);
     let file = t.path().join("made-by-hand.age");
@@ -817,15 +823,9 @@ fn a_failure_after_the_swap_puts_the_old_state_back_with_exit_7() {
 #[test]
 fn a_hand_made_tar_of_dot_restores_too() {
     require_tool("age");
-    let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
-    let block =
-        doc.split("<!-- backup-by-hand:begin -->").nth(1).unwrap().split("<!-- backup-by-hand:end -->").next().unwrap();
     // `tar -cf - ./NXS-BACKUP ./state`: `./`-prefixed names, as many write them.
-    let script = block
-        .trim()
-        .trim_start_matches("```bash")
-        .trim_end_matches("```")
-        .replace("tar -C \"$work\" -cf - NXS-BACKUP state", "tar -C \"$work\" -cf - ./NXS-BACKUP ./state");
+    let script =
+        recipe().replace("tar -C \"$work\" -cf - NXS-BACKUP state", "tar -C \"$work\" -cf - ./NXS-BACKUP ./state");
     assert!(script.contains("./NXS-BACKUP"), "the recipe's tar line changed: {script}");
     let (t, key, recipient, state) = populated("dot");
     let want = data(&state);
