@@ -163,7 +163,7 @@ fn unsafe_or_colliding_paths_in_a_signed_manifest() {
     let b = bundle_with(d.path(), "mcase.run", &payload, frames, vec![file("evil", 0o644, b"evil")], &|s| {
         s.replace("end\n", &format!("file 644 4 {} EVIL\nend\n", sha256(b"evil")))
     });
-    refused(&b, 3, "differs from another only in case");
+    refused(&b, 3, "name the same file");
 }
 
 #[test]

@@ -104,13 +104,15 @@ pub fn plan(
                     }
                 }
             }
-            // A filesystem that ignores case would merge these two.
-            let mut folded: BTreeMap<String, &EntryPath> = BTreeMap::new();
-            for p in entries.keys() {
-                if let Some(other) = folded.insert(p.fold_key(), p) {
-                    bail!("`{other}` and `{p}` differ only in case; a case-insensitive filesystem would merge them");
-                }
-            }
+            // The stub refuses the same, with the same rules, so a bundle
+            // that would not install is never written.
+            check_names(&entries).with_context(|| format!("tier `{tier_name}` for {target}"))?;
+            nxs_format::manifest::check_link_chains(entries.values().map(|e| (&e.path, e.link.as_deref())))
+                .map_err(|e| {
+                    let component = &entries[&e.path].component;
+                    anyhow::anyhow!("{e} (component `{component}`)\n  help: a packed link must lead inside the install root, with the links on its way followed")
+                })
+                .with_context(|| format!("tier `{tier_name}` for {target}"))?;
             bundles.push(BundlePlan {
                 tier: tier_name.clone(),
                 target: target.clone(),
@@ -120,6 +122,34 @@ pub fn plan(
         }
     }
     Ok(Plan { mtime, bundles })
+}
+
+/// Refuses two entries that a filesystem ignoring case or normalising names
+/// would merge: equal under Unicode canonical caseless matching
+/// ([`nxs_format::path::name_key`]), as the stub checks the manifest.
+fn check_names(entries: &BTreeMap<EntryPath, PlannedEntry>) -> Result<()> {
+    let mut folded: BTreeMap<String, &PlannedEntry> = BTreeMap::new();
+    for e in entries.values() {
+        if let Some(other) = folded.insert(e.path.fold_key(), e) {
+            bail!(
+                "{}\n  {}\n  {}\n  help: rename one of them",
+                nxs_format::manifest::same_name(&other.path, &e.path),
+                origin(other),
+                origin(e)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where an entry comes from, for a message.
+fn origin(e: &PlannedEntry) -> String {
+    match (&e.source, &e.link, e.component.as_str()) {
+        (_, _, "-") => format!("`{}`: a directory its contents imply", e.path),
+        (Some(src), _, c) => format!("`{}`: component `{c}`, from {}", e.path, src.display()),
+        (None, Some(target), c) => format!("`{}`: component `{c}`, a link to `{target}`", e.path),
+        (None, None, c) => format!("`{}`: component `{c}`, a directory", e.path),
+    }
 }
 
 fn insert(entries: &mut BTreeMap<EntryPath, PlannedEntry>, e: PlannedEntry) -> Result<()> {
@@ -132,11 +162,13 @@ fn insert(entries: &mut BTreeMap<EntryPath, PlannedEntry>, e: PlannedEntry) -> R
     }
     for p in parents.into_iter().rev() {
         match entries.get(&p) {
-            Some(existing) if existing.source.is_some() => {
+            Some(existing) if existing.source.is_some() || existing.link.is_some() => {
+                // Nothing may sit below a link: the stub refuses it.
                 bail!(
-                    "`{}` needs `{p}` to be a directory, but component `{}` installs a file there",
+                    "`{}` needs `{p}` to be a directory, but component `{}` installs a {} there",
                     e.path,
-                    existing.component
+                    existing.component,
+                    if existing.source.is_some() { "file" } else { "link" }
                 )
             }
             Some(_) => {}
@@ -245,4 +277,130 @@ fn add_component(
         insert(entries, entry)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A spec in a temporary directory whose components `a` and `b` install
+    /// the directories `src/a` and `src/b` at `install_a` and `install_b`.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            for d in ["src/a", "src/b"] {
+                std::fs::create_dir_all(dir.path().join(d)).unwrap();
+            }
+            Fixture { dir }
+        }
+
+        fn file(&self, rel: &str) -> &Fixture {
+            let path = self.dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+            self
+        }
+
+        fn link(&self, rel: &str, target: &str) -> &Fixture {
+            let path = self.dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            symlink(target, path).unwrap();
+            self
+        }
+
+        fn plan(&self, install_a: &str, install_b: &str) -> Result<Plan> {
+            let text = format!(
+                r#"
+platforms = ["x86_64-unknown-linux-musl"]
+[product]
+name = "nxs-survival"
+version = "1.4.0"
+[trust]
+keys = ["keys/release.pub"]
+[[component]]
+name = "a"
+source = "src/a"
+install = "{install_a}"
+[[component]]
+name = "b"
+source = "src/b"
+install = "{install_b}"
+[[tier]]
+name = "minimal"
+components = ["a", "b"]
+"#
+            );
+            let spec = Spec::parse(&self.dir.path().join("spec.toml"), &text)?;
+            plan(&spec, &[], &[], &BTreeMap::new(), 0)
+        }
+    }
+
+    fn refused(r: Result<Plan>, want: &[&str]) {
+        let e = format!("{:#}", r.expect_err("must be refused"));
+        for w in want {
+            assert!(e.contains(w), "`{e}` should contain `{w}`");
+        }
+    }
+
+    #[test]
+    fn names_with_one_meaning_are_refused_at_build_time() {
+        let f = Fixture::new();
+        f.file("src/a/Readme").file("src/b/README");
+        refused(
+            f.plan("doc", "doc"),
+            &["`doc/README` and `doc/Readme` name the same file", "component `a`, from ", "src/a/Readme"],
+        );
+        let f = Fixture::new();
+        f.file("src/a/\u{3a3}").file("src/b/\u{3c2}");
+        refused(f.plan("x", "x"), &["`x/\u{3a3}` and `x/\u{3c2}` name the same file", "component `b`"]);
+        let f = Fixture::new();
+        f.file("src/a/stra\u{df}e").file("src/b/strasse");
+        refused(f.plan("x", "x"), &["name the same file on a case-insensitive or normalising filesystem"]);
+        // Two install paths, not two files: a directory and a file.
+        let f = Fixture::new();
+        f.file("src/a/f").file("src/b/f");
+        refused(f.plan("\u{fb01}", "fi"), &["`fi` and `\u{fb01}` name the same file", "component `b`, a directory"]);
+        // A source name not in NFC cannot be packed at all.
+        let f = Fixture::new();
+        f.file("src/a/cafe\u{301}");
+        refused(f.plan("x", "y"), &["cannot be packed", "Normalization Form C", "caf\u{e9}"]);
+        // Distinct names pass.
+        let f = Fixture::new();
+        f.file("src/a/caf\u{e9}").file("src/b/cafe");
+        assert_eq!(f.plan("x", "x").unwrap().bundles[0].entries.len(), 3);
+    }
+
+    #[test]
+    fn link_chains_are_refused_at_build_time() {
+        // Each link is lexically inside; followed together, they leave.
+        let f = Fixture::new();
+        f.file("src/a/sub/f").link("src/a/sub/up", "../..").link("src/a/esc", "sub/up/..");
+        refused(
+            f.plan("top", "other"),
+            &["link `top/esc` -> `sub/up/..`", "the link `top/sub/up` on its way", "component `a`"],
+        );
+        let f = Fixture::new();
+        f.file("src/a/f").link("src/a/l", "..").link("src/b/esc", "../top/l/..");
+        refused(f.plan("top", "b"), &["link `b/esc` -> `../top/l/..`", "component `b`"]);
+        // A loop.
+        let f = Fixture::new();
+        f.link("src/a/x", "y").link("src/a/y", "x");
+        refused(f.plan("top", "b"), &["loop of links"]);
+        // Nothing may sit below a link, even when another component puts it there.
+        let f = Fixture::new();
+        f.link("src/a/l", "d").file("src/b/f");
+        refused(f.plan("top", "top/l/x"), &["needs `top/l` to be a directory", "installs a link there"]);
+        // A legitimate chain, through a link that sorts after it.
+        let f = Fixture::new();
+        f.file("src/a/v2/tool").link("src/a/cur", "v2").link("src/b/tool", "../lib/cur/tool");
+        let plan = f.plan("lib", "bin").unwrap();
+        let links: Vec<_> =
+            plan.bundles[0].entries.iter().filter(|e| e.link.is_some()).map(|e| e.path.as_str()).collect();
+        assert_eq!(links, ["bin/tool", "lib/cur"]);
+    }
 }

@@ -4,8 +4,9 @@
 //! A bundle is one file: `stub | payload | manifest | signature | trailer`.
 //! See `docs/FORMAT.md` for the byte layout and the versioning rules.
 //!
-//! Architecture invariant: this crate has no dependencies and does no I/O.
-//! It turns bytes into typed values and back, and refuses anything else.
+//! Architecture invariant: this crate does no I/O, and its one dependency is
+//! `unicode-normalization` (the NFC/NFD tables the name rule needs). It
+//! turns bytes into typed values and back, and refuses anything else.
 
 pub mod checkpoint;
 pub mod exit;

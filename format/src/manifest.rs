@@ -194,7 +194,9 @@ pub enum EntryKind {
         sha256: [u8; 32],
     },
     /// A symbolic link. Its target is relative and, resolved from the
-    /// link's directory, stays inside the root ([`link_target_ok`]).
+    /// link's directory, stays inside the root ([`link_target_ok`]), with
+    /// the manifest's other links on its way followed too
+    /// ([`check_link_chains`]).
     Link {
         target: String,
     },
@@ -202,7 +204,9 @@ pub enum EntryKind {
 
 /// True if a link at `path` pointing at `target` stays inside the root:
 /// a relative target, no empty or control-character parts, and `..` never
-/// climbing above the root when resolved from the link's directory.
+/// climbing above the root when resolved from the link's directory. This
+/// reads the target alone, as if no component of it were a link;
+/// [`check_link_chains`] then follows the links on its way.
 pub fn link_target_ok(path: &EntryPath, target: &str) -> bool {
     if target.is_empty() || target.len() > crate::path::MAX_PATH_LEN || target.starts_with('/') {
         return false;
@@ -225,6 +229,203 @@ pub fn link_target_ok(path: &EntryPath, target: &str) -> bool {
         }
     }
     true
+}
+
+/// Most links that following one link may take, counting itself: Linux's
+/// `MAXSYMLINKS`, past which the kernel fails with `ELOOP` anyway.
+pub const MAX_LINK_CHAIN: u32 = 40;
+
+/// Why a link is refused once the links on its way are followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkChainError {
+    /// Position of the refused link in the entries given.
+    pub index: usize,
+    pub path: EntryPath,
+    pub target: String,
+    pub kind: LinkChainErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkChainErrorKind {
+    /// Resolving the target climbs above the root, once the links on its
+    /// way (the last one followed is `via`) are followed.
+    Escapes { via: Option<EntryPath> },
+    /// The target runs into a loop of links, through `at`.
+    Loop { at: EntryPath },
+    /// Following the link takes more than [`MAX_LINK_CHAIN`] links.
+    TooLong,
+}
+
+impl fmt::Display for LinkChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "link `{}` -> `{}`: ", self.path, self.target)?;
+        match &self.kind {
+            LinkChainErrorKind::Escapes { via: Some(via) } => {
+                write!(f, "climbs above the root once the link `{via}` on its way is followed")
+            }
+            LinkChainErrorKind::Escapes { via: None } => write!(f, "climbs above the root"),
+            LinkChainErrorKind::Loop { at } => write!(f, "runs into a loop of links at `{at}`"),
+            LinkChainErrorKind::TooLong => write!(f, "following it takes more than {MAX_LINK_CHAIN} links"),
+        }
+    }
+}
+
+impl std::error::Error for LinkChainError {}
+
+/// Checks every link with the links on its way followed, as the kernel
+/// would follow them: the target's components are walked from the link's
+/// directory, and a component that names another link of `entries` is
+/// replaced by where that link leads (resolved the same way, so `..` after
+/// it climbs from there, not from the link). A link is refused if that walk
+/// climbs above the root, runs into a loop, or follows more than
+/// [`MAX_LINK_CHAIN`] links. Components are matched by the name rule
+/// ([`crate::path::name_key`]), as a case-insensitive filesystem matches
+/// them; a component that names nothing in `entries` is taken as a plain
+/// directory, since no link of the bundle's can be there. Order does not
+/// matter: a link may go through a link listed
+/// after it, as the bundler's path order often has it (`bin/tool ->
+/// ../lib/cur/tool` before `lib/cur -> v2`).
+///
+/// `entries` are `(path, Some(target))` for a link and `(path, None)` for
+/// anything else, with paths unique under the name rule and every target
+/// passing [`link_target_ok`].
+///
+/// # Security
+/// [`link_target_ok`] alone is lexical: from `a/`, `l1/..` stays inside,
+/// but if `a/l1` is a link to `..` it leads above the root. This catches
+/// such chains. Work is linear in the targets' lengths: each link is
+/// resolved once and remembered.
+pub fn check_link_chains<'a>(
+    entries: impl IntoIterator<Item = (&'a EntryPath, Option<&'a str>)>,
+) -> Result<(), LinkChainError> {
+    let mut tree = Tree::default();
+    for (index, (path, target)) in entries.into_iter().enumerate() {
+        let mut node = 0;
+        for c in path.components() {
+            node = tree.child_or_insert(node, c);
+        }
+        if let Some(target) = target {
+            tree.nodes[node].link = Some(tree.links.len());
+            tree.links.push(Link {
+                index,
+                path: path.clone(),
+                target: target.to_string(),
+                node,
+                state: State::Unresolved,
+            });
+        }
+    }
+    for link in 0..tree.links.len() {
+        tree.resolve(link, link, 0)?;
+    }
+    Ok(())
+}
+
+/// Where a walk stands: a node of the manifest's tree, then `unknown`
+/// components below it that the manifest does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    node: usize,
+    unknown: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Unresolved,
+    InProgress,
+    /// Where the link leads, and how many links following it takes
+    /// (itself not counted).
+    Done(Position, u32),
+}
+
+#[derive(Debug)]
+struct Link {
+    index: usize,
+    path: EntryPath,
+    target: String,
+    node: usize,
+    state: State,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    parent: usize,
+    link: Option<usize>,
+}
+
+/// The manifest's paths as a tree, children found by their name key.
+#[derive(Debug)]
+struct Tree {
+    nodes: Vec<Node>,
+    children: std::collections::HashMap<(usize, String), usize>,
+    links: Vec<Link>,
+}
+
+impl Default for Tree {
+    fn default() -> Tree {
+        Tree { nodes: vec![Node::default()], children: Default::default(), links: Vec::new() }
+    }
+}
+
+impl Tree {
+    fn child_or_insert(&mut self, parent: usize, name: &str) -> usize {
+        let key = (parent, crate::path::name_key(name));
+        if let Some(&n) = self.children.get(&key) {
+            return n;
+        }
+        self.nodes.push(Node { parent, link: None });
+        self.children.insert(key, self.nodes.len() - 1);
+        self.nodes.len() - 1
+    }
+
+    fn error(&self, link: usize, kind: LinkChainErrorKind) -> LinkChainError {
+        let l = &self.links[link];
+        LinkChainError { index: l.index, path: l.path.clone(), target: l.target.clone(), kind }
+    }
+
+    /// Resolves link `link`, reached through `depth` links from `top`, the
+    /// link being checked.
+    fn resolve(&mut self, link: usize, top: usize, depth: u32) -> Result<(Position, u32), LinkChainError> {
+        match &self.links[link].state {
+            State::Done(pos, count) => return Ok((*pos, *count)),
+            State::InProgress => {
+                let at = self.links[link].path.clone();
+                return Err(self.error(top, LinkChainErrorKind::Loop { at }));
+            }
+            State::Unresolved if depth >= MAX_LINK_CHAIN => return Err(self.error(top, LinkChainErrorKind::TooLong)),
+            State::Unresolved => {}
+        }
+        self.links[link].state = State::InProgress;
+        let mut pos = Position { node: self.nodes[self.links[link].node].parent, unknown: 0 };
+        let (mut count, mut via) = (0u32, None);
+        let target = self.links[link].target.clone();
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." if pos.unknown > 0 => pos.unknown -= 1,
+                ".." if pos.node == 0 => return Err(self.error(link, LinkChainErrorKind::Escapes { via })),
+                ".." => pos.node = self.nodes[pos.node].parent,
+                _ if pos.unknown > 0 => pos.unknown += 1,
+                name => match self.children.get(&(pos.node, crate::path::name_key(name))) {
+                    None => pos.unknown = 1,
+                    Some(&n) => match self.nodes[n].link {
+                        None => pos.node = n,
+                        Some(next) => {
+                            let (to, more) = self.resolve(next, top, depth + 1)?;
+                            count = count.saturating_add(1 + more);
+                            if count >= MAX_LINK_CHAIN {
+                                return Err(self.error(link, LinkChainErrorKind::TooLong));
+                            }
+                            pos = to;
+                            via = Some(self.links[next].path.clone());
+                        }
+                    },
+                },
+            }
+        }
+        self.links[link].state = State::Done(pos, count);
+        Ok((pos, count))
+    }
 }
 
 /// One entry of the payload, in payload order.
@@ -489,6 +690,14 @@ fn entry_path(line: usize, s: &str) -> Result<EntryPath, ManifestError> {
     EntryPath::parse(s).map_err(|e| syntax(line, format!("path `{s}`: {e}")))
 }
 
+/// Why two paths with one name key are refused: the bundler says it too.
+pub fn same_name(a: &EntryPath, b: &EntryPath) -> String {
+    format!(
+        "`{a}` and `{b}` name the same file on a case-insensitive or normalising filesystem \
+         (they are equal under Unicode canonical caseless matching)"
+    )
+}
+
 fn set_once<T>(slot: &mut Option<T>, value: T, line: usize, key: &'static str) -> Result<(), ManifestError> {
     if slot.is_some() {
         return Err(err(line, ManifestErrorKind::Duplicate(key)));
@@ -504,8 +713,11 @@ impl Manifest {
     /// Call this only on bytes whose signature has been verified, and keep
     /// using those same bytes. The parser is still strict on its own: every
     /// number is range-checked, every path is an [`EntryPath`], counts are
-    /// capped, entries are unique and their parents are declared first, and
-    /// the frame table must add up to the payload length.
+    /// capped, entries are unique even under Unicode canonical caseless
+    /// matching ([`crate::path::name_key`]) and their parents are declared
+    /// first, no link leads out of the root even through other links
+    /// ([`check_link_chains`]), and the frame table must add up to the
+    /// payload length.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let text = std::str::from_utf8(bytes).map_err(|_| err(1, ManifestErrorKind::NotUtf8))?;
         if !text.ends_with('\n') {
@@ -535,7 +747,10 @@ impl Manifest {
         let mut hooks = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut folded = std::collections::HashSet::new();
+        // Name key -> the path that has it, to name both in a refusal.
+        let mut folded = std::collections::HashMap::new();
+        // The line of each entry, for the link-chain check after `end`.
+        let mut entry_lines = Vec::new();
         let mut dirs = std::collections::HashSet::new();
         let mut ended = false;
         let mut last_line = 1;
@@ -710,8 +925,8 @@ impl Manifest {
                     if !seen.insert(entry.path.clone()) {
                         return Err(syntax(n, format!("duplicate entry `{}`", entry.path)));
                     }
-                    if !folded.insert(entry.path.fold_key()) {
-                        return Err(syntax(n, format!("entry `{}` differs from another only in case", entry.path)));
+                    if let Some(other) = folded.insert(entry.path.fold_key(), entry.path.clone()) {
+                        return Err(syntax(n, same_name(&other, &entry.path)));
                     }
                     if let Some(parent) = entry.path.parent() {
                         if !dirs.contains(&parent) {
@@ -721,7 +936,8 @@ impl Manifest {
                     if entry.kind == EntryKind::Dir {
                         dirs.insert(entry.path.clone());
                     }
-                    entries.push(entry)
+                    entries.push(entry);
+                    entry_lines.push(n)
                 }
                 "end" => {
                     want(0)?;
@@ -733,6 +949,13 @@ impl Manifest {
         if !ended {
             return Err(err(last_line, ManifestErrorKind::Missing("end")));
         }
+        // Links are checked again with the links on their way followed,
+        // once every entry is known: a link may go through one listed later.
+        check_link_chains(entries.iter().map(|e| match &e.kind {
+            EntryKind::Link { target } => (&e.path, Some(target.as_str())),
+            _ => (&e.path, None),
+        }))
+        .map_err(|e| syntax(entry_lines[e.index], e.to_string()))?;
 
         let headscale = match (hs_server, hs_host) {
             (Some(login_server), Some(hostname)) => Some(Headscale {
@@ -846,7 +1069,7 @@ mod tests {
         check_refused(&edit("etc/ca.pem\n", "../ca.pem\n"), 13, "`..`");
         check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 etc\n"), 21, "duplicate entry");
         check_refused(&edit("dir 755 etc\n", ""), 20, "before its directory");
-        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 ETC\n"), 21, "only in case");
+        check_refused(&edit("dir 755 etc\n", "dir 755 etc\ndir 755 ETC\n"), 21, "`etc` and `ETC` name the same file");
         check_refused(&edit("frame 10 4096", "frame 11 4096"), 23, "does not add up");
         check_refused(&edit("mtime 1700000000", "mtime 1e9"), 6, "decimal");
         check_refused(&edit("mtime 1700000000", "mtime 01700000000"), 6, "decimal");
@@ -881,6 +1104,175 @@ mod tests {
         );
         // Nothing may sit below a link: its parent must be a declared directory.
         check_refused(&sample().to_text().replace("end\n", "link etc/l ca.pem\nfile 644 0 0404040404040404040404040404040404040404040404040404040404040404 etc/l/x\nend\n"), 24, "before its directory");
+    }
+
+    /// `sample()` with `lines` before `end`; they start on line 23.
+    fn with(lines: &str) -> String {
+        sample().to_text().replace("end\n", &format!("{lines}end\n"))
+    }
+
+    #[test]
+    fn names_with_one_meaning_are_refused() {
+        use crate::path::tests::{DISTINCT, SAME_NAME};
+        let dir = |name: &str| format!("dir 755 {}\n", encode_field(&format!("etc/{name}")));
+        for (a, b) in SAME_NAME.iter().filter(|(a, b)| !a.contains('/') && !b.contains('/')) {
+            for (first, second) in [(a, b), (b, a)] {
+                let text = with(&format!("{}{}", dir(first), dir(second)));
+                let e = Manifest::parse(text.as_bytes()).expect_err(&text).to_string();
+                if EntryPath::parse(first).is_err() {
+                    assert!(e.starts_with("manifest line 23: ") && e.contains("Form C"), "{e}");
+                } else if EntryPath::parse(second).is_err() {
+                    assert!(e.starts_with("manifest line 24: ") && e.contains("Form C"), "{e}");
+                } else {
+                    let want = format!("manifest line 24: `etc/{first}` and `etc/{second}` name the same file");
+                    assert!(e.starts_with(&want), "{e}");
+                    assert!(e.contains("case-insensitive or normalising filesystem"), "{e}");
+                }
+            }
+        }
+        // The pairs the brief of issue #12 names, all refused in a manifest
+        // one way or the other.
+        for (a, b) in [
+            ("\u{3a3}", "\u{3c3}"),
+            ("\u{3c3}", "\u{3c2}"),
+            ("\u{3a3}", "\u{3c2}"),
+            ("\u{df}", "ss"),
+            ("\u{1e9e}", "ss"),
+            ("\u{1e9e}", "\u{df}"),
+            ("\u{212a}", "k"),
+            ("\u{212b}", "\u{c5}"),
+            ("\u{c5}", "A\u{30a}"),
+            ("\u{2126}", "\u{3c9}"),
+            ("\u{fb01}", "fi"),
+            ("\u{d55c}", "\u{1112}\u{1161}\u{11ab}"),
+            ("\u{e9}", "e\u{301}"),
+            ("\u{929}", "\u{928}\u{93c}"),
+            ("\u{b95}\u{bca}", "\u{b95}\u{bc6}\u{bbe}"),
+        ] {
+            let text = with(&format!("{}{}", dir(a), dir(b)));
+            assert!(Manifest::parse(text.as_bytes()).is_err(), "{a:?} and {b:?}");
+        }
+        for (a, b) in DISTINCT.iter().filter(|(a, b)| !a.contains('/') && !b.contains('/')) {
+            let text = with(&format!("{}{}", dir(a), dir(b)));
+            let m = Manifest::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{a:?} and {b:?}: {e}"));
+            assert_eq!(m.entries.len(), 5);
+        }
+    }
+
+    /// `check_link_chains` over `(path, link target)`.
+    fn chains(entries: &[(&str, Option<&str>)]) -> Result<(), LinkChainError> {
+        let paths: Vec<EntryPath> = entries.iter().map(|(p, _)| EntryPath::parse(p).unwrap()).collect();
+        check_link_chains(paths.iter().zip(entries).map(|(p, (_, t))| (p, *t)))
+    }
+
+    fn chain_refused(entries: &[(&str, Option<&str>)], want_index: usize, want: LinkChainErrorKind) {
+        let e = chains(entries).expect_err("must be refused");
+        assert_eq!((e.index, e.kind), (want_index, want), "{entries:?}");
+    }
+
+    #[test]
+    fn link_chains_that_escape_are_refused() {
+        let p = |s| EntryPath::parse(s).unwrap();
+        let via = |s| LinkChainErrorKind::Escapes { via: Some(p(s)) };
+        // Each target below is lexically fine: `link_target_ok` passes it.
+        assert!(link_target_ok(&p("a/l1"), ".."));
+        assert!(link_target_ok(&p("a/l2"), "l1/.."));
+        assert!(link_target_ok(&p("top"), "a/l1/.."));
+        // a/l1 is the root; a/l2 is then the root's parent.
+        chain_refused(&[("a", None), ("a/l1", Some("..")), ("a/l2", Some("l1/.."))], 2, via("a/l1"));
+        chain_refused(&[("a", None), ("a/l1", Some("..")), ("top", Some("a/l1/.."))], 2, via("a/l1"));
+        // Two levels down, and out through a file name beyond.
+        chain_refused(
+            &[("a", None), ("a/b", None), ("a/b/up", Some("../..")), ("esc", Some("a/b/up/../x"))],
+            3,
+            via("a/b/up"),
+        );
+        // A chain of two links, each lexically inside.
+        chain_refused(
+            &[("a", None), ("a/b", None), ("a/b/up", Some("..")), ("a/up2", Some("b/up/..")), ("x", Some("a/up2/.."))],
+            4,
+            via("a/up2"),
+        );
+        // Through a link listed later: it is resolved first.
+        chain_refused(&[("a", None), ("top", Some("a/l1/..")), ("a/l1", Some(".."))], 1, via("a/l1"));
+        // Matched as a case-insensitive filesystem matches names.
+        chain_refused(&[("a", None), ("a/l1", Some("..")), ("top", Some("A/L1/.."))], 2, via("a/l1"));
+        chain_refused(&[("a", None), ("a/\u{3c3}", Some("..")), ("top", Some("A/\u{3a3}/.."))], 2, via("a/\u{3c3}"));
+        // Lexically outside is refused here too.
+        chain_refused(&[("top", Some("../x"))], 0, LinkChainErrorKind::Escapes { via: None });
+    }
+
+    #[test]
+    fn link_loops_and_long_chains_are_refused() {
+        let p = |s| EntryPath::parse(s).unwrap();
+        chain_refused(&[("a", Some("b")), ("b", Some("a"))], 0, LinkChainErrorKind::Loop { at: p("a") });
+        chain_refused(&[("d", None), ("d/l", Some("l/x"))], 1, LinkChainErrorKind::Loop { at: p("d/l") });
+        chain_refused(
+            &[("x", Some("y")), ("a", Some("b")), ("b", Some("a"))],
+            1,
+            LinkChainErrorKind::Loop { at: p("a") },
+        );
+        // l0 -> l1 -> ... -> l{n-1} -> file: following l0 takes n links.
+        let chain = |n: usize| -> Vec<(String, Option<String>)> {
+            (0..n)
+                .map(|i| (format!("l{i}"), Some(if i + 1 == n { "file".to_string() } else { format!("l{}", i + 1) })))
+                .chain([("file".to_string(), None)])
+                .collect()
+        };
+        let borrow = |v: &[(String, Option<String>)]| -> Result<(), LinkChainError> {
+            let list: Vec<(&str, Option<&str>)> = v.iter().map(|(p, t)| (p.as_str(), t.as_deref())).collect();
+            chains(&list)
+        };
+        assert_eq!(borrow(&chain(40)), Ok(()), "40 links, as Linux follows");
+        let e = borrow(&chain(41)).unwrap_err();
+        assert_eq!((e.index, e.kind), (0, LinkChainErrorKind::TooLong));
+        // Listed the other way round, the nested count refuses l0 all the same.
+        let mut reversed = chain(41);
+        reversed.reverse();
+        let e = borrow(&reversed).unwrap_err();
+        assert_eq!((e.path.as_str(), e.kind), ("l0", LinkChainErrorKind::TooLong));
+    }
+
+    #[test]
+    fn legitimate_link_chains_are_accepted() {
+        let tree = [
+            ("bin", None),
+            ("bin/tool", Some("../lib/cur/tool")),
+            ("lib", None),
+            ("lib/cur", Some("v2")),
+            ("lib/v2", None),
+            ("lib/v2/tool", None),
+            ("lib/latest", Some("cur")),
+            ("lib/v2/up", Some("..")),
+            ("lib/v2/again", Some("up/cur/up/v2/tool")),
+            ("etc", Some("./lib/./v2")),
+            ("dangling", Some("lib/nothing/../../x")),
+        ];
+        assert_eq!(chains(&tree), Ok(()));
+        let mut reversed = tree;
+        reversed.reverse();
+        assert_eq!(chains(&reversed), Ok(()), "order does not matter");
+        // The same in a manifest, in the bundler's path order: `bin/tool`
+        // goes through `lib/cur`, listed after it.
+        let text = sample().to_text().replace(
+            "end\n",
+            "dir 755 bin\nlink bin/tool ../lib/cur/tool\ndir 755 lib\nlink lib/cur v2\ndir 755 lib/v2\n\
+             file 755 0 0404040404040404040404040404040404040404040404040404040404040404 lib/v2/tool\nend\n",
+        );
+        let m = Manifest::parse(text.as_bytes()).unwrap();
+        assert_eq!(m.entries.len(), 9);
+    }
+
+    #[test]
+    fn manifests_refuse_link_chains() {
+        check_refused(
+            &with("dir 755 a\nlink a/l1 ..\nlink a/l2 l1/..\n"),
+            25,
+            "link `a/l2` -> `l1/..`: climbs above the root once the link `a/l1` on its way is followed",
+        );
+        check_refused(&with("dir 755 a\nlink a/up ../../etc\n"), 24, "stay inside the root");
+        check_refused(&with("link top a/l1/..\ndir 755 a\nlink a/l1 ..\n"), 23, "climbs above the root");
+        check_refused(&with("link x y\nlink y x\n"), 23, "loop of links at `x`");
     }
 
     #[test]
