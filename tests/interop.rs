@@ -50,21 +50,17 @@ fn minisign_cli_accepts_the_detached_signature_and_sums() {
     assert_ne!(code(&sh("sha256sum -c SHA256SUMS", &out, &[])), 0);
 }
 
-/// Runs the `verify-by-hand` block of docs/FORMAT.md, as written there.
+/// Runs the `verify-by-hand` block of docs/FORMAT.md, as written there
+/// ([`format_md_recipe`], which tests/tar_grammar.rs runs too).
 #[test]
 fn format_md_recipe_verifies_the_manifest_and_lists_the_payload() {
     require_tool("minisign");
     require_tool("zstd");
-    let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
-    let block =
-        doc.split("<!-- verify-by-hand:begin -->").nth(1).unwrap().split("<!-- verify-by-hand:end -->").next().unwrap();
-    let script = block.trim().trim_start_matches("```sh").trim_end_matches("```");
-
     let p = Project::new(None);
     let report = p.build(&p.path().join("out"));
     let packed = report.bundles.iter().find(|b| b.manifest.tier == "full").unwrap();
     let work = tempfile::tempdir().unwrap();
-    let o = sh(script, work.path(), &[("BUNDLE", &packed.path), ("PUBKEY", &test_key().1)]);
+    let o = format_md_recipe(&packed.path, work.path());
     assert_eq!(code(&o), 0, "recipe failed: {}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("Signature and comment signature verified"), "{}", stdout(&o));
     assert!(stdout(&o).contains("Trusted comment: nxs-manifest demo-2.0.1-full-"), "{}", stdout(&o));
@@ -74,17 +70,7 @@ fn format_md_recipe_verifies_the_manifest_and_lists_the_payload() {
     assert_eq!(cut, packed.manifest.to_text().as_bytes());
 
     // tar -tv lists exactly the manifest's entries, in its order, owned by 0/0.
-    let listed: Vec<String> = stdout(&o)
-        .lines()
-        .filter(|l| l.starts_with('d') || l.starts_with('-') || l.starts_with('l'))
-        .map(|l| {
-            assert!(l.contains(" 0/0 "), "uid/gid 0 and no names: {l}");
-            // The name starts after the time column (HH:MM).
-            let at = l.find(':').unwrap() + 4;
-            let name = l[at..].split(" -> ").next().unwrap();
-            name.trim_end_matches('/').to_string()
-        })
-        .collect();
+    let listed = recipe_listing(&o);
     let want: Vec<String> = packed.manifest.entries.iter().map(|e| e.path.to_string()).collect();
     assert_eq!(listed, want);
 }

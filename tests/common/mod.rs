@@ -313,6 +313,51 @@ impl Drop for Mount {
     }
 }
 
+/// Runs `script` with `bash -euo pipefail` in `dir`, with `envs` set.
+pub fn bash(script: &str, dir: &Path, envs: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new("bash");
+    c.args(["-euo", "pipefail", "-c", script]).current_dir(dir);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Runs the `verify-by-hand` block of docs/FORMAT.md, as written there,
+/// against `bundle` in `work` (where it leaves `manifest.txt`), with the
+/// test key as `PUBKEY`.
+pub fn format_md_recipe(bundle: &Path, work: &Path) -> Output {
+    let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
+    let block =
+        doc.split("<!-- verify-by-hand:begin -->").nth(1).unwrap().split("<!-- verify-by-hand:end -->").next().unwrap();
+    let script = block.trim().trim_start_matches("```sh").trim_end_matches("```");
+    bash(script, work, &[("BUNDLE", bundle), ("PUBKEY", &test_key().1)])
+}
+
+/// The names the recipe's `tar -tv` lists, in order, each checked to be
+/// owned by 0/0 with no user or group names.
+pub fn recipe_listing(o: &Output) -> Vec<String> {
+    stdout(o)
+        .lines()
+        .filter(|l| l.starts_with('d') || l.starts_with('-') || l.starts_with('l'))
+        .map(|l| {
+            assert!(l.contains(" 0/0 "), "uid/gid 0 and no names: {l}");
+            // The name starts after the time column (HH:MM).
+            let at = l.find(':').unwrap() + 4;
+            let name = l[at..].split(" -> ").next().unwrap();
+            name.trim_end_matches('/').to_string()
+        })
+        .collect()
+}
+
+/// The payload region of a built bundle, as the bundle file holds it
+/// (zstd frames).
+pub fn payload_region(bundle: &Path, m: &nxs_format::Manifest) -> Vec<u8> {
+    let bytes = std::fs::read(bundle).unwrap();
+    let s = m.stub.len as usize;
+    bytes[s..s + m.payload.len as usize].to_vec()
+}
+
 /// Hostile bundles, made by hand: a tar stream of our choosing, cut into
 /// zstd frames, under a manifest listing `entries`, signed with the test key
 /// (a signer who is trusted and wrong, or a bundler with a bug). The stub
@@ -333,20 +378,10 @@ pub mod hostile {
         Entry { path: EntryPath::parse(path).unwrap(), mode: 0o755, kind: EntryKind::Dir }
     }
 
-    /// A raw tar header block: any name, any type byte, any size.
+    /// A raw tar header block in the bundler's header format (GNU magic,
+    /// uid and gid 0, mtime 0): any name, any type byte, any size.
     pub fn header(name: &[u8], typeflag: u8, size: u64, mode: u32) -> [u8; 512] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(size);
-        h.set_mode(mode);
-        h.set_mtime(0);
-        {
-            let raw = h.as_mut_bytes();
-            raw[..100].fill(0);
-            raw[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
-            raw[156] = typeflag;
-        }
-        h.set_cksum();
-        *h.as_bytes()
+        gnu_header(name, typeflag, size, mode)
     }
 
     /// A tar member: header, data, padding.
@@ -424,6 +459,47 @@ pub mod hostile {
     pub fn bundle(dir: &Path, name: &str, tar: &[u8], entries: Vec<Entry>) -> PathBuf {
         let (payload, frames) = frames_of(tar);
         bundle_with(dir, name, &payload, frames, entries, &|s| s)
+    }
+
+    /// A raw tar header block as the bundler writes one (GNU magic, uid and
+    /// gid 0, mtime 0), for any name, type byte and size. ([`header`] writes
+    /// POSIX ustar magic, which the stub refuses before anything else.)
+    pub fn gnu_header(name: &[u8], typeflag: u8, size: u64, mode: u32) -> [u8; 512] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let mut raw = *h.as_bytes();
+        raw[..100].fill(0);
+        raw[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+        raw[156] = typeflag;
+        reseal(&mut raw);
+        raw
+    }
+
+    /// A tar member in the bundler's header format: header, data, padding.
+    pub fn gnu_member(name: &[u8], typeflag: u8, data: &[u8], mode: u32) -> Vec<u8> {
+        let mut v = gnu_header(name, typeflag, data.len() as u64, mode).to_vec();
+        v.extend_from_slice(data);
+        v.resize(v.len().div_ceil(512) * 512, 0);
+        v
+    }
+
+    /// A GNU long-name (`L`) or long-link (`K`) record for `name`, as the
+    /// `tar` crate writes one.
+    pub fn gnu_long(typeflag: u8, name: &[u8]) -> Vec<u8> {
+        let mut data = name.to_vec();
+        data.push(0);
+        gnu_member(b"././@LongLink", typeflag, &data, 0o644)
+    }
+
+    /// Sets the checksum of a header block after an edit.
+    pub fn reseal(block: &mut [u8]) {
+        let mut h = tar::Header::from_byte_slice(&block[..512]).clone();
+        h.set_cksum();
+        block[..512].copy_from_slice(h.as_bytes());
     }
 }
 
