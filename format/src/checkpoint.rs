@@ -91,6 +91,17 @@ pub struct Join {
     pub reason: Option<String>,
 }
 
+/// The staging directory an install made and is filling: the payload it
+/// holds and its identity on disk. A resumed run keeps staged files only
+/// from this very directory (same device and inode); anything else there
+/// is not provably the stub's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staging {
+    pub payload_sha256: String,
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// A checkpoint. It never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -103,6 +114,8 @@ pub struct Checkpoint {
     pub last_error: Option<String>,
     /// Absent when the bundle has no Headscale client, or before CONFIGURING.
     pub join: Option<Join>,
+    /// Absent when no staging directory is being filled.
+    pub staging: Option<Staging>,
 }
 
 /// Why a checkpoint could not be read. Every case has a defined answer in
@@ -151,6 +164,9 @@ impl Checkpoint {
                 s.push_str(&format!("join-reason {}\n", encode_field(r)));
             }
         }
+        if let Some(st) = &self.staging {
+            s.push_str(&format!("staging {} {} {}\n", encode_field(&st.payload_sha256), st.dev, st.ino));
+        }
         let start = self.history.len().saturating_sub(MAX_HISTORY);
         for h in &self.history[start..] {
             s.push_str(&format!("history {} {}\n", h.at, h.state.as_str()));
@@ -182,6 +198,7 @@ impl Checkpoint {
             (None, None, None, None, None, None);
         let mut history = Vec::new();
         let (mut join, mut join_reason) = (None::<(bool, u32)>, None);
+        let mut staging = None;
         let mut ended = false;
         for line in lines {
             if ended {
@@ -195,6 +212,20 @@ impl Checkpoint {
                     let at = at.parse().map_err(|_| garbage("bad history time"))?;
                     let state = State::parse(st).ok_or_else(|| garbage("unknown state in history"))?;
                     history.push(HistoryRecord { at, state });
+                }
+                "staging" => {
+                    let mut f = v.split(' ');
+                    let (Some(id), Some(dev), Some(ino), None) = (f.next(), f.next(), f.next(), f.next()) else {
+                        return Err(garbage("bad staging line"));
+                    };
+                    let st = Staging {
+                        payload_sha256: decode_field(id).ok_or_else(|| garbage("badly encoded field"))?,
+                        dev: dev.parse().map_err(|_| garbage("bad staging device"))?,
+                        ino: ino.parse().map_err(|_| garbage("bad staging inode"))?,
+                    };
+                    if staging.replace(st).is_some() {
+                        return Err(garbage("`staging` appears twice"));
+                    }
                 }
                 "join" => {
                     let (st, n) = v.split_once(' ').ok_or_else(|| garbage("bad join line"))?;
@@ -247,6 +278,7 @@ impl Checkpoint {
                 (None, None) => None,
                 (None, Some(_)) => return Err(garbage("`join-reason` without `join`")),
             },
+            staging,
         })
     }
 }
@@ -268,6 +300,7 @@ mod tests {
             ],
             last_error: Some("line one\nline two".into()),
             join: Some(Join { joined: false, attempts: 2, reason: Some("login server unreachable".into()) }),
+            staging: Some(Staging { payload_sha256: "cd".repeat(32), dev: 2049, ino: 1234567 }),
         }
     }
 
@@ -287,6 +320,18 @@ mod tests {
         let parsed = Checkpoint::parse(text.as_bytes()).unwrap();
         assert_eq!(parsed.history.len(), MAX_HISTORY);
         assert_eq!(Checkpoint::parse(parsed.to_text().as_bytes()), Ok(parsed));
+    }
+
+    #[test]
+    fn a_checkpoint_without_staging_still_reads() {
+        // Written by stubs before the staging line existed.
+        let mut c = sample();
+        c.staging = None;
+        let text = c.to_text();
+        assert!(!text.contains("staging"));
+        assert_eq!(Checkpoint::parse(text.as_bytes()), Ok(c));
+        let bad = sample().to_text().replace(" 1234567\n", " x\n");
+        assert!(matches!(Checkpoint::parse(bad.as_bytes()), Err(CheckpointError::Garbage(_))));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! logs or checkpoint.
 
 use crate::error::{Error, Result};
+use crate::statedir::StateDir;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -53,50 +54,61 @@ fn add(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) -> std::io::Resul
     b.append_data(&mut h, name, data)
 }
 
-/// Writes the dump and returns its path.
-pub fn dump(state_dir: &Path, root: &Path, error: &Error) -> Result<PathBuf> {
+/// Writes the dump and returns its path. Everything in it is read through
+/// the state directory's door: regular files only, no link followed, so a
+/// planted link cannot copy a foreign file into a dump.
+pub fn dump(state: &StateDir, root: &Path, error: &Error) -> Result<PathBuf> {
     let mut b = tar::Builder::new(Vec::new());
     let mut text = format!("error: {}\n", error.msg);
     if let Some(h) = &error.hint {
         text.push_str(&format!("hint: {h}\n"));
     }
-    let io = |e: std::io::Error| Error::io("cannot build the diagnostic dump for", state_dir, e);
+    let io = |e: std::io::Error| Error::io("cannot build the diagnostic dump for", state.path(), e);
     add(&mut b, "nxs-diag/error.txt", text.as_bytes()).map_err(io)?;
-    add(&mut b, "nxs-diag/machine.txt", machine_summary(root, state_dir).as_bytes()).map_err(io)?;
-    if let Ok(cp) = std::fs::read(state_dir.join(crate::install::CHECKPOINT_FILE)) {
+    add(&mut b, "nxs-diag/machine.txt", machine_summary(root, state.path()).as_bytes()).map_err(io)?;
+    if let Ok(Some(cp)) = state.checkpoint_bytes() {
         add(&mut b, "nxs-diag/bootstrap.state", &cp).map_err(io)?;
     }
-    if let Ok(entries) = std::fs::read_dir(state_dir.join("logs")) {
-        let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        names.sort();
-        for p in names {
-            if let Ok(data) = std::fs::read(&p) {
-                let tail = &data[data.len().saturating_sub(MAX_LOG)..];
-                let name = format!("nxs-diag/logs/{}", p.file_name().unwrap_or_default().to_string_lossy());
-                add(&mut b, &name, tail).map_err(io)?;
-            }
+    if let Ok(Some(logs)) = state.sub_existing("logs") {
+        for name in logs.names().unwrap_or_default() {
+            // Only the tail of each log; anything not a regular file is
+            // named in the dump instead of read.
+            let data = match logs.open_file(&name, crate::door::Access::Read) {
+                Ok(Some(f)) => tail(f),
+                Ok(None) => continue,
+                Err(e) => format!("(not read: {})\n", e.msg).into_bytes(),
+            };
+            add(&mut b, &format!("nxs-diag/logs/{name}"), &data).map_err(io)?;
         }
     }
     let bytes = b.into_inner().map_err(io)?;
-    let dir = state_dir.join("diag");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-    let path = dir.join(format!("nxs-diag-{}.tar", crate::unix_now()));
-    crate::fsx::write_atomic(&path, &bytes, 0o600)?;
-    Ok(path)
+    let dir = state.sub("diag")?;
+    let name = format!("nxs-diag-{}.tar", crate::unix_now());
+    dir.write_atomic(&name, &bytes, 0o600)?;
+    Ok(dir.join(&name))
+}
+
+/// The last [`MAX_LOG`] bytes of a log.
+fn tail(mut f: std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX_LOG as u64)));
+    let mut data = Vec::new();
+    let _ = f.take(MAX_LOG as u64).read_to_end(&mut data);
+    data
 }
 
 /// On an interactive terminal only, offers a shell in the logs directory
 /// (manual mode). Never offered to scripts, CI or a pipe.
-pub fn offer_shell(state_dir: &Path) {
+pub fn offer_shell(state: &StateDir) {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return;
     }
-    let logs = state_dir.join("logs");
-    let _ = std::fs::create_dir_all(&logs);
-    eprint!("Start an emergency shell in {} to look around? [y/N] ", logs.display());
+    let Ok(logs) = state.sub("logs") else { return };
+    eprint!("Start an emergency shell in {} to look around? [y/N] ", logs.path().display());
     let mut answer = String::new();
     if std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y") {
         let shell = std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into());
-        let _ = std::process::Command::new(shell).current_dir(&logs).status();
+        let _ = std::process::Command::new(shell).current_dir(logs.path()).status();
     }
 }

@@ -4,12 +4,15 @@
 //!
 //! # Security
 //! The manifest is the whole truth; the tar stream must match it exactly.
-//! Entry i of the tar stream must be manifest entry i: the same path, the
-//! same type (directory or regular file only) and the same size. Anything
-//! else is refused, never skipped. Modes come from the manifest, never from
-//! tar headers. Files are created with O_EXCL in a staging directory this
-//! run created, so nothing can redirect a write through a link. Every file
-//! is hashed as it is written and compared with the manifest.
+//! The stream is read by [`crate::tarwalk`], which accepts only the tar the
+//! bundler writes. Entry i of the tar stream must be manifest entry i: the
+//! same path, the same type (directory, regular file or the declared link)
+//! and the same size, and its header the manifest's mode and mtime, so
+//! that stock tar extracts what the stub does. Anything else is refused,
+//! never skipped. Modes applied come from the manifest. Files are created
+//! with O_EXCL in a staging directory this run created, so nothing can
+//! redirect a write through a link. Every file is hashed as it is written
+//! and compared with the manifest.
 
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
@@ -75,9 +78,12 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
 /// the reader, read to its end.
 ///
 /// # Security
-/// The stream is untrusted even when signed. It must hold exactly `m`'s
-/// entries in order, directories and regular files only, with the declared
-/// sizes and digests, and only zero padding after its end.
+/// The stream is untrusted even when signed. It must be in the bundler's
+/// tar subset ([`crate::tarwalk`]: no PAX, sparse or other extension, every
+/// field spelled as the bundler spells it), and hold exactly `m`'s entries
+/// in order: directories, regular files and the declared links, with the
+/// declared sizes, digests and modes and the manifest's mtime, and only
+/// zero padding after its end.
 pub fn walk<R: Read>(
     reader: R,
     m: &nxs_format::Manifest,
@@ -85,9 +91,9 @@ pub fn walk<R: Read>(
     sink: &Sink,
     progress: &mut Progress,
 ) -> Result<(usize, R)> {
+    use crate::tarwalk::Kind;
     let mut reused = 0usize;
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| region_err(label, format!("payload: {e}")))?;
+    let mut tar = crate::tarwalk::TarWalk::new(reader);
     let mut count = 0usize;
     let mut buf = vec![0u8; WRITE_CHUNK];
     // Files are written by a thread of their own, so that the kernel's copy
@@ -96,31 +102,55 @@ pub fn walk<R: Read>(
         Sink::Dir { .. } => Some(Writer::new()),
         Sink::Check => None,
     };
-    for item in entries {
+    loop {
         if let Some(w) = &writer {
             w.check()?;
         }
-        let mut entry =
-            item.map_err(|e| region_err(label, format!("payload: tar stream after {count} entries: {e}")))?;
+        let Some(member) = tar.next_member().map_err(|e| region_err(label, format!("payload {e}")))? else {
+            break;
+        };
+        let entry = &mut tar;
         let want = m.entries.get(count).ok_or_else(|| {
             region_err(label, format!("payload holds more entries than the {} the manifest lists", m.entries.len()))
         })?;
-        let raw_path = entry.path_bytes().into_owned();
-        let name = std::str::from_utf8(&raw_path).unwrap_or("<not UTF-8>");
-        let name = name.strip_suffix('/').unwrap_or(name);
+        let name = std::str::from_utf8(&member.path).unwrap_or("<not UTF-8>");
         if name != want.path.as_str() {
             return Err(region_err(
                 label,
-                format!("payload entry {count} is `{name}`, the manifest says `{}`", want.path),
+                format!("payload entry {count} is `{}`, the manifest says `{}`", member.path.escape_ascii(), want.path),
             ));
         }
         if let Sink::Dir { .. } = sink {
             crate::fault::effect(&format!("extract:{name}"))?;
         }
-        let ty = entry.header().entry_type();
-        let size = entry.header().size().map_err(|e| region_err(label, format!("payload entry `{name}`: {e}")))?;
+        let (ty, size) = (member.kind, member.size);
+        let mismatch = || {
+            region_err(
+                label,
+                format!("payload entry `{name}` is a {ty:?} of {size} bytes, which the manifest does not declare (it says {})", describe(&want.kind)),
+            )
+        };
+        let declared = match (&want.kind, ty) {
+            (EntryKind::Dir, Kind::Directory) | (EntryKind::Link { .. }, Kind::Symlink) => size == 0,
+            (EntryKind::File { size: want_size, .. }, Kind::Regular) => size == *want_size,
+            _ => false,
+        };
+        if !declared {
+            return Err(mismatch());
+        }
+        // GNU tar and bsdtar apply these two from the header: they must be
+        // what the stub applies (modes) or what the manifest signs (mtime).
+        if member.mode != want.mode || member.mtime != m.mtime {
+            return Err(region_err(
+                label,
+                format!(
+                    "payload entry {count} (`{name}`, at byte {}) has mode {:o} and mtime {} in its tar header, the manifest says mode {:o} and mtime {}",
+                    member.offset, member.mode, member.mtime, want.mode, m.mtime
+                ),
+            ));
+        }
         match (&want.kind, ty) {
-            (EntryKind::Dir, tar::EntryType::Directory) if size == 0 => {
+            (EntryKind::Dir, Kind::Directory) if size == 0 => {
                 if let Sink::Dir { root, resume } = sink {
                     let p = root.join(want.path.as_str());
                     let kept = *resume && fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
@@ -132,17 +162,23 @@ pub fn walk<R: Read>(
                     }
                 }
             }
-            (EntryKind::Link { target }, tar::EntryType::Symlink) if size == 0 => {
-                let got = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+            (EntryKind::Link { target }, Kind::Symlink) if size == 0 => {
+                let got = &member.link;
                 if got != target.as_bytes() {
                     return Err(region_err(
                         label,
-                        format!("payload link `{name}` points at `{}`, the manifest says `{target}`", String::from_utf8_lossy(&got)),
+                        format!(
+                            "payload link `{name}` points at `{}`, the manifest says `{target}`",
+                            got.escape_ascii()
+                        ),
                     ));
                 }
                 if let Sink::Dir { root, resume } = sink {
                     let p = root.join(want.path.as_str());
-                    let kept = *resume && fs::read_link(&p).map(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes()).unwrap_or(false);
+                    let kept = *resume
+                        && fs::read_link(&p)
+                            .map(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes())
+                            .unwrap_or(false);
                     if !kept {
                         if *resume {
                             remove_any(&p)?;
@@ -151,7 +187,7 @@ pub fn walk<R: Read>(
                     }
                 }
             }
-            (EntryKind::File { size: want_size, sha256 }, tar::EntryType::Regular) if size == *want_size => {
+            (EntryKind::File { size: want_size, sha256 }, Kind::Regular) if size == *want_size => {
                 let out = match sink {
                     Sink::Check => None,
                     Sink::Dir { root, resume } => {
@@ -163,7 +199,7 @@ pub fn walk<R: Read>(
                                 seal(&f, &p, want.mode)?;
                                 reused += 1;
                                 // Still read the entry: the payload is checked whole.
-                                copy_entry(&mut entry, size, None, &mut buf, progress, label, name, sha256)?;
+                                copy_entry(entry, size, None, &mut buf, progress, label, name, sha256)?;
                                 count += 1;
                                 continue;
                             }
@@ -179,17 +215,12 @@ pub fn walk<R: Read>(
                     }
                 };
                 let to = out.as_ref().zip(writer.as_ref()).map(|((f, p), w)| (w, f, p));
-                copy_entry(&mut entry, size, to, &mut buf, progress, label, name, sha256)?;
+                copy_entry(entry, size, to, &mut buf, progress, label, name, sha256)?;
                 if let (Some((f, p)), Some(w)) = (out, &writer) {
                     w.send(Msg::Seal(f, p, want.mode))?;
                 }
             }
-            _ => {
-                return Err(region_err(
-                    label,
-                    format!("payload entry `{name}` is a {ty:?} of {size} bytes, which the manifest does not declare (it says {})", describe(&want.kind)),
-                ))
-            }
+            _ => return Err(mismatch()),
         }
         count += 1;
     }
@@ -204,7 +235,7 @@ pub fn walk<R: Read>(
     }
     // Past the end-of-archive marker only zero padding may follow; reading
     // it to the end also completes the payload hash.
-    let mut reader = archive.into_inner();
+    let mut reader = tar.into_inner();
     loop {
         let n = reader.read(&mut buf).map_err(|e| region_err(label, format!("payload: {e}")))?;
         if n == 0 {
@@ -239,10 +270,18 @@ fn finish(sink: &Sink, m: &nxs_format::Manifest) -> Result<()> {
     Ok(())
 }
 
-/// True if `p` is a regular file (not a link) of `size` bytes with `sha256`.
+/// True if `p`, in a staging directory being resumed, is provably a file
+/// an earlier run of ours wrote with these bytes: a regular file (not a
+/// link), with one link (a planted hard link to a foreign inode has two),
+/// owned by this user, of `size` bytes with `sha256`.
 fn staged_file_matches(p: &Path, size: u64, sha256: &[u8; 32]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_file() && m.len() == size => matches!(hash_file(p), Ok((n, got)) if n == size && &got == sha256),
+        Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == me && m.len() == size => {
+            matches!(hash_file(p), Ok((n, got)) if n == size && &got == sha256)
+        }
         _ => false,
     }
 }
@@ -496,8 +535,14 @@ pub fn check_tree(root: &Path, m: &nxs_format::Manifest) -> Vec<String> {
     problems
 }
 
+/// Hashes the regular file at `p`, opened without following a link and
+/// without blocking on a FIFO.
 fn hash_file(p: &Path) -> io::Result<(u64, [u8; 32])> {
-    let mut f = fs::File::open(p)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut n = 0u64;

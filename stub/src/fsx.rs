@@ -1,9 +1,8 @@
 //! The filesystem helpers every durable write goes through.
 
 use crate::error::{Error, Result};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Runs `op`, retrying up to 3 times with exponential backoff (50, 100,
@@ -23,37 +22,24 @@ pub fn with_retry<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T>
     op()
 }
 
-/// The one atomic write: a temp file in the same directory, fsync, rename,
-/// fsync of the directory. Readers see the old content or the new, whole.
+/// The one atomic write, for a path: its directory is opened (the path to
+/// it may pass through links, as the operator's paths may) and the write
+/// goes through [`crate::door::Dir::write_atomic`]: a new temp file that is
+/// never a link, fsync, rename, fsync of the directory. Readers see the old
+/// content or the new, whole.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    with_retry("write", || write_atomic_once(path, bytes, mode))
-}
-
-fn write_atomic_once(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = parent(path);
-    crate::fault::effect(&format!("write:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("cannot write", &tmp, e));
-    }
-    crate::fault::effect("write-rename")?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("cannot rename into", path, e)
-    })?;
-    fsync_dir(dir)
+    crate::door::Dir::open_following(parent(path))?.write_atomic(&name, bytes, mode)
 }
 
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot fsync directory", dir, e))
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .and_then(|d: File| d.sync_all())
+        .map_err(|e| Error::io("cannot fsync directory", dir, e))
 }
 
 pub fn parent(path: &Path) -> &Path {
@@ -99,23 +85,5 @@ fn make_writable(dir: &Path) {
                 make_writable(&e.path());
             }
         }
-    }
-}
-
-/// Swaps two paths atomically (`renameat2` with `RENAME_EXCHANGE`): at no
-/// instant is either name missing. Filesystems without it answer EINVAL.
-pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    const RENAME_EXCHANGE: libc::c_uint = 2;
-    // SAFETY: two valid NUL-terminated paths; the syscall reads them only.
-    let r = unsafe {
-        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), RENAME_EXCHANGE)
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }

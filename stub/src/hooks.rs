@@ -6,8 +6,9 @@
 //! terminal and to `<state-dir>/logs/hook-<stage>.log`.
 
 use crate::error::{Class, Error, Result};
+use crate::statedir::StateDir;
 use nxs_format::Hook;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,7 +24,7 @@ pub const DEGRADED: i32 = 69;
 /// Runs `hook` with the install root as its working directory, and
 /// `extra_env` added. A relative program path with a `/` is taken inside
 /// the root.
-pub fn run(hook: &Hook, root: &Path, state_dir: &Path, version: &str, extra_env: &[(&str, &str)]) -> Result<()> {
+pub fn run(hook: &Hook, root: &Path, state_dir: &StateDir, version: &str, extra_env: &[(&str, &str)]) -> Result<()> {
     let mut delay = Duration::from_millis(250);
     for attempt in 0..=3 {
         match run_once(hook, root, state_dir, version, extra_env)? {
@@ -61,8 +62,12 @@ pub fn run(hook: &Hook, root: &Path, state_dir: &Path, version: &str, extra_env:
     unreachable!("the last attempt returns")
 }
 
-pub fn log_path(state_dir: &Path, hook: &Hook) -> std::path::PathBuf {
-    state_dir.join("logs").join(format!("hook-{}.log", hook.stage.as_str()))
+pub fn log_path(state_dir: &StateDir, hook: &Hook) -> std::path::PathBuf {
+    state_dir.join("logs").join(log_name(hook))
+}
+
+fn log_name(hook: &Hook) -> String {
+    format!("hook-{}.log", hook.stage.as_str())
 }
 
 /// Copies a child's pipe to the log, to `capture` if given, and to our
@@ -99,23 +104,17 @@ pub struct Finished {
     pub output: Vec<u8>,
 }
 
-/// Runs `cmd` to its end or its deadline, its output appended to
-/// `log_file` (and echoed to ours if `echo`, or kept if `capture`).
+/// Runs `cmd` to its end or its deadline, its output appended to `log`
+/// (opened through [`StateDir::log`]), echoed to ours if `echo`, or kept
+/// if `capture`.
 pub fn run_logged(
     cmd: &mut Command,
     label: &str,
-    log_file: &Path,
+    log: File,
     timeout: Duration,
     echo: bool,
     capture: bool,
 ) -> Result<Finished> {
-    std::fs::create_dir_all(crate::fsx::parent(log_file))
-        .map_err(|e| Error::io("cannot create", crate::fsx::parent(log_file), e))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .map_err(|e| Error::io("cannot open", log_file, e))?;
     let log = Arc::new(Mutex::new(log));
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| {
@@ -154,7 +153,7 @@ pub fn run_logged(
 fn run_once(
     hook: &Hook,
     root: &Path,
-    state_dir: &Path,
+    state_dir: &StateDir,
     version: &str,
     extra_env: &[(&str, &str)],
 ) -> Result<Option<i32>> {
@@ -168,13 +167,19 @@ fn run_once(
         // The key file's path is not the key, but a hook has no business with it.
         .env_remove(crate::tailnet::KEY_FILE_ENV)
         .env("NXS_ROOT", root)
-        .env("NXS_STATE_DIR", state_dir)
+        .env("NXS_STATE_DIR", state_dir.path())
         .env("NXS_BUNDLE_VERSION", version);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
     let label = format!("{stage} hook");
-    let done =
-        run_logged(&mut cmd, &label, &log_path(state_dir, hook), Duration::from_secs(hook.timeout_secs), true, false)?;
+    let done = run_logged(
+        &mut cmd,
+        &label,
+        state_dir.log(&log_name(hook))?.0,
+        Duration::from_secs(hook.timeout_secs),
+        true,
+        false,
+    )?;
     Ok(if done.status == 0 { None } else { Some(done.status) })
 }

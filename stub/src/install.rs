@@ -6,15 +6,16 @@
 //! and the state directory.
 
 use crate::bundle::{Bundle, Trust};
+use crate::door::Dir;
 use crate::error::{Class, Error, Result};
 use crate::extract::{self, Progress, Sink};
 use crate::fsx;
 use crate::machine::{step, Action, Event, State};
-use nxs_format::checkpoint::{Checkpoint, HistoryRecord};
+use crate::statedir::StateDir;
+use nxs_format::checkpoint::{Checkpoint, HistoryRecord, Staging};
 use nxs_format::{hex, HookStage, Manifest, RECORD_DIR};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub const CHECKPOINT_FILE: &str = nxs_format::state::CHECKPOINT;
@@ -30,7 +31,6 @@ fn failed_runs(c: &Checkpoint) -> usize {
         .filter(|h| h.state == State::Failed)
         .count()
 }
-pub const LOCK_FILE: &str = nxs_format::state::LOCK;
 
 /// The state directory: `--state-dir`, else `$NXS_HOME`, else `~/.nxs`.
 pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
@@ -46,84 +46,23 @@ pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// An exclusive lock on the state directory, held until dropped. The kernel
-/// releases it when the holder dies, even by SIGKILL.
-pub struct Lock {
-    _file: File,
-}
-
-impl Lock {
-    pub fn fd(&self) -> i32 {
-        std::os::unix::io::AsRawFd::as_raw_fd(&self._file)
-    }
-}
-
-pub fn lock(state_dir: &Path) -> Result<Lock> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|e| Error::io("cannot create the state directory", state_dir, e))?;
-    let path = state_dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open the lock", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => {
-            // Overwrite in place, then trim: a reader never sees an empty file
-            // where a PID was.
-            use std::os::unix::fs::FileExt;
-            let pid = format!("{}\n", std::process::id());
-            let _ = file.write_all_at(pid.as_bytes(), 0);
-            let _ = file.set_len(pid.len() as u64);
-            Ok(Lock { _file: file })
-        }
-        Err(fs::TryLockError::WouldBlock) => {
-            // The holder writes its PID just after it takes the lock; give it
-            // a moment rather than report an anonymous holder.
-            let mut pid = String::new();
-            for _ in 0..20 {
-                pid.clear();
-                let _ = file.rewind();
-                let _ = file.read_to_string(&mut pid);
-                if !pid.trim().is_empty() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            let pid = pid.trim();
-            let holder = if pid.is_empty() { "another process".to_string() } else { format!("process {pid}") };
-            Err(Error::new(Class::Locked, format!("{} is locked by {holder}", path.display()))
-                .hint("another install is running; wait for it to finish, or stop it"))
-        }
-        Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
-    }
-}
-
-pub fn read_checkpoint(
-    state_dir: &Path,
-) -> Result<Option<std::result::Result<Checkpoint, nxs_format::checkpoint::CheckpointError>>> {
-    let path = state_dir.join(CHECKPOINT_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(Some(Checkpoint::parse(&bytes))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("cannot read the checkpoint", &path, e)),
-    }
-}
-
-/// Paths next to the root, on the same filesystem, so that the switch into
-/// place is a rename.
+/// The root and its two siblings, on the same filesystem, so that the
+/// switch into place is a rename. Every operation on them goes through
+/// their parent directory, held open ([`Layout::parent_dir`]): they are
+/// looked at without following links, and renamed relative to it.
 pub struct Layout {
     pub root: PathBuf,
     pub staging: PathBuf,
-    /// Names the payload the staging directory is being filled from.
-    pub staging_id: PathBuf,
     pub previous: PathBuf,
+    root_name: String,
+    staging_name: String,
+    previous_name: String,
+}
+
+/// The file that named a staging directory's payload before format 3 of
+/// the checkpoint recorded it; removed when found.
+fn old_staging_id(root_name: &str) -> String {
+    format!(".{root_name}.nxs-staging.id")
 }
 
 impl Layout {
@@ -135,108 +74,224 @@ impl Layout {
             .to_string_lossy()
             .into_owned();
         let parent = fsx::parent(&root).to_path_buf();
+        let (staging_name, previous_name) = (format!(".{name}.nxs-staging"), format!(".{name}.nxs-previous"));
         Ok(Layout {
-            staging: parent.join(format!(".{name}.nxs-staging")),
-            staging_id: parent.join(format!(".{name}.nxs-staging.id")),
-            previous: parent.join(format!(".{name}.nxs-previous")),
+            staging: parent.join(&staging_name),
+            previous: parent.join(&previous_name),
             root,
+            root_name: name,
+            staging_name,
+            previous_name,
         })
     }
 
     fn parent(&self) -> &Path {
         fsx::parent(&self.root)
     }
+
+    /// Opens the root's parent (made if missing, with `create`). The path
+    /// to it is the operator's and may pass through links (`/opt` often is
+    /// one); the parent itself must not let others swap the names in it:
+    /// owned by root or by this user, and not writable by others unless
+    /// sticky (as `/tmp` is, where others cannot rename what is ours).
+    pub fn parent_dir(&self, create: bool) -> Result<Dir> {
+        let parent = self.parent();
+        if create {
+            fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        }
+        let d = Dir::open_following(parent)?;
+        let st = d.stat()?;
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if st.st_uid != 0 && st.st_uid != me {
+            return Err(Error::new(
+                Class::Io,
+                format!(
+                    "{} is owned by uid {}: whoever owns it could swap the install under nxs",
+                    parent.display(),
+                    st.st_uid
+                ),
+            )
+            .hint("install into a directory owned by root or by you"));
+        }
+        if st.st_mode & 0o002 != 0 && st.st_mode & 0o1000 == 0 {
+            return Err(Error::new(
+                Class::Io,
+                format!(
+                    "{} is writable by every user and not sticky (mode {:o})",
+                    parent.display(),
+                    st.st_mode & 0o7777
+                ),
+            )
+            .hint("anyone could swap the install under nxs; choose another place for --root"));
+        }
+        Ok(d)
+    }
+
+    /// Refuses a root, staging or previous directory that is a link,
+    /// not a directory, or not this user's, before anything reads it.
+    pub fn check(&self, parent: &Dir) -> Result<()> {
+        for name in [&self.root_name, &self.staging_name, &self.previous_name] {
+            if let Some(st) = parent.lstat(name)? {
+                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    let e = crate::door::refuse(&parent.join(name), crate::door::kind_of(&st), "directory");
+                    return Err(if name == &self.root_name { e.hint("choose another --root") } else { e });
+                }
+                // Opening checks the owner and the mode.
+                parent.subdir(name, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The install record of the root, staging or previous directory.
+    fn record(&self, parent: &Dir, name: &str) -> Result<Option<Manifest>> {
+        match parent.subdir(name, false)? {
+            Some(d) => installed_manifest_in(&d),
+            None => Ok(None),
+        }
+    }
+
+    /// [`check`](Self::check), where the parent exists at all.
+    pub fn check_if_present(&self) -> Result<()> {
+        if crate::door::lstat_path(self.parent()).is_none() {
+            return Ok(());
+        }
+        self.check(&self.parent_dir(false)?)
+    }
+
+    /// Whether `previous` holds an install (an interrupted upgrade's).
+    pub fn has_previous(&self) -> Result<bool> {
+        Ok(self.record(&self.parent_dir(false)?, &self.previous_name)?.is_some())
+    }
+
+    fn exists(&self, parent: &Dir, name: &str) -> Result<bool> {
+        Ok(parent.lstat(name)?.is_some())
+    }
+
+    fn remove(&self, parent: &Dir, name: &str) -> Result<()> {
+        if self.exists(parent, name)? {
+            fsx::remove_tree(&parent.join(name))?;
+        }
+        Ok(())
+    }
 }
 
-/// Extracts the verified bundle into a staging directory, with the install
-/// record, ready to be switched in. With `resume`, a staging directory left
-/// by an interrupted run of the same payload is kept, and its files that
-/// still match the manifest are not written again.
-pub fn stage(b: &Bundle, layout: &Layout, record: bool, progress: bool, resume: bool) -> Result<()> {
-    let parent = layout.parent();
-    fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+/// Extracts the verified bundle into a fresh staging directory, with the
+/// install record, ready to be switched in.
+///
+/// The staging directory is made here, 0700, and its identity (device and
+/// inode) handed to `created` before a file is written, so the caller can
+/// record it. With `resume`, the staging directory of an interrupted run
+/// of the same payload is kept, if and only if it is still that very
+/// directory (the identity recorded then); its files are kept only if each
+/// is a regular file with one link, of this user, whose bytes match.
+///
+/// # Security
+/// Nothing found in staging is trusted: a directory that is not the one
+/// recorded is removed and made afresh, and a resumed one keeps only what
+/// `extract` re-verifies.
+pub fn stage(
+    b: &Bundle,
+    layout: &Layout,
+    record: bool,
+    progress: bool,
+    resume: Option<&Staging>,
+    created: &mut dyn FnMut(Staging) -> Result<()>,
+) -> Result<()> {
+    let parent = layout.parent_dir(true)?;
+    layout.check(&parent)?;
     crate::fault::effect("stage")?;
     let id = hex::encode(&b.manifest.payload.sha256);
-    let same_payload = fs::read_to_string(&layout.staging_id).map(|s| s.trim() == id).unwrap_or(false);
-    let resuming = resume && same_payload && fs::symlink_metadata(&layout.staging).map(|m| m.is_dir()).unwrap_or(false);
+    let old_id = old_staging_id(&layout.root_name);
+    if parent.expect_file(&old_id)?.is_some() {
+        parent.remove_file(&old_id)?;
+    }
+    let resuming = match resume {
+        Some(s) if s.payload_sha256 == id => match parent.subdir(&layout.staging_name, false)? {
+            Some(d) => d.identity()? == (s.dev, s.ino),
+            None => false,
+        },
+        _ => false,
+    };
     if !resuming {
-        // Anything else there is ours from another run: start afresh.
-        fsx::remove_tree(&layout.staging)?;
-        fsx::write_atomic(&layout.staging_id, format!("{id}\n").as_bytes(), 0o600)?;
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&layout.staging)
-            .map_err(|e| Error::io("cannot create the staging directory", &layout.staging, e))?;
+        // Anything else there is not provably ours: start afresh.
+        layout.remove(&parent, &layout.staging_name)?;
+        parent.sync()?;
+        let d = parent.subdir(&layout.staging_name, true)?.expect("created");
+        let (dev, ino) = d.identity()?;
+        created(Staging { payload_sha256: id, dev, ino })?;
     }
     let mut p = Progress::new(progress, b.manifest.files_total());
     let reused = match extract::run(b, &Sink::Dir { root: &layout.staging, resume: resuming }, &mut p) {
         Ok(n) => n,
         Err(e) => {
-            let _ = fsx::remove_tree(&layout.staging);
-            let _ = fs::remove_file(&layout.staging_id);
+            let _ = layout.remove(&parent, &layout.staging_name);
             return Err(e);
         }
     };
     if resuming {
         eprintln!("  resumed: {reused} file(s) already staged and verified were kept");
     }
+    let staging = parent.subdir(&layout.staging_name, false)?.ok_or_else(|| {
+        Error::new(Class::Io, format!("{} disappeared while nxs filled it", layout.staging.display()))
+    })?;
     if record {
         let dir = layout.staging.join(RECORD_DIR);
         fsx::remove_tree(&dir)?;
-        fs::DirBuilder::new().mode(0o755).create(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-        fsx::write_atomic(&dir.join("manifest"), &b.manifest_bytes, 0o644)?;
-        fsx::write_atomic(&dir.join("manifest.minisig"), b.signature.as_bytes(), 0o644)?;
+        let rec = staging.subdir(RECORD_DIR, true)?.expect("created");
+        rec.write_atomic("manifest", &b.manifest_bytes, 0o644)?;
+        rec.write_atomic("manifest.minisig", b.signature.as_bytes(), 0o644)?;
+        // SAFETY: fchmod on the descriptor just opened.
+        unsafe { libc::fchmod(rec.fd(), 0o755) };
     }
-    fsx::fsync_dir(&layout.staging)
+    // Made 0700 so that nothing could be planted while it was filled; the
+    // root it becomes is readable as an ordinary install is.
+    // SAFETY: fchmod on an open descriptor of the staging directory.
+    if unsafe { libc::fchmod(staging.fd(), 0o755) } != 0 {
+        return Err(Error::io("cannot set the mode of", &layout.staging, std::io::Error::last_os_error()));
+    }
+    staging.sync()
 }
 
 /// Switches the staged tree into the root. An existing install is swapped
 /// out atomically (`RENAME_EXCHANGE`) and kept as `previous`; the parent
-/// directory is fsynced after each rename.
+/// directory is fsynced after each rename. Every rename is relative to the
+/// parent, held open.
 pub fn commit(layout: &Layout) -> Result<()> {
-    let parent = layout.parent();
+    let parent = layout.parent_dir(false)?;
+    layout.check(&parent)?;
+    let (root, staging, previous) = (&layout.root_name, &layout.staging_name, &layout.previous_name);
     crate::fault::effect("commit")?;
-    match fs::symlink_metadata(&layout.root) {
-        Ok(m) if m.is_dir() && fsx::is_missing_or_empty(&layout.root)? => {
-            fs::remove_dir(&layout.root).map_err(|e| Error::io("cannot replace the empty root", &layout.root, e))?
+    match parent.lstat(root)? {
+        Some(_) if parent.subdir(root, false)?.expect("checked").names()?.is_empty() => {
+            parent.remove_dir(root)?;
         }
-        Ok(m) if m.is_dir() => {
-            fsx::remove_tree(&layout.previous)?;
+        Some(_) => {
+            layout.remove(&parent, previous)?;
             crate::fault::effect("commit-exchange")?;
-            match fsx::exchange(&layout.staging, &layout.root) {
+            match parent.exchange(staging, root) {
                 Ok(()) => {
-                    fsx::fsync_dir(parent)?;
+                    parent.sync()?;
                     crate::fault::effect("commit-previous")?;
-                    fs::rename(&layout.staging, &layout.previous)
-                        .map_err(|e| Error::io("cannot keep the previous install at", &layout.previous, e))?;
-                    fsx::fsync_dir(parent)?;
-                    let _ = fs::remove_file(&layout.staging_id);
-                    return Ok(());
+                    parent.rename(staging, previous)?;
+                    return parent.sync();
                 }
                 // No RENAME_EXCHANGE on this filesystem: two renames. A crash
                 // between them leaves no root and a complete `previous`,
                 // which `repair` puts back on the next run.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-                    fs::rename(&layout.root, &layout.previous)
-                        .map_err(|e| Error::io("cannot move the previous install aside to", &layout.previous, e))?;
-                    fsx::fsync_dir(parent)?;
+                    parent.rename(root, previous)?;
+                    parent.sync()?;
                     crate::fault::effect("commit-second-rename")?;
                 }
                 Err(e) => return Err(Error::io("cannot switch in the new install at", &layout.root, e)),
             }
         }
-        Ok(_) => {
-            return Err(Error::new(Class::Io, format!("{} exists and is not a directory", layout.root.display()))
-                .hint("choose another --root"))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("cannot inspect", &layout.root, e)),
+        None => {}
     }
-    fs::rename(&layout.staging, &layout.root)
-        .map_err(|e| Error::io("cannot move the staged install into", &layout.root, e))?;
-    fsx::fsync_dir(parent)?;
-    let _ = fs::remove_file(&layout.staging_id);
-    Ok(())
+    parent.rename(staging, root)?;
+    parent.sync()
 }
 
 /// Puts `previous` back in place of the root, atomically. With `keep`, the
@@ -244,14 +299,15 @@ pub fn commit(layout: &Layout) -> Result<()> {
 /// forward); without, it is removed. Idempotent: safe to run again after a
 /// crash at any point.
 pub fn roll_back(layout: &Layout, failed_payload: Option<&[u8; 32]>, keep: bool) -> Result<()> {
-    let parent = layout.parent();
-    let root_payload = installed_manifest(&layout.root)?.map(|m| m.payload.sha256);
+    let parent = layout.parent_dir(false)?;
+    layout.check(&parent)?;
+    let root_payload = layout.record(&parent, &layout.root_name)?.map(|m| m.payload.sha256);
     let already_back = match (failed_payload, root_payload) {
         (Some(f), Some(r)) => &r != f,
         _ => false,
     };
     if !already_back {
-        if installed_manifest(&layout.previous)?.is_none() {
+        if layout.record(&parent, &layout.previous_name)?.is_none() {
             return Err(Error::new(
                 Class::Io,
                 format!("there is no previous install at {} to roll back to", layout.previous.display()),
@@ -259,14 +315,15 @@ pub fn roll_back(layout: &Layout, failed_payload: Option<&[u8; 32]>, keep: bool)
             .hint("rollback needs an earlier install of this root"));
         }
         crate::fault::effect("rollback-exchange")?;
-        fsx::exchange(&layout.previous, &layout.root)
+        parent
+            .exchange(&layout.previous_name, &layout.root_name)
             .map_err(|e| Error::io("cannot swap the previous install back into", &layout.root, e))?;
-        fsx::fsync_dir(parent)?;
+        parent.sync()?;
     }
     if !keep {
         crate::fault::effect("rollback-cleanup")?;
-        fsx::remove_tree(&layout.previous)?;
-        fsx::fsync_dir(parent)?;
+        layout.remove(&parent, &layout.previous_name)?;
+        parent.sync()?;
     }
     Ok(())
 }
@@ -275,42 +332,54 @@ pub fn roll_back(layout: &Layout, failed_payload: Option<&[u8; 32]>, keep: bool)
 /// aside but not yet replaced, or the old install swapped out into staging
 /// but not yet renamed to `previous`.
 pub fn repair(layout: &Layout, payload: &[u8; 32]) -> Result<()> {
-    let parent = layout.parent();
-    if !layout.root.exists() && installed_manifest(&layout.previous)?.is_some() {
+    let Ok(parent) = layout.parent_dir(false) else { return Ok(()) };
+    layout.check(&parent)?;
+    if !layout.exists(&parent, &layout.root_name)? && layout.record(&parent, &layout.previous_name)?.is_some() {
         eprintln!("  note: restoring {} from an interrupted switch", layout.root.display());
-        fs::rename(&layout.previous, &layout.root).map_err(|e| Error::io("cannot restore", &layout.root, e))?;
-        fsx::fsync_dir(parent)?;
+        parent.rename(&layout.previous_name, &layout.root_name)?;
+        parent.sync()?;
     }
-    if let Some(m) = installed_manifest(&layout.staging)? {
-        if &m.payload.sha256 != payload && installed_manifest(&layout.root)?.is_some() {
+    if let Some(m) = layout.record(&parent, &layout.staging_name)? {
+        if &m.payload.sha256 != payload && layout.record(&parent, &layout.root_name)?.is_some() {
             // A complete other install in staging is the one swapped out.
-            fsx::remove_tree(&layout.previous)?;
-            fs::rename(&layout.staging, &layout.previous)
-                .map_err(|e| Error::io("cannot keep the previous install at", &layout.previous, e))?;
-            fsx::fsync_dir(parent)?;
+            layout.remove(&parent, &layout.previous_name)?;
+            parent.rename(&layout.staging_name, &layout.previous_name)?;
+            parent.sync()?;
         }
     }
     Ok(())
 }
 
-/// The highest version ever installed with this state directory.
-pub const HIGHEST_FILE: &str = nxs_format::state::HIGHEST;
-
-fn highest_version(state_dir: &Path) -> Option<nxs_format::Version> {
-    fs::read_to_string(state_dir.join(HIGHEST_FILE)).ok().and_then(|s| nxs_format::Version::parse(s.trim()))
-}
-
 /// The install record in a root, if any: the manifest it was installed from.
-pub fn installed_manifest(root: &Path) -> Result<Option<Manifest>> {
-    let p = root.join(RECORD_DIR).join("manifest");
-    match fs::read(&p) {
-        Ok(bytes) => Manifest::parse(&bytes)
-            .map(Some)
-            .map_err(|e| Error::new(Class::Io, format!("{}: damaged install record: {e}", p.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("cannot read the install record", &p, e)),
+pub fn installed_manifest(layout: &Layout) -> Result<Option<Manifest>> {
+    match layout.parent_dir(false) {
+        Ok(parent) => layout.record(&parent, &layout.root_name),
+        Err(_) if crate::door::lstat_path(layout.parent()).is_none() => Ok(None),
+        Err(e) => Err(e),
     }
 }
+
+/// The install record inside an open root: read beneath it, through no
+/// link, regular file only.
+fn installed_manifest_in(root: &Dir) -> Result<Option<Manifest>> {
+    let rel = format!("{RECORD_DIR}/manifest");
+    let p = root.join(&rel);
+    let Some(f) = root.open_beneath(&rel)? else { return Ok(None) };
+    let mut bytes = Vec::new();
+    f.take(MAX_RECORD + 1).read_to_end(&mut bytes).map_err(|e| Error::io("cannot read the install record", &p, e))?;
+    if bytes.len() as u64 > MAX_RECORD {
+        return Err(Error::new(
+            Class::Io,
+            format!("{}: damaged install record: larger than {MAX_RECORD} bytes", p.display()),
+        ));
+    }
+    Manifest::parse(&bytes)
+        .map(Some)
+        .map_err(|e| Error::new(Class::Io, format!("{}: damaged install record: {e}", p.display())))
+}
+
+/// The largest install record read.
+const MAX_RECORD: u64 = 256 << 20;
 
 /// `install --restore-from`: a backup to restore on a fresh machine.
 pub struct RestoreFrom {
@@ -347,6 +416,8 @@ pub struct Outcome {
 
 struct Run<'a> {
     opts: &'a InstallOptions,
+    /// The state directory, held open: the only way this run reaches it.
+    sd: StateDir,
     layout: Layout,
     checkpoint: Checkpoint,
     bundle: Option<Bundle>,
@@ -386,24 +457,24 @@ impl Run<'_> {
     /// Writes the diagnostic dump, names it in the error, and offers the
     /// emergency shell on an interactive terminal.
     fn after_failure(&self, mut e: Error) -> Error {
-        match crate::diag::dump(&self.opts.state_dir, &self.layout.root, &e) {
+        match crate::diag::dump(&self.sd, &self.layout.root, &e) {
             Ok(path) => e.msg.push_str(&format!("\n  diagnostic dump: {}", path.display())),
             Err(d) => e.msg.push_str(&format!("\n  (no diagnostic dump: {})", d.msg)),
         }
-        crate::diag::offer_shell(&self.opts.state_dir);
+        crate::diag::offer_shell(&self.sd);
         e
     }
 
     /// Rewrites the checkpoint without a new history record.
     fn save_quiet(&mut self) -> Result<()> {
-        fsx::write_atomic(&self.opts.state_dir.join(CHECKPOINT_FILE), self.checkpoint.to_text().as_bytes(), 0o600)
+        self.sd.write_checkpoint(&self.checkpoint)
     }
 
     /// Refuses to go below the highest version installed here, or below
     /// the version in the root, unless asked to.
     fn check_downgrade(&self, installed: Option<&nxs_format::Version>) -> Result<()> {
         let new = &self.bundle().manifest.version;
-        let highest = highest_version(&self.opts.state_dir);
+        let highest = self.sd.highest()?;
         let top = match (installed, highest.as_ref()) {
             (Some(a), Some(b)) => Some(if a > b { a } else { b }),
             (a, b) => a.or(b),
@@ -426,14 +497,12 @@ impl Run<'_> {
     /// directory, under this run's lock. Only where the state directory
     /// holds no NXS data yet, or a restore was interrupted: a rerun never
     /// restores twice, and an install never restores over live data.
-    fn restore(&self) -> Result<()> {
+    fn restore(&mut self) -> Result<()> {
         let Some(r) = &self.opts.restore else { return Ok(()) };
         let dir = &self.opts.state_dir;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let interrupted = dir.with_file_name(format!(".{name}.nxs-restore")).exists();
-        let has_data = fs::read_dir(dir)
-            .map(|rd| rd.flatten().any(|e| !nxs_format::state::is_bootstrap_owned(&e.file_name().to_string_lossy())))
-            .unwrap_or(false);
+        let has_data = self.sd.names()?.iter().any(|n| !nxs_format::state::is_bootstrap_owned(n));
         if has_data && !interrupted {
             eprintln!("  note: {} already holds NXS data: not restoring over it (`restore` does that)", dir.display());
             return Ok(());
@@ -463,7 +532,13 @@ impl Run<'_> {
         unsafe { libc::fcntl(self.lock_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         let code = st.map_err(|e| Error::io("cannot run", &tool, e))?.code().unwrap_or(5);
         let class = match code {
-            0 => return Ok(()),
+            0 => {
+                // The state directory was swapped: the one this run holds
+                // open is the old one now. Open the new one (the lock's
+                // inode was linked into it, so the lock is still ours).
+                self.sd = StateDir::open(&self.opts.state_dir)?;
+                return Ok(());
+            }
             2 => Class::Usage,
             3 => Class::Verify,
             4 => Class::Incompatible,
@@ -480,7 +555,7 @@ impl Run<'_> {
         let b = self.bundle();
         for h in b.manifest.hooks.iter().filter(|h| h.stage == stage) {
             crate::fault::effect(&format!("hook:{}", stage.as_str()))?;
-            crate::hooks::run(h, &self.layout.root, &self.opts.state_dir, b.manifest.version.as_str(), env)?;
+            crate::hooks::run(h, &self.layout.root, &self.sd, b.manifest.version.as_str(), env)?;
         }
         Ok(())
     }
@@ -504,7 +579,7 @@ impl Run<'_> {
                 )?;
                 self.probe_login_server();
                 let b = self.bundle();
-                match installed_manifest(&self.layout.root)? {
+                match installed_manifest(&self.layout)? {
                     Some(old) => {
                         let running_here = self.found.as_ref().is_some_and(|c| {
                             c.state == State::Running && c.root == self.layout.root.display().to_string()
@@ -525,7 +600,7 @@ impl Run<'_> {
                                 );
                                 // An interrupted upgrade left its previous tree: a failed
                                 // validation still rolls back to it.
-                                self.upgrading = installed_manifest(&self.layout.previous)?.is_some();
+                                self.upgrading = self.layout.has_previous()?;
                                 return Ok(Event::SameInstallPresent);
                             }
                             eprintln!(
@@ -563,16 +638,27 @@ impl Run<'_> {
             }
             Action::InstallFresh | Action::InstallUpgrade => {
                 eprintln!("  extracting into {}", self.layout.staging.display());
-                if let Err(e) = stage(self.bundle(), &self.layout, true, self.opts.progress, true) {
+                let b = self.bundle.take().expect("verified before use");
+                let resume = self.checkpoint.staging.clone();
+                let (sd, checkpoint) = (&self.sd, &mut self.checkpoint);
+                let mut created = |st: Staging| {
+                    checkpoint.staging = Some(st);
+                    sd.write_checkpoint(checkpoint)
+                };
+                let mut r = stage(&b, &self.layout, true, self.opts.progress, resume.as_ref(), &mut created);
+                if let Err(e) = r {
                     // An I/O failure while staging: once more, in a fresh
                     // staging directory. A verification failure is final.
                     if e.class != Class::Io {
                         return Err(e);
                     }
                     eprintln!("  staging failed ({}); retrying once in a fresh staging directory", e.msg);
-                    stage(self.bundle(), &self.layout, true, self.opts.progress, false)?;
+                    r = stage(&b, &self.layout, true, self.opts.progress, None, &mut created);
                 }
+                self.bundle = Some(b);
+                r?;
                 commit(&self.layout)?;
+                self.checkpoint.staging = None;
                 eprintln!("  installed into {}", self.layout.root.display());
                 Ok(Event::Staged)
             }
@@ -689,12 +775,12 @@ impl Run<'_> {
     fn join(&mut self) -> Result<()> {
         use crate::tailnet::{self, JoinFailure, Paths};
         let Some((hs, client)) = self.client() else { return Ok(()) };
-        let p = Paths::new(&self.opts.state_dir);
+        let p = Paths::new(&self.sd)?;
         let mut j = self.join_record();
         if let Some(k) = self.key.take() {
             tailnet::stash_key(&p, &k)?;
             eprintln!("  auth key kept in {} (0600) until the join succeeds", p.key.display());
-        } else if !p.key.exists() && !j.joined && matches!(self.reachable, Some(Ok(()))) {
+        } else if !p.key_present()? && !j.joined && matches!(self.reachable, Some(Ok(()))) {
             if let Some(k) = tailnet::prompt_key()? {
                 tailnet::stash_key(&p, &k)?;
             }
@@ -718,7 +804,7 @@ impl Run<'_> {
                 }
             }
         }
-        if !p.key.exists() {
+        if !p.key_present()? {
             if j.joined {
                 return Ok(());
             }
@@ -779,7 +865,7 @@ impl Run<'_> {
     fn validate_join(&mut self) -> Result<Option<Error>> {
         use crate::tailnet::{self, Paths};
         let Some((hs, client)) = self.client() else { return Ok(None) };
-        let p = Paths::new(&self.opts.state_dir);
+        let p = Paths::new(&self.sd)?;
         let mut j = self.join_record();
         if self.joined_now || j.joined {
             match tailnet::status(&p, &client, &self.layout.root) {
@@ -820,8 +906,8 @@ impl Run<'_> {
 fn record_highest(run: &Run) -> Result<()> {
     if let Some(b) = &run.bundle {
         let v = &b.manifest.version;
-        if highest_version(&run.opts.state_dir).is_none_or(|h| v > &h) {
-            fsx::write_atomic(&run.opts.state_dir.join(HIGHEST_FILE), format!("{v}\n").as_bytes(), 0o600)?;
+        if run.sd.highest()?.is_none_or(|h| v > &h) {
+            run.sd.set_highest(v)?;
         }
     }
     Ok(())
@@ -850,9 +936,13 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         crate::tool::expected(&preverified.manifest)?;
     }
     let layout = Layout::new(&opts.root)?;
+    // Links, foreign owners and special files are refused before anything
+    // is written or locked.
+    layout.check_if_present()?;
+    let sd = StateDir::open(&opts.state_dir)?;
     crate::preflight::check(&preverified.manifest, &layout.root)?;
-    let _lock = lock(&opts.state_dir)?;
-    let previous = match read_checkpoint(&opts.state_dir)? {
+    let _lock = sd.lock()?;
+    let previous = match sd.read_checkpoint()? {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {
             // A damaged checkpoint is not fatal: everything is verified again.
@@ -881,9 +971,11 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         history: Vec::new(),
         last_error: None,
         join: None,
+        staging: None,
     });
     let mut run = Run {
         opts,
+        sd,
         layout,
         checkpoint,
         bundle: None,
@@ -914,7 +1006,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
                 run.save(tr.next, Some(&e))?;
                 record_highest(&run)?;
                 // A dump, for whoever looks later; no shell: the install works.
-                if let Ok(path) = crate::diag::dump(&run.opts.state_dir, &run.layout.root, &e) {
+                if let Ok(path) = crate::diag::dump(&run.sd, &run.layout.root, &e) {
                     e.msg.push_str(&format!("\n  diagnostic dump: {}", path.display()));
                 }
                 return Err(e);
@@ -983,21 +1075,23 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
 /// `rollback`: swaps the previous install back into the root recorded in
 /// the checkpoint, keeping the current one as `previous`.
 pub fn rollback_command(state_dir: &Path) -> Result<()> {
-    let _lock = lock(state_dir)?;
-    let mut cp = match read_checkpoint(state_dir)? {
+    let sd = StateDir::open_existing(state_dir)?.ok_or_else(|| {
+        Error::new(Class::Io, format!("no install recorded in {}", state_dir.display()))
+            .hint("pass the --state-dir the install used")
+    })?;
+    let _lock = sd.lock()?;
+    let mut cp = match sd.read_checkpoint()? {
         Some(Ok(c)) => c,
-        Some(Err(e)) => {
-            return Err(Error::new(Class::Io, format!("{}: {e}", state_dir.join(CHECKPOINT_FILE).display())))
-        }
+        Some(Err(e)) => return Err(Error::new(Class::Io, format!("{}: {e}", sd.join(CHECKPOINT_FILE).display()))),
         None => {
             return Err(Error::new(Class::Io, format!("no install recorded in {}", state_dir.display()))
                 .hint("pass the --state-dir the install used"))
         }
     };
     let layout = Layout::new(Path::new(&cp.root))?;
-    let from = installed_manifest(&layout.root)?.map(|m| m.version.to_string()).unwrap_or_default();
+    let from = installed_manifest(&layout)?.map(|m| m.version.to_string()).unwrap_or_default();
     roll_back(&layout, None, true)?;
-    let now_in = installed_manifest(&layout.root)?
+    let now_in = installed_manifest(&layout)?
         .ok_or_else(|| Error::new(Class::Io, "the rolled-back root has no install record"))?;
     cp.bundle_id = now_in.bundle_id();
     cp.version = now_in.version.to_string();
@@ -1006,7 +1100,7 @@ pub fn rollback_command(state_dir: &Path) -> Result<()> {
     cp.last_error = None;
     cp.history.push(HistoryRecord { at: crate::unix_now(), state: State::RollingBack });
     cp.history.push(HistoryRecord { at: crate::unix_now(), state: State::Running });
-    fsx::write_atomic(&state_dir.join(CHECKPOINT_FILE), cp.to_text().as_bytes(), 0o600)?;
+    sd.write_checkpoint(&cp)?;
     println!("rolled back {} from version {from} to {}", layout.root.display(), now_in.version);
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod age;
 pub mod bundle;
 pub mod detect;
 pub mod diag;
+pub mod door;
 pub mod error;
 pub mod extract;
 pub mod fault;
@@ -17,7 +18,9 @@ pub mod machine;
 pub mod payload;
 pub mod preflight;
 pub mod secret;
+pub mod statedir;
 pub mod tailnet;
+pub mod tarwalk;
 pub mod tool;
 
 /// Seconds since the epoch (0 if the clock is before it).

@@ -198,13 +198,14 @@ fn run(args: &[String]) -> Result<i32> {
             let f = Flags::parse(rest, &["--to"], &[])?;
             let to = f.require("--to")?;
             let layout = install::Layout::new(&to)?;
+            layout.check_if_present()?;
             if !fsx::is_missing_or_empty(&layout.root)? {
                 return Err(Error::new(Class::Io, format!("{} is not empty", layout.root.display()))
                     .hint("extract into a new or empty directory"));
             }
             let b = Bundle::open_verified(&bundle::self_path()?, &Trust::Embedded)?;
             preflight::check(&b.manifest, &layout.root)?;
-            install::stage(&b, &layout, false, true, false)?;
+            install::stage(&b, &layout, false, true, None, &mut |_| Ok(()))?;
             install::commit(&layout)?;
             println!("extracted {} entries into {}", b.manifest.entries.len(), layout.root.display());
             Ok(0)
@@ -320,7 +321,11 @@ fn run(args: &[String]) -> Result<i32> {
 }
 
 fn status(dir: &std::path::Path, as_json: bool) -> Result<i32> {
-    let cp = match install::read_checkpoint(dir)? {
+    let checkpoint = match nxs_stub::statedir::StateDir::open_existing(dir)? {
+        Some(sd) => sd.read_checkpoint()?,
+        None => None,
+    };
+    let cp = match checkpoint {
         None => {
             if as_json {
                 println!("{{\"state\":null,\"state_dir\":{}}}", json::s(&dir.display().to_string()));

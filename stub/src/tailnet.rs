@@ -8,12 +8,12 @@
 //! reads through `--auth-key=file:PATH`. It is never in an argv, an
 //! environment, a log, the checkpoint, `status` or a diagnostic dump.
 
+use crate::door::Dir;
 use crate::error::{Class, Error, Result};
-use crate::fsx;
 use crate::secret::Secret;
+use crate::statedir::StateDir;
 use nxs_format::{json, Headscale, ServerUrl, TailscaleClient, Userspace};
 use std::io::{IsTerminal, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,8 +27,23 @@ pub const UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `tailscaled` may take to open its socket.
 const DAEMON_START: Duration = Duration::from_secs(15);
 
-/// Where the client's files live, all under `<state-dir>/tailnet/`.
+/// The client's log and the daemon's, under `<state-dir>/logs/`.
+pub const DAEMON_LOG: &str = "tailscaled.log";
+pub const CLIENT_LOG: &str = "tailscale.log";
+const KEY: &str = "authkey";
+const PID: &str = "tailscaled.pid";
+const SCRIPT: &str = "run-tailscaled";
+const UNIT_FILE: &str = "nxs-tailscaled.service";
+/// The regular files under `<state-dir>/tailnet/` (the daemon's socket is
+/// the one other name there).
+pub const FILES: &[&str] = &[KEY, PID, SCRIPT, UNIT_FILE, "tailscaled.state"];
+
+/// Where the client's files live, all under `<state-dir>/tailnet/`, which
+/// is held open: the stub's own files there are opened relative to it
+/// (`crate::door`); the paths are for the client's argv and for messages.
 pub struct Paths {
+    tailnet: Dir,
+    logs: Dir,
     pub dir: PathBuf,
     pub key: PathBuf,
     pub socket: PathBuf,
@@ -41,31 +56,43 @@ pub struct Paths {
 }
 
 impl Paths {
-    pub fn new(state_dir: &Path) -> Paths {
-        let dir = state_dir.join("tailnet");
-        let logs = state_dir.join("logs");
-        Paths {
-            key: dir.join("authkey"),
+    /// Opens (or makes) `<state-dir>/tailnet/`, 0700.
+    pub fn new(sd: &StateDir) -> Result<Paths> {
+        let tailnet = sd.sub("tailnet")?;
+        // An existing directory may have been made looser by hand.
+        // SAFETY: fchmod on the descriptor just opened.
+        if unsafe { libc::fchmod(tailnet.fd(), 0o700) } != 0 {
+            return Err(Error::io("cannot restrict", tailnet.path(), std::io::Error::last_os_error()));
+        }
+        let dir = tailnet.path().to_path_buf();
+        let logs = sd.join("logs");
+        Ok(Paths {
+            key: dir.join(KEY),
             socket: dir.join("tailscaled.sock"),
             state: dir.join("tailscaled.state"),
-            pid: dir.join("tailscaled.pid"),
-            script: dir.join("run-tailscaled"),
-            unit: dir.join(format!("{UNIT}.service")),
-            daemon_log: logs.join("tailscaled.log"),
-            client_log: logs.join("tailscale.log"),
+            pid: dir.join(PID),
+            script: dir.join(SCRIPT),
+            unit: dir.join(UNIT_FILE),
+            daemon_log: logs.join(DAEMON_LOG),
+            client_log: logs.join(CLIENT_LOG),
             dir,
-        }
+            tailnet,
+            logs: sd.sub("logs")?,
+        })
     }
 
-    fn make_dir(&self) -> Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| Error::io("cannot create", &self.dir, e))?;
-        // An existing directory may have been made looser by hand.
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io("cannot restrict", &self.dir, e))
+    /// Opens `logs/<name>` for appending.
+    fn log(&self, name: &str) -> Result<std::fs::File> {
+        Ok(self.logs.open_file(name, crate::door::Access::Append)?.expect("created"))
+    }
+
+    /// Whether a stashed key waits for the join.
+    pub fn key_present(&self) -> Result<bool> {
+        Ok(self.tailnet.expect_file(KEY)?.is_some())
+    }
+
+    fn read_small(&self, name: &str) -> Option<String> {
+        self.tailnet.read(name, 1 << 16).ok().flatten().and_then(|b| String::from_utf8(b).ok())
     }
 }
 
@@ -213,20 +240,18 @@ pub fn prompt_key() -> Result<Option<Secret>> {
 
 /// Keeps the key for the join, 0600 in a 0700 directory.
 pub fn stash_key(p: &Paths, key: &Secret) -> Result<()> {
-    p.make_dir()?;
     let mut bytes = Secret::new(Vec::with_capacity(key.len() + 1));
     bytes.extend(key.bytes());
     bytes.extend(b"\n");
-    fsx::write_atomic(&p.key, bytes.bytes(), 0o600)
+    p.tailnet.write_atomic(KEY, bytes.bytes(), 0o600)
 }
 
 /// Removes the stashed key, durably.
 pub fn forget_key(p: &Paths) -> Result<()> {
-    match std::fs::remove_file(&p.key) {
-        Ok(()) => fsx::fsync_dir(&p.dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("cannot remove the used auth key", &p.key, e)),
+    if p.tailnet.remove_file(KEY)? {
+        p.tailnet.sync()?;
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -413,13 +438,12 @@ fn daemon_answers(p: &Paths) -> bool {
 /// Writes the service definition and makes sure `tailscaled` runs with it:
 /// started if not running, restarted if its definition changed.
 pub fn ensure_daemon(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: &Path) -> Result<()> {
-    p.make_dir()?;
     let argv = daemon_argv(p, hs, client, root);
     let env = daemon_env(hs, root);
     if use_systemd() {
         let unit = systemd_unit(&argv, &env);
-        let changed = std::fs::read_to_string(&p.unit).map(|old| old != unit).unwrap_or(true);
-        fsx::write_atomic(&p.unit, unit.as_bytes(), 0o644)?;
+        let changed = p.read_small(UNIT_FILE).is_none_or(|old| old != unit);
+        p.tailnet.write_atomic(UNIT_FILE, unit.as_bytes(), 0o644)?;
         let name = format!("{UNIT}.service");
         let unit_path = p.unit.display().to_string();
         let verb = if changed || !daemon_answers(p) { "restart" } else { "start" };
@@ -427,7 +451,7 @@ pub fn ensure_daemon(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: 
             let done = crate::hooks::run_logged(
                 Command::new("systemctl").args(&args).env_clear().envs(env.iter().take(1).cloned()),
                 "systemctl",
-                &p.daemon_log,
+                p.log(DAEMON_LOG)?,
                 Duration::from_secs(60),
                 false,
                 false,
@@ -439,19 +463,13 @@ pub fn ensure_daemon(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: 
         }
     } else {
         let script = supervisor_script(&argv, &env, &p.pid);
-        let changed = std::fs::read_to_string(&p.script).map(|old| old != script).unwrap_or(true);
+        let changed = p.read_small(SCRIPT).is_none_or(|old| old != script);
         if !changed && daemon_answers(p) {
             return Ok(());
         }
         stop_supervisor(p);
-        fsx::write_atomic(&p.script, script.as_bytes(), 0o700)?;
-        std::fs::create_dir_all(fsx::parent(&p.daemon_log))
-            .map_err(|e| Error::io("cannot create", fsx::parent(&p.daemon_log), e))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p.daemon_log)
-            .map_err(|e| Error::io("cannot open", &p.daemon_log, e))?;
+        p.tailnet.write_atomic(SCRIPT, script.as_bytes(), 0o700)?;
+        let log = p.log(DAEMON_LOG)?;
         let err = log.try_clone().map_err(|e| Error::io("cannot open", &p.daemon_log, e))?;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg(&p.script)
@@ -471,7 +489,7 @@ pub fn ensure_daemon(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: 
             })
         };
         let child = cmd.spawn().map_err(|e| Error::io("cannot start the tailscaled supervisor", &p.script, e))?;
-        fsx::write_atomic(&p.pid, format!("{}\n", child.id()).as_bytes(), 0o600)?;
+        p.tailnet.write_atomic(PID, format!("{}\n", child.id()).as_bytes(), 0o600)?;
         eprintln!("  started tailscaled under a supervisor (pid {}), log in {}", child.id(), p.daemon_log.display());
         // The supervisor is reaped by init once we exit.
         std::mem::forget(child);
@@ -492,7 +510,7 @@ pub fn ensure_daemon(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: 
 
 /// Stops a supervisor this state directory started, and its tailscaled.
 pub fn stop_supervisor(p: &Paths) {
-    let Some(pid) = std::fs::read_to_string(&p.pid).ok().and_then(|s| s.trim().parse::<i32>().ok()) else { return };
+    let Some(pid) = p.read_small(PID).and_then(|s| s.trim().parse::<i32>().ok()) else { return };
     if pid > 1 {
         // SAFETY: signals the process group the supervisor leads.
         unsafe { libc::kill(-pid, libc::SIGTERM) };
@@ -501,7 +519,7 @@ pub fn stop_supervisor(p: &Paths) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let _ = std::fs::remove_file(&p.pid);
+    let _ = p.tailnet.remove_file(PID);
 }
 
 /// Why a join did not happen.
@@ -563,7 +581,7 @@ pub fn up(
     let done = crate::hooks::run_logged(
         &mut cmd,
         "tailscale up",
-        &p.client_log,
+        p.log(CLIENT_LOG)?,
         UP_TIMEOUT + Duration::from_secs(5),
         false,
         true,
@@ -608,9 +626,9 @@ pub struct NodeStatus {
 pub fn status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::Result<NodeStatus, String> {
     let mut cmd = client_cmd(p, client, root);
     cmd.args(["status", "--json"]);
-    let done =
-        crate::hooks::run_logged(&mut cmd, "tailscale status", &p.client_log, Duration::from_secs(30), false, true)
-            .map_err(|e| e.msg)?;
+    let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
+    let done = crate::hooks::run_logged(&mut cmd, "tailscale status", log, Duration::from_secs(30), false, true)
+        .map_err(|e| e.msg)?;
     // status exits non-zero when the backend is not running, and still
     // prints the document.
     let text = String::from_utf8_lossy(&done.output);

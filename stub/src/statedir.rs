@@ -1,0 +1,249 @@
+//! `StateDir`: the only door to the state directory (`--state-dir`,
+//! `$NXS_HOME`, `~/.nxs`). It is opened once, as a directory descriptor
+//! that is not a link, owned by the running user and not writable by
+//! others; every lock, checkpoint, guard, log, dump and tailnet file is then
+//! opened relative to it, through [`crate::door::Dir`].
+//!
+//! Opening it also looks at every name the bootstrap owns there (see
+//! `nxs_format::state`) before anything is locked or written: a link, FIFO,
+//! socket or device at any of them is a refusal (exit 5) that names the
+//! path and what is there, at once, rather than a hang on a FIFO or a write
+//! through a link halfway through an install.
+//!
+//! # Security
+//! The state directory may sit where others can write its parent (`/tmp`,
+//! a home directory, a stick), and whatever is in it may have been planted.
+//! Nothing here follows a link, opens a special file, or trusts a directory
+//! another user owns or can write.
+
+use crate::door::{Access, Dir};
+use crate::error::{Class, Error, Result};
+use nxs_format::checkpoint::{Checkpoint, CheckpointError};
+use nxs_format::state::{CHECKPOINT, HIGHEST, LOCK};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The largest checkpoint read: the writer keeps 64 history records.
+const MAX_CHECKPOINT: u64 = 1 << 20;
+
+/// The logs the stub writes, under `logs/`.
+pub fn log_names() -> Vec<String> {
+    let mut v: Vec<String> = [
+        nxs_format::HookStage::Configure,
+        nxs_format::HookStage::ConfigureFallback,
+        nxs_format::HookStage::Validate,
+        nxs_format::HookStage::Run,
+    ]
+    .iter()
+    .map(|s| format!("hook-{}.log", s.as_str()))
+    .collect();
+    v.push(crate::tailnet::DAEMON_LOG.into());
+    v.push(crate::tailnet::CLIENT_LOG.into());
+    v
+}
+
+/// The state directory, held open.
+pub struct StateDir {
+    dir: Dir,
+}
+
+impl StateDir {
+    /// Opens the state directory, creating it (0700) if it is missing.
+    pub fn open(path: &Path) -> Result<StateDir> {
+        let s = StateDir { dir: Dir::open_private(path, 0o700)? };
+        s.check_names()?;
+        Ok(s)
+    }
+
+    /// Opens an existing state directory; `None` if there is none. For
+    /// readers (`status`), which never create one.
+    pub fn open_existing(path: &Path) -> Result<Option<StateDir>> {
+        if crate::door::lstat_path(path).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(StateDir::open(path)?))
+    }
+
+    /// Every name the bootstrap owns is its kind or absent.
+    fn check_names(&self) -> Result<()> {
+        for f in nxs_format::state::BOOTSTRAP_FILES {
+            self.dir.expect_file(f)?;
+        }
+        for d in nxs_format::state::BOOTSTRAP_DIRS {
+            let Some(sub) = self.dir.subdir(d, false)? else { continue };
+            let names: Vec<String> = match *d {
+                "logs" => log_names(),
+                "tailnet" => crate::tailnet::FILES.iter().map(|s| s.to_string()).collect(),
+                _ => continue,
+            };
+            for n in &names {
+                sub.expect_file(n)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Takes the state directory's lock. The lock file is created (0600) or
+    /// must already be a regular file of this directory; only then is it
+    /// written (the holder's PID).
+    pub fn lock(&self) -> Result<Lock> {
+        let path = self.join(LOCK);
+        let mut file = self.dir.open_file(LOCK, Access::ReadWrite)?.expect("created");
+        match file.try_lock() {
+            Ok(()) => {
+                // Overwrite in place, then trim: a reader never sees an
+                // empty file where a PID was.
+                use std::os::unix::fs::FileExt;
+                let pid = format!("{}\n", std::process::id());
+                let _ = file.write_all_at(pid.as_bytes(), 0);
+                let _ = file.set_len(pid.len() as u64);
+                Ok(Lock { file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // The holder writes its PID just after it takes the lock;
+                // give it a moment rather than report an anonymous holder.
+                let mut pid = String::new();
+                for _ in 0..20 {
+                    pid.clear();
+                    use std::io::Seek;
+                    let _ = file.rewind();
+                    let _ = (&mut file).take(64).read_to_string(&mut pid);
+                    if !pid.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let pid = pid.trim();
+                let holder = if pid.is_empty() { "another process".to_string() } else { format!("process {pid}") };
+                Err(Error::new(Class::Locked, format!("{} is locked by {holder}", path.display()))
+                    .hint("another install is running; wait for it to finish, or stop it"))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
+        }
+    }
+
+    /// The checkpoint, if there is one; a damaged one is `Some(Err)`.
+    pub fn read_checkpoint(&self) -> Result<Option<std::result::Result<Checkpoint, CheckpointError>>> {
+        Ok(self.checkpoint_bytes()?.map(|b| Checkpoint::parse(&b)))
+    }
+
+    /// The checkpoint's bytes as they are, for a diagnostic dump.
+    pub fn checkpoint_bytes(&self) -> Result<Option<Vec<u8>>> {
+        self.dir.read(CHECKPOINT, MAX_CHECKPOINT)
+    }
+
+    pub fn write_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        self.dir.write_atomic(CHECKPOINT, cp.to_text().as_bytes(), 0o600)
+    }
+
+    /// The highest version ever installed with this state directory.
+    pub fn highest(&self) -> Result<Option<nxs_format::Version>> {
+        Ok(self
+            .dir
+            .read(HIGHEST, 4096)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| nxs_format::Version::parse(s.trim())))
+    }
+
+    pub fn set_highest(&self, v: &nxs_format::Version) -> Result<()> {
+        self.dir.write_atomic(HIGHEST, format!("{v}\n").as_bytes(), 0o600)
+    }
+
+    /// A bootstrap subdirectory (`logs`, `diag`, `tailnet`), made 0700 if
+    /// missing.
+    pub fn sub(&self, name: &str) -> Result<Dir> {
+        Ok(self.dir.subdir(name, true)?.expect("created"))
+    }
+
+    /// A bootstrap subdirectory if it exists.
+    pub fn sub_existing(&self, name: &str) -> Result<Option<Dir>> {
+        self.dir.subdir(name, false)
+    }
+
+    /// Opens `logs/<name>` for appending.
+    pub fn log(&self, name: &str) -> Result<(File, PathBuf)> {
+        let logs = self.sub("logs")?;
+        let f = logs.open_file(name, Access::Append)?.expect("created");
+        Ok((f, logs.join(name)))
+    }
+
+    /// The names at the top of the state directory.
+    pub fn names(&self) -> Result<Vec<String>> {
+        self.dir.names()
+    }
+}
+
+/// An exclusive lock on the state directory, held until dropped. The kernel
+/// releases it when the holder dies, even by SIGKILL.
+pub struct Lock {
+    file: File,
+}
+
+impl Lock {
+    pub fn fd(&self) -> i32 {
+        std::os::unix::io::AsRawFd::as_raw_fd(&self.file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn mkfifo(p: &Path) {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn every_fixed_name_is_checked_when_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let mut names: Vec<String> = nxs_format::state::BOOTSTRAP_FILES.iter().map(|s| s.to_string()).collect();
+        names.extend(log_names().iter().map(|n| format!("logs/{n}")));
+        names.extend(crate::tailnet::FILES.iter().map(|n| format!("tailnet/{n}")));
+        for (i, n) in names.iter().enumerate() {
+            let d = t.path().join(format!("s{i}"));
+            std::fs::create_dir_all(d.join("logs")).unwrap();
+            std::fs::create_dir_all(d.join("tailnet")).unwrap();
+            mkfifo(&d.join(n));
+            let started = std::time::Instant::now();
+            let e = StateDir::open(&d).err().unwrap_or_else(|| panic!("{n}: a FIFO must be refused"));
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+            assert_eq!(e.class, Class::Io);
+            assert!(e.msg.contains("FIFO") && e.msg.contains(n.as_str()), "{}", e.msg);
+        }
+    }
+
+    #[test]
+    fn a_symlinked_state_directory_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("real"), t.path().join("link")).unwrap();
+        let e = StateDir::open(&t.path().join("link")).err().unwrap();
+        assert!(e.msg.contains("symbolic link"), "{}", e.msg);
+        assert!(StateDir::open_existing(&t.path().join("link")).is_err());
+        assert!(StateDir::open_existing(&t.path().join("none")).unwrap().is_none());
+    }
+
+    #[test]
+    fn lock_and_checkpoint_round_trip() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(&t.path().join("s")).unwrap();
+        let l = s.lock().unwrap();
+        assert_eq!(s.lock().err().unwrap().class, Class::Locked);
+        drop(l);
+        assert!(s.read_checkpoint().unwrap().is_none());
+        s.set_highest(&nxs_format::Version::parse("1.2.3").unwrap()).unwrap();
+        assert_eq!(s.highest().unwrap().unwrap().as_str(), "1.2.3");
+    }
+}
