@@ -305,3 +305,103 @@ fn a_planted_hard_link_in_staging_is_not_kept_and_its_inode_is_not_touched() {
     let c = run(&root.join("bin/nxs-survival"), &["check", "--root", root.to_str().unwrap()]);
     assert_eq!(code(&c), 0, "{}", stdout(&c));
 }
+
+/// The example project with `bin/nxs-backup` in its payload.
+fn backup_bundle() -> &'static Path {
+    static B: std::sync::OnceLock<(Project, PathBuf)> = std::sync::OnceLock::new();
+    &B.get_or_init(|| {
+        let root = workspace();
+        let platform = xtask::platform::Platform::load(&root, HOST).expect("platform file");
+        let tool = xtask::tool::build_backup(&root, &platform, &["fault-injection"], true).expect("nxs-backup build");
+        let p = Project::new(None);
+        let text = std::fs::read_to_string(&p.spec).unwrap();
+        let text = text
+            .replace("components = [\"tool\", \"config\"]", "components = [\"tool\", \"backup\", \"config\"]")
+            + &format!(
+                "\n[[component]]\nname = \"backup\"\nsource = \"{}\"\ninstall = \"bin/nxs-backup\"\nmode = 0o755\n",
+                tool.display()
+            );
+        write(&p.spec, text.as_bytes(), 0o644);
+        let r = p.build(&p.path().join("out"));
+        let b = bundle_of(&r, "minimal").to_path_buf();
+        (p, b)
+    })
+    .1
+}
+
+#[test]
+fn backup_and_restore_refuse_a_planted_lock_and_never_block() {
+    let b = backup_bundle();
+    let t = tempfile::tempdir().unwrap();
+    let decoy = Decoy::new(t.path());
+    let (state, stick, pass) = (t.path().join("state"), t.path().join("stick"), t.path().join("pass"));
+    write(&state.join("data.txt"), b"nxs data", 0o600);
+    write(&pass, b"correct horse battery staple\n", 0o600);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let backup = ["backup", "--state-dir", &s(&state), "--to", &s(&stick), "--passphrase-file", &s(&pass)];
+    let restore = ["restore", "--state-dir", &s(&state), "--from", &s(&stick), "--passphrase-file", &s(&pass)];
+    let (o, _) = run_within(b, &backup, Duration::from_secs(60));
+    assert_eq!(code(&o), 0, "a clean backup first: {}", stderr(&o));
+    let lock = state.join("lock");
+    for kind in ["link", "FIFO"] {
+        let _ = std::fs::remove_file(&lock);
+        match kind {
+            "link" => std::os::unix::fs::symlink(decoy.file(), &lock).unwrap(),
+            _ => {
+                plant_special("FIFO", &lock);
+            }
+        }
+        let bytes = decoy.contents();
+        let before = decoy.state();
+        let stick_before = snapshot(&stick);
+        let state_before = snapshot(&state);
+        for args in [&backup[..], &restore[..]] {
+            // A restore reads the whole backup (scrypt included) before it
+            // touches the state directory, lock and all: it refuses after
+            // that, but never blocks.
+            let (o, took) = run_within(b, args, Duration::from_secs(60));
+            if args[0] == "backup" {
+                assert!(took < Duration::from_secs(2), "{args:?} with a {kind} lock took {took:?}");
+            }
+            assert_refused(&o, &format!("{} with a {kind} at lock", args[0]), &format!("{} is a", lock.display()));
+        }
+        assert_eq!(snapshot(&stick), stick_before, "no backup written with a {kind} lock");
+        assert_eq!(snapshot(&state), state_before, "the state is as it was with a {kind} lock");
+        assert_eq!(decoy.state(), before, "the decoy is untouched with a {kind} lock");
+        assert_eq!(decoy.contents(), bytes);
+    }
+}
+
+#[test]
+fn the_installed_check_reads_nothing_through_a_planted_link() {
+    let b = bundle();
+    let t = tempfile::tempdir().unwrap();
+    let decoy = Decoy::new(t.path());
+    let (root, state) = (t.path().join("root"), t.path().join("state"));
+    let o = install(b, &root, &state);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let tool = t.path().join("nxs-survival");
+    std::fs::copy(root.join("bin/nxs-survival"), &tool).unwrap();
+    // A directory of the install swapped for a link into the decoy, with
+    // the names the manifest expects below it.
+    let data = root.join("share/data");
+    let names: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    std::fs::remove_dir_all(&data).unwrap();
+    for n in &names {
+        let _ = std::fs::copy(decoy.file(), decoy.dir.join(n));
+    }
+    std::os::unix::fs::symlink(&decoy.dir, &data).unwrap();
+    let bytes = decoy.contents();
+    let before = decoy.state();
+    let o = run(&tool, &["check", "--root", root.to_str().unwrap()]);
+    assert_eq!(code(&o), 3, "{}", stdout(&o));
+    assert!(stdout(&o).contains("expected a directory"), "{}", stdout(&o));
+    assert_eq!(decoy.state(), before, "nothing was read through the link");
+    assert_eq!(decoy.contents(), bytes);
+    // The install record itself behind a link: refused, not read.
+    let rec = root.join(nxs_format::RECORD_DIR);
+    std::fs::rename(&rec, t.path().join("record")).unwrap();
+    std::os::unix::fs::symlink(t.path().join("record"), &rec).unwrap();
+    let o = run(&tool, &["check", "--root", root.to_str().unwrap()]);
+    assert_refused(&o, "check with the record behind a link", "link");
+}

@@ -43,8 +43,23 @@ pub struct Created {
 }
 
 /// The version recorded in the state directory's checkpoint, if any.
+/// Read without following a link or blocking on a FIFO, regular files only.
 pub fn source_version(state_dir: &Path) -> String {
-    fs::read(state_dir.join(nxs_format::state::CHECKPOINT))
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read = || -> std::io::Result<Vec<u8>> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(state_dir.join(nxs_format::state::CHECKPOINT))?;
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let mut b = Vec::new();
+        f.take(1 << 20).read_to_end(&mut b)?;
+        Ok(b)
+    };
+    read()
         .ok()
         .and_then(|b| nxs_format::checkpoint::Checkpoint::parse(&b).ok())
         .map(|c| c.version)

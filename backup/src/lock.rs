@@ -29,14 +29,7 @@ pub fn take(state_dir: &Path, wait: Duration, inherited: Option<i32>) -> Result<
             _ => Err(Error::usage(format!("--lock-fd {fd} is not the lock {}", path.display()))),
         };
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open the lock", &path, e))?;
+    let file = open_lock(state_dir, &path)?;
     let until = Instant::now() + wait;
     let mut told = false;
     loop {
@@ -70,5 +63,65 @@ pub fn take(state_dir: &Path, wait: Duration, inherited: Option<i32>) -> Result<
             told = true;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Opens the lock file as the stub does (`nxs_stub::statedir`): the state
+/// directory must be a real directory, not a link, and the lock a regular
+/// file or nothing. A link, FIFO, socket or device at either name is a
+/// refusal (exit 5) that names it, before any `open` could follow it or
+/// block on it; the lock is written only once it is known to be a regular
+/// file.
+fn open_lock(state_dir: &Path, path: &Path) -> Result<File> {
+    let refuse = |p: &Path, m: &std::fs::Metadata, want: &str| {
+        Error::new(Class::Io, format!("{} is a {}, not a {want}: refusing to use it", p.display(), kind(m))).hint(
+            "nxs did not put it there, and never follows a link or opens a special file it did not make; look at what it is, move it away, and run again",
+        )
+    };
+    if let Ok(m) = std::fs::symlink_metadata(state_dir) {
+        if !m.is_dir() {
+            return Err(refuse(state_dir, &m, "directory"));
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() => return Err(refuse(path, &m, "regular file")),
+        _ => {}
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.is_file() => refuse(path, &m, "regular file"),
+            _ => Error::io("cannot open the lock", path, e),
+        })?;
+    let m = file.metadata().map_err(|e| Error::io("cannot inspect the lock", path, e))?;
+    if !m.is_file() {
+        return Err(refuse(path, &m, "regular file"));
+    }
+    Ok(file)
+}
+
+fn kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
     }
 }

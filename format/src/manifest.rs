@@ -217,8 +217,10 @@ pub fn link_target_ok(path: &EntryPath, target: &str) -> bool {
     let mut depth = path.components().count() as i64 - 1;
     for c in target.split('/') {
         match c {
-            "" => return false,
-            "." => {}
+            // A `.` part would be respelled by tar writers (`a/./b` is
+            // written `a/b`), so the tar header could not say what the
+            // signed line says; one spelling only.
+            "" | "." => return false,
             ".." => {
                 depth -= 1;
                 if depth < 0 {
@@ -1091,6 +1093,8 @@ mod tests {
         assert!(!link_target_ok(&p("a/b/c"), "../../../x"), "climbs out of the root");
         assert!(!link_target_ok(&p("top"), "../x"));
         assert!(!link_target_ok(&p("bin/nxs"), "/etc/passwd"));
+        assert!(!link_target_ok(&p("bin/nxs"), "./nxs"), "`.` parts have a second spelling");
+        assert!(!link_target_ok(&p("bin/nxs"), "../lib/./nxs"));
         assert!(!link_target_ok(&p("bin/nxs"), ""));
         assert!(!link_target_ok(&p("bin/nxs"), "a//b"));
         let good = sample().to_text().replace("end\n", "link etc/link ca.pem\nend\n");

@@ -260,10 +260,21 @@ impl Bundle {
 /// root this stub carries.
 pub fn installed_record(root: &Path) -> Result<Manifest> {
     let rec = root.join(nxs_format::RECORD_DIR);
-    let bytes = std::fs::read(rec.join("manifest"))
-        .map_err(|e| Error::io("cannot read the install record", &rec.join("manifest"), e))?;
-    let sig_text = std::fs::read_to_string(rec.join("manifest.minisig"))
-        .map_err(|e| Error::io("cannot read", &rec.join("manifest.minisig"), e))?;
+    // Read beneath the root, through no link (crate::door).
+    let dir = crate::door::Dir::open(root)?;
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let rel = format!("{}/{name}", nxs_format::RECORD_DIR);
+        let p = root.join(&rel);
+        let missing = || Error::io("cannot read the install record", &p, std::io::ErrorKind::NotFound.into());
+        let f = dir.open_beneath(&rel)?.ok_or_else(missing)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, 256 << 20), &mut bytes)
+            .map_err(|e| Error::io("cannot read the install record", &p, e))?;
+        Ok(bytes)
+    };
+    let bytes = read("manifest")?;
+    let sig_text = String::from_utf8(read("manifest.minisig")?)
+        .map_err(|_| Error::verify(format!("{}: not text", rec.join("manifest.minisig").display())))?;
     let sig = minisign_verify::Signature::decode(&sig_text)
         .map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest.minisig").display())))?;
     let trusted = TRUST_ROOT.iter().any(|(_, k)| {
