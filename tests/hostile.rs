@@ -97,24 +97,10 @@ fn a_path_through_a_link() {
     refused(&b, 3, "payload entry `d` is a Symlink");
 }
 
-/// A PAX extended header ('x') carrying `records` before a member.
-fn pax(records: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = String::new();
-    for (k, v) in records {
-        let rec = format!(" {k}={v}\n");
-        let mut len = rec.len() + 1;
-        while format!("{len}{rec}").len() != len {
-            len += 1;
-        }
-        body.push_str(&format!("{len}{rec}"));
-    }
-    member(b"PaxHeaders/x", b'x', body.as_bytes(), 0o644)
-}
-
 #[test]
 fn pax_headers_that_disagree_with_the_manifest() {
     let d = tempfile::tempdir().unwrap();
-    let mut tar = pax(&[("path", "../../nxs-hostile-evil")]);
+    let mut tar = pax(b'x', &[("path", "../../nxs-hostile-evil")]);
     tar.extend(member(b"evil", b'0', b"evil", 0o644));
     refused(
         &bundle(d.path(), "paxpath.run", &end(tar), vec![file("evil", 0o644, b"evil")]),
@@ -122,7 +108,7 @@ fn pax_headers_that_disagree_with_the_manifest() {
         "a PAX extended header (typeflag `x`)",
     );
 
-    let mut tar = pax(&[("size", "1")]);
+    let mut tar = pax(b'x', &[("size", "1")]);
     tar.extend(member(b"evil", b'0', b"evil", 0o644));
     refused(
         &bundle(d.path(), "paxsize.run", &end(tar), vec![file("evil", 0o644, b"evil")]),

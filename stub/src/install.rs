@@ -141,6 +141,9 @@ impl Layout {
                 parent.subdir(name, false)?;
             }
         }
+        // An earlier stub's staging id: removed when staging starts, and
+        // only if it is a regular file.
+        parent.expect_file(&old_staging_id(&self.root_name))?;
         Ok(())
     }
 

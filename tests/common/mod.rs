@@ -479,6 +479,22 @@ pub mod hostile {
         raw
     }
 
+    /// A PAX record block (`x` local or `g` global) carrying `records`,
+    /// as POSIX spells them: `<length> <key>=<value>\n`, the length
+    /// counting itself.
+    pub fn pax(typeflag: u8, records: &[(&str, &str)]) -> Vec<u8> {
+        let mut body = String::new();
+        for (k, v) in records {
+            let rec = format!(" {k}={v}\n");
+            let mut len = rec.len() + 1;
+            while format!("{len}{rec}").len() != len {
+                len += 1;
+            }
+            body.push_str(&format!("{len}{rec}"));
+        }
+        gnu_member(b"PaxHeaders/evil", typeflag, body.as_bytes(), 0o644)
+    }
+
     /// A tar member in the bundler's header format: header, data, padding.
     pub fn gnu_member(name: &[u8], typeflag: u8, data: &[u8], mode: u32) -> Vec<u8> {
         let mut v = gnu_header(name, typeflag, data.len() as u64, mode).to_vec();
