@@ -405,3 +405,33 @@ fn the_installed_check_reads_nothing_through_a_planted_link() {
     let o = run(&tool, &["check", "--root", root.to_str().unwrap()]);
     assert_refused(&o, "check with the record behind a link", "link");
 }
+
+#[test]
+fn a_root_or_parent_that_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = bundle();
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    // A root open to every user.
+    let t = tempfile::tempdir().unwrap();
+    let (root, state) = (t.path().join("root"), t.path().join("state"));
+    std::fs::create_dir(&root).unwrap();
+    mode(&root, 0o777);
+    assert_refused(&install(b, &root, &state), "a root open to all", "writable by every user");
+    // A parent its group may write, not sticky, of a group other than root's.
+    let parent = t.path().join("shared");
+    std::fs::create_dir(&parent).unwrap();
+    std::os::unix::fs::chown(&parent, None, Some(4242)).unwrap();
+    mode(&parent, 0o775);
+    assert_refused(&install(b, &parent.join("root"), &state), "a group-writable parent", "writable by group 4242");
+    // A parent owned by another user.
+    mode(&parent, 0o755);
+    std::os::unix::fs::chown(&parent, Some(4242), None).unwrap();
+    assert_refused(&install(b, &parent.join("root"), &state), "a parent of uid 4242", "owned by uid 4242");
+    assert!(!parent.join("root").exists() && !state.join("bootstrap.state").exists(), "nothing written");
+    // Sticky and open to all, as /tmp is: fine.
+    let tmp = t.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    mode(&tmp, 0o1777);
+    let o = install(b, &tmp.join("root"), &state);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}

@@ -53,7 +53,9 @@ fn full_read_only_noexec_and_mount_point_targets() {
 
     let parent = t.path().join("mp");
     let root = parent.join("root");
-    let _m = Mount::tmpfs(&root, "size=64m");
+    // mode=0755: a fresh tmpfs is 1777, which is refused before anything
+    // else as a root others can write.
+    let _m = Mount::tmpfs(&root, "size=64m,mode=0755");
     refused_on(&bundle, &parent, &root, &state, "is a mount point");
 }
 

@@ -46,7 +46,9 @@ pub fn take(state_dir: &Path, wait: Duration, inherited: Option<i32>) -> Result<
             return Err(Error::io("cannot lock", &path, e));
         }
         if Instant::now() >= until {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            // From the file already open: the name is not looked up again.
+            let mut holder = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::Read::take(&file, 64), &mut holder);
             let holder = holder.trim();
             return Err(Error::new(
                 Class::Locked,

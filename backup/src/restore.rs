@@ -29,7 +29,7 @@ use nxs_format::state::{BOOTSTRAP_DIRS, BOOTSTRAP_FILES};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -97,6 +97,11 @@ impl Work {
     fn for_state_dir(state_dir: &Path) -> Result<Work> {
         let name = state_dir.file_name().ok_or_else(|| Error::usage(format!("{} has no name", state_dir.display())))?;
         let dir = parent(state_dir).join(format!(".{}.nxs-restore", name.to_string_lossy()));
+        if let Some(why) = not_ours(&dir) {
+            return Err(Error::new(Class::Io, format!("{}: {why}: refusing to use it", dir.display())).hint(
+                "a restore's work directory is made by nxs-backup, 0700; this one is not, so nothing in it is trusted. Look at it, move it away, and run again",
+            ));
+        }
         Ok(Work {
             new: dir.join("new"),
             old: dir.join("old"),
@@ -111,6 +116,27 @@ fn parent(p: &Path) -> &Path {
     p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// Why what is at `p` is not a work directory this user made, if it is
+/// not: it must be absent, or a real directory (not a link) of this user,
+/// not writable by group or others. Its parent may be `/tmp`, a home or a
+/// stick, where another user could have planted one first.
+fn not_ours(p: &Path) -> Option<String> {
+    let m = fs::symlink_metadata(p).ok()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.file_type().is_symlink() {
+        Some("a symbolic link".into())
+    } else if !m.is_dir() {
+        Some("not a directory".into())
+    } else if m.uid() != me {
+        Some(format!("owned by uid {}, not by the user running nxs-backup", m.uid()))
+    } else if m.mode() & 0o022 != 0 {
+        Some(format!("writable by others (mode {:o})", m.mode() & 0o7777))
+    } else {
+        None
+    }
+}
+
 fn exists(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok()
 }
@@ -119,7 +145,18 @@ fn exists(p: &Path) -> bool {
 pub fn remove_tree(p: &Path) -> Result<()> {
     let Ok(meta) = fs::symlink_metadata(p) else { return Ok(()) };
     if meta.is_dir() {
-        let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+        // Read-only directories of ours are made writable through their own
+        // descriptor, opened without following a link: one swapped in for
+        // a directory is never chmodded.
+        {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Ok(d) = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(p)
+            {
+                // SAFETY: fchmod on a descriptor just opened.
+                unsafe { libc::fchmod(d.as_raw_fd(), 0o700) };
+            }
+        }
         for e in fs::read_dir(p).map_err(|e| Error::io("cannot list", p, e))? {
             let e = e.map_err(|e| Error::io("cannot list", p, e))?;
             remove_tree(&e.path())?;
@@ -132,8 +169,17 @@ pub fn remove_tree(p: &Path) -> Result<()> {
 
 fn write_synced(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+    // A leftover temp file is removed (never followed), then made anew.
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| Error::io("cannot create", &tmp, e))?;
     f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io("cannot write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))?;
     fsync_dir(parent(path))
@@ -196,7 +242,7 @@ fn remove_retired(state_dir: &Path, w: &Work) {
     let prefix = format!("{}.done-", w.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     if let Ok(rd) = fs::read_dir(parent(state_dir)) {
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
+            if e.file_name().to_string_lossy().starts_with(&prefix) && not_ours(&e.path()).is_none() {
                 let _ = remove_tree(&e.path());
             }
         }
@@ -398,6 +444,11 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
         let (list, is_dir) = choose(&o.from)?;
         Some(pick(&list, is_dir, &o.keys, &mut out.skipped)?)
     };
+    // A state directory that is a link: the restore's own refusal, which
+    // names the real path, before the lock's.
+    if fs::symlink_metadata(state_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        swappable(state_dir)?;
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -73,7 +73,7 @@ pub fn dump(state: &StateDir, root: &Path, error: &Error) -> Result<PathBuf> {
         for name in logs.names().unwrap_or_default() {
             // Only the tail of each log; anything not a regular file is
             // named in the dump instead of read.
-            let data = match logs.open_file(&name, crate::door::Access::Read) {
+            let data = match logs.open_file(&name, crate::door::Access::ReadOwn) {
                 Ok(Some(f)) => tail(f),
                 Ok(None) => continue,
                 Err(e) => format!("(not read: {})\n", e.msg).into_bytes(),

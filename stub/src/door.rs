@@ -37,11 +37,16 @@ pub struct Dir {
     path: PathBuf,
 }
 
-/// How [`Dir::open_file`] opens a regular file.
+/// How [`Dir::open_file`] opens a regular file. Every kind refuses a file
+/// another user owns; the ones marked below also refuse a file with more
+/// than one link (a hard link planted to a file elsewhere).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
-    /// Append, creating the file (0600) if it is missing.
+    /// Read a file whose bytes go somewhere else (a diagnostic dump): one
+    /// link only.
+    ReadOwn,
+    /// Append, creating the file (0600) if it is missing; one link only.
     Append,
     /// Read and write, creating the file (0600) if it is missing, never
     /// truncating it.
@@ -274,15 +279,20 @@ impl Dir {
     /// does not create. A link, FIFO, socket, device or directory there is
     /// a refusal, found before any `open` that could block or follow it.
     pub fn open_file(&self, name: &str, access: Access) -> Result<Option<File>> {
+        self.open_file_once(name, access, true)
+    }
+
+    fn open_file_once(&self, name: &str, access: Access, retry: bool) -> Result<Option<File>> {
         let path = self.join(name);
         let before = self.expect_file(name)?;
-        if before.is_none() && access == Access::Read {
+        let reading = matches!(access, Access::Read | Access::ReadOwn);
+        if before.is_none() && reading {
             return Ok(None);
         }
         let c = cstr(name, &self.path)?;
         let mut flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
         flags |= match access {
-            Access::Read => libc::O_RDONLY,
+            Access::Read | Access::ReadOwn => libc::O_RDONLY,
             Access::Append => libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT,
             Access::ReadWrite => libc::O_RDWR | libc::O_CREAT,
         };
@@ -301,7 +311,8 @@ impl Dir {
                 {
                     Err(refuse(&path, kind_of(&st), "regular file"))
                 }
-                (Some(libc::EEXIST), _) => self.open_file(name, access),
+                // Created by someone else in between: look again, once.
+                (Some(libc::EEXIST), _) if retry => self.open_file_once(name, access, false),
                 _ => Err(Error::io("cannot open", &path, e)),
             };
         }
@@ -310,6 +321,24 @@ impl Dir {
         let st = fstat(fd, &path)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(refuse(&path, kind_of(&st), "regular file"));
+        }
+        if st.st_uid != euid() {
+            return Err(Error::new(
+                Class::Io,
+                format!(
+                    "{} is owned by uid {}, not by the user running nxs: refusing to use it",
+                    path.display(),
+                    st.st_uid
+                ),
+            )
+            .hint("nxs did not write it; look at what it is, move it away, and run again"));
+        }
+        if matches!(access, Access::ReadOwn | Access::Append) && st.st_nlink != 1 {
+            return Err(Error::new(
+                Class::Io,
+                format!("{} has {} hard links: refusing to use it", path.display(), st.st_nlink),
+            )
+            .hint("a file nxs writes has one link; another may lead to a file outside the state directory. Move it away and run again"));
         }
         if let Some(b) = before {
             if (b.st_dev, b.st_ino) != (st.st_dev, st.st_ino) {

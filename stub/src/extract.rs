@@ -153,7 +153,7 @@ pub fn walk<R: Read>(
             (EntryKind::Dir, Kind::Directory) if size == 0 => {
                 if let Sink::Dir { root, resume } = sink {
                     let p = root.join(want.path.as_str());
-                    let kept = *resume && fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
+                    let kept = *resume && staged_dir_is_ours(&p);
                     if !kept {
                         if *resume {
                             remove_any(&p)?;
@@ -193,9 +193,8 @@ pub fn walk<R: Read>(
                     Sink::Dir { root, resume } => {
                         let p = root.join(want.path.as_str());
                         if *resume {
-                            if staged_file_matches(&p, *want_size, sha256) {
+                            if let Some(f) = staged_file_matches(&p, *want_size, sha256) {
                                 // Its mode and durability may predate the crash.
-                                let f = fs::File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
                                 seal(&f, &p, want.mode)?;
                                 reused += 1;
                                 // Still read the entry: the payload is checked whole.
@@ -274,16 +273,29 @@ fn finish(sink: &Sink, m: &nxs_format::Manifest) -> Result<()> {
 /// an earlier run of ours wrote with these bytes: a regular file (not a
 /// link), with one link (a planted hard link to a foreign inode has two),
 /// owned by this user, of `size` bytes with `sha256`.
-fn staged_file_matches(p: &Path, size: u64, sha256: &[u8; 32]) -> bool {
+/// The file comes back open: the checks, the hash and the later `seal` are
+/// all on that one descriptor, opened without following a link, so no
+/// swap between them can redirect the chmod.
+fn staged_file_matches(p: &Path, size: u64, sha256: &[u8; 32]) -> Option<fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p).ok()?;
+    let m = f.metadata().ok()?;
+    if !(m.is_file() && m.nlink() == 1 && m.uid() == me && m.len() == size) {
+        return None;
+    }
+    let (n, got) = hash_reader(&mut f).ok()?;
+    (n == size && &got == sha256).then_some(f)
+}
+
+/// True if `p`, in a staging directory being resumed, is a real directory
+/// (not a link) of this user's.
+fn staged_dir_is_ours(p: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == me && m.len() == size => {
-            matches!(hash_file(p), Ok((n, got)) if n == size && &got == sha256)
-        }
-        _ => false,
-    }
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == me)
 }
 
 /// Removes everything under `dir` whose path relative to `root` is not wanted.
@@ -556,11 +568,16 @@ fn hash_file(p: &Path) -> io::Result<(u64, [u8; 32])> {
     if !f.metadata()?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
+    hash_reader(&mut f)
+}
+
+/// The length and sha256 of everything `r` yields.
+fn hash_reader(r: &mut impl Read) -> io::Result<(u64, [u8; 32])> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf)?;
+        let k = r.read(&mut buf)?;
         if k == 0 {
             return Ok((n, h.finalize().into()));
         }

@@ -2,7 +2,6 @@
 
 use crate::error::{Error, Result};
 use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Runs `op`, retrying up to 3 times with exponential backoff (50, 100,
@@ -77,8 +76,17 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
+/// Makes a tree of ours writable, one directory at a time, each opened
+/// without following a link and changed through its descriptor: a
+/// directory swapped for a link is skipped, never followed.
 fn make_writable(dir: &Path) {
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(d) = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(dir) else {
+        return;
+    };
+    // SAFETY: fchmod on a descriptor we just opened.
+    unsafe { libc::fchmod(d.as_raw_fd(), 0o700) };
     if let Ok(it) = fs::read_dir(dir) {
         for e in it.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {

@@ -73,7 +73,10 @@ pub fn load() -> Result<Vec<u8>> {
 pub fn installed(root: &Path, m: &Manifest) -> Result<Vec<u8>> {
     let (size, sha256) = expected(m)?;
     let p = root.join(TOOL);
-    let f = std::fs::File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
+    // Beneath the root, through no link, and never a FIFO (crate::door).
+    let f = crate::door::Dir::open(root)?
+        .open_beneath(TOOL)?
+        .ok_or_else(|| Error::io("cannot open", &p, std::io::ErrorKind::NotFound.into()))?;
     checked(f, size, &sha256, &p.display().to_string())
 }
 
