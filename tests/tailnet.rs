@@ -111,12 +111,15 @@ fn online_join_reaches_running_and_removes_the_key() {
     assert!(argv.contains(&format!("--login-server={}", server.url)), "{argv}");
     let key_path = c.state().join("tailnet/authkey");
     assert!(argv.contains(&format!("--auth-key=file:{}", key_path.display())), "{argv}");
-    assert!(argv.contains("--advertise-tags=tag:nxs,tag:test") && argv.contains("--accept-dns=false"), "{argv}");
+    // No tags asked for: Headscale 0.28+ refuses them with a pre-auth key;
+    // the node has the key's tags.
+    assert!(!argv.contains("--advertise-tags") && argv.contains("--accept-dns=false"), "{argv}");
     assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used, "the server registered this very key");
     // tailscaled ran with userspace networking and the bundle's CA.
     let daemon_argv =
         c.records().into_iter().find(|(n, _)| n.starts_with("tailscaled-") && n.ends_with(".cmdline")).unwrap().1;
     assert!(String::from_utf8_lossy(&daemon_argv).contains("--tun=userspace-networking"));
+    assert!(String::from_utf8_lossy(&daemon_argv).contains("--no-logs-no-support"), "no log upload");
     let daemon_env =
         c.records().into_iter().find(|(n, _)| n.starts_with("tailscaled-") && n.ends_with(".environ")).unwrap().1;
     assert!(String::from_utf8_lossy(&daemon_env)
@@ -223,7 +226,10 @@ fn a_rejected_key_says_how_to_make_a_new_one() {
     assert_eq!(code(&o), 8, "{}{}", stdout(&o), stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("rejected the auth key") && e.contains("expired"), "{e}");
-    assert!(e.contains("headscale preauthkeys create --user USER --tags tag:nxs,tag:test"), "{e}");
+    // A hint Headscale 0.26 to 0.29 accepts: no user name (a numeric ID,
+    // optional since 0.28), the tags on the key.
+    assert!(e.contains("headscale preauthkeys create --tags tag:nxs,tag:test --expiration 24h"), "{e}");
+    assert!(!e.contains("--user USER"), "{e}");
     assert!(!c.state().join("tailnet/authkey").exists(), "a rejected key is not kept");
     assert!(c.status().contains("rejected the auth key"));
 
@@ -233,7 +239,15 @@ fn a_rejected_key_says_how_to_make_a_new_one() {
     let f = c.key_file(&used);
     let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
     assert_eq!(code(&o), 8, "{}", stderr(&o));
-    assert!(stderr(&o).contains("already been used"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rejected the auth key: authkey already used"), "{}", stderr(&o));
+    assert!(!c.state().join("tailnet/authkey").exists(), "a used key is not kept");
+
+    // An unknown key too, in 0.29's words.
+    let unknown = a_key("unknown");
+    let f = c.key_file(&unknown);
+    let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    assert!(stderr(&o).contains("rejected the auth key: invalid pre auth key"), "{}", stderr(&o));
 }
 
 /// Encrypts `plain` with the stock `age -p`, typing the passphrase (twice)

@@ -327,9 +327,12 @@ impl Spec {
                 };
                 let mut tags = Vec::new();
                 for t in &hs.tags {
-                    let body = t.get_ref().strip_prefix("tag:").unwrap_or("");
-                    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                        return Err(cx.err(t, format!("tag `{}`: expected `tag:` and a name", t.get_ref()), None));
+                    if let Some(problem) = nxs_format::manifest::tag_problem(t.get_ref()) {
+                        return Err(cx.err(
+                            t,
+                            problem,
+                            Some("Headscale tags are `tag:` and a name such as tag:nxs; they are carried by the pre-auth key (headscale preauthkeys create --tags ...)"),
+                        ));
                     }
                     tags.push(t.get_ref().clone());
                 }
@@ -375,6 +378,9 @@ impl Spec {
                         return Err(cx.err(f, format!("up_flags: {problem}"), None));
                     }
                     up_flags.push(f.get_ref().clone());
+                    if let Some(problem) = nxs_format::manifest::up_flags_problem(&up_flags) {
+                        return Err(cx.err(f, format!("up_flags: {problem}"), None));
+                    }
                 }
                 Some(HeadscaleSpec {
                     login_server: url.clone(),
@@ -660,6 +666,11 @@ extends = "minimal"
         assert_eq!(h.userspace, nxs_format::Userspace::Auto);
         check_err(&hs("up_flags = [\"--auth-key=tskey-abc\"]\n"), 22, 13, "set by the stub");
         check_err(&hs("up_flags = [\"--authkey\", \"x\"]\n"), 22, 13, "set by the stub");
+        check_err(&hs("up_flags = [\"--timeout=5s\"]\n"), 22, 13, "set by the stub");
+        check_err(&hs("up_flags = [\"--accept-dns=false\", \"--accept-dns\"]\n"), 22, 35, "given twice");
+        check_err(&hs("tags = [\"tag:1nxs\"]\n"), 22, 9, "starts with a letter");
+        check_err(&hs("tags = [\"tag:nxs_a\"]\n"), 22, 9, "as the client checks");
+        check_err(&hs("tags = [\"nxs\"]\n"), 22, 9, "starts with `tag:`");
         check_err(&hs("userspace = \"sometimes\"\n"), 22, 13, "\"auto\", \"always\" or \"never\"");
         check_err(&hs("tailscale = \"/usr/bin/tailscale\"\n"), 22, 13, "absolute");
         check_err(&hs("").replace("https://h.example", "https://u:p@h"), 20, 16, "credentials");

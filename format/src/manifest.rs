@@ -87,9 +87,45 @@ impl Userspace {
 }
 
 /// Flags the stub sets itself, or that would carry a secret: never allowed
-/// among a spec's extra `up` flags.
+/// among a spec's extra `up` flags. Since tailscale 1.84 a flag given twice
+/// is an error ("flag provided multiple times"), so a spec flag the stub
+/// also sets (`--reset`, `--timeout`) would make every `up` fail.
+/// `--advertise-tags` is here because Headscale 0.28 and later refuse a
+/// registration with a pre-auth key that asks for tags
+/// (juanfont/headscale v0.29.2 `hscontrol/state/state.go` 1825-1829): the
+/// tags come from the key.
 pub const RESERVED_UP_FLAGS: &[&str] =
-    &["auth-key", "authkey", "login-server", "hostname", "advertise-tags", "socket", "json"];
+    &["auth-key", "authkey", "login-server", "hostname", "advertise-tags", "socket", "json", "reset", "timeout"];
+
+/// Why a list of extra `up` flags is refused as a whole: a flag named
+/// twice (tailscale 1.84 and later exit 2 on it).
+pub fn up_flags_problem(flags: &[String]) -> Option<String> {
+    let name = |f: &str| f.trim_start_matches('-').split('=').next().unwrap_or("").to_string();
+    let mut seen = std::collections::BTreeSet::new();
+    flags
+        .iter()
+        .map(|f| name(f))
+        .find(|n| !seen.insert(n.clone()))
+        .map(|n| format!("`--{n}` is given twice; tailscale 1.84 and later refuse a repeated flag"))
+}
+
+/// Why a Headscale tag is refused, if it is: the client's own rule
+/// (tailscale v1.102.3 `tailcfg/tailcfg.go`, `CheckTag`): `tag:`, then an
+/// ASCII letter, then ASCII letters, digits and `-` only.
+pub fn tag_problem(tag: &str) -> Option<String> {
+    let Some(body) = tag.strip_prefix("tag:") else {
+        return Some(format!("tag `{tag}`: a tag starts with `tag:`"));
+    };
+    let mut b = body.bytes();
+    match b.next() {
+        Some(c) if c.is_ascii_alphabetic() => {}
+        _ => return Some(format!("tag `{tag}`: the name after `tag:` starts with a letter")),
+    }
+    if !b.all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+        return Some(format!("tag `{tag}`: only letters, digits and `-` may follow `tag:`, as the client checks"));
+    }
+    None
+}
 
 /// Why an extra `tailscale up` flag is refused, if it is.
 pub fn up_flag_problem(flag: &str) -> Option<String> {
@@ -843,6 +879,9 @@ impl Manifest {
                 }
                 "headscale-tag" => {
                     want(1)?;
+                    if let Some(p) = tag_problem(&fields[0]) {
+                        return Err(syntax(n, p));
+                    }
                     hs_tags.push(fields[0].clone())
                 }
                 "headscale-hostname" => {
@@ -872,7 +911,10 @@ impl Manifest {
                     if hs_flags.len() >= MAX_HOOK_ARGS {
                         return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_HOOK_ARGS} up flags"))));
                     }
-                    hs_flags.push(fields[0].clone())
+                    hs_flags.push(fields[0].clone());
+                    if let Some(p) = up_flags_problem(&hs_flags) {
+                        return Err(syntax(n, p));
+                    }
                 }
                 "hook" => {
                     if fields.len() < 3 || fields.len() > MAX_HOOK_ARGS + 2 {
@@ -1083,6 +1125,24 @@ mod tests {
         check_refused(&edit("file 644", "file 17777"), 21, "octal mode");
         check_refused(&edit("version 1.4.0", "surprise 1"), 3, "unknown line");
         check_refused(&format!("{good}x\n"), 24, "after the `end`");
+    }
+
+    #[test]
+    fn tags_and_up_flags_follow_the_clients_rules() {
+        for good in ["tag:nxs", "tag:a", "tag:Prod-2"] {
+            assert_eq!(tag_problem(good), None, "{good}");
+        }
+        for bad in ["nxs", "tag:", "tag:1a", "tag:-a", "tag:a_b", "tag:a.b", "tag:é"] {
+            assert!(tag_problem(bad).is_some(), "{bad}");
+        }
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(up_flags_problem(&f(&["--accept-dns=false", "--ssh"])), None);
+        assert!(up_flags_problem(&f(&["--accept-dns=false", "--accept-dns"])).unwrap().contains("twice"));
+        for reserved in ["--reset", "--timeout=5s", "--advertise-tags=tag:x"] {
+            assert!(up_flag_problem(reserved).is_some(), "{reserved}");
+        }
+        let bad = sample().to_text().replace("headscale-tag tag:nxs\n", "headscale-tag tag:nxs_x\n");
+        assert!(Manifest::parse(bad.as_bytes()).is_err());
     }
 
     #[test]

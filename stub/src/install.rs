@@ -71,8 +71,9 @@ impl Layout {
         let name = root
             .file_name()
             .ok_or_else(|| Error::usage(format!("{} cannot be an install root", root.display())))?
-            .to_string_lossy()
-            .into_owned();
+            .to_str()
+            .ok_or_else(|| Error::usage(format!("{}: the root's name is not UTF-8", root.display())))?
+            .to_string();
         let parent = fsx::parent(&root).to_path_buf();
         let (staging_name, previous_name) = (format!(".{name}.nxs-staging"), format!(".{name}.nxs-previous"));
         Ok(Layout {
@@ -124,6 +125,20 @@ impl Layout {
                 ),
             )
             .hint("anyone could swap the install under nxs; choose another place for --root"));
+        }
+        // A group that may write there could swap the staging directory
+        // for a link between two renames; root's group is root's.
+        if st.st_mode & 0o020 != 0 && st.st_mode & 0o1000 == 0 && st.st_gid != 0 {
+            return Err(Error::new(
+                Class::Io,
+                format!(
+                    "{} is writable by group {} and not sticky (mode {:o})",
+                    parent.display(),
+                    st.st_gid,
+                    st.st_mode & 0o7777
+                ),
+            )
+            .hint("its members could swap the install under nxs; `chmod g-w` it, or choose another place for --root"));
         }
         Ok(d)
     }
@@ -248,12 +263,6 @@ pub fn stage(
         // SAFETY: fchmod on the descriptor just opened.
         unsafe { libc::fchmod(rec.fd(), 0o755) };
     }
-    // Made 0700 so that nothing could be planted while it was filled; the
-    // root it becomes is readable as an ordinary install is.
-    // SAFETY: fchmod on an open descriptor of the staging directory.
-    if unsafe { libc::fchmod(staging.fd(), 0o755) } != 0 {
-        return Err(Error::io("cannot set the mode of", &layout.staging, std::io::Error::last_os_error()));
-    }
     staging.sync()
 }
 
@@ -266,11 +275,25 @@ pub fn commit(layout: &Layout) -> Result<()> {
     layout.check(&parent)?;
     let (root, staging, previous) = (&layout.root_name, &layout.staging_name, &layout.previous_name);
     crate::fault::effect("commit")?;
-    match parent.lstat(root)? {
-        Some(_) if parent.subdir(root, false)?.expect("checked").names()?.is_empty() => {
+    // Staging stays 0700 while it is filled and until now, so nothing can
+    // be planted in it; the root it becomes is readable as an ordinary
+    // install is.
+    let staged = parent.subdir(staging, false)?.ok_or_else(|| {
+        Error::new(Class::Io, format!("{} is missing: nothing to switch in", layout.staging.display()))
+    })?;
+    // SAFETY: fchmod on an open descriptor of the staging directory.
+    if unsafe { libc::fchmod(staged.fd(), 0o755) } != 0 {
+        return Err(Error::io("cannot set the mode of", &layout.staging, std::io::Error::last_os_error()));
+    }
+    let root_is_empty = match parent.subdir(root, false)? {
+        Some(d) => Some(d.names()?.is_empty()),
+        None => None,
+    };
+    match root_is_empty {
+        Some(true) => {
             parent.remove_dir(root)?;
         }
-        Some(_) => {
+        Some(false) => {
             layout.remove(&parent, previous)?;
             crate::fault::effect("commit-exchange")?;
             match parent.exchange(staging, root) {
@@ -504,7 +527,13 @@ impl Run<'_> {
         let Some(r) = &self.opts.restore else { return Ok(()) };
         let dir = &self.opts.state_dir;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let interrupted = dir.with_file_name(format!(".{name}.nxs-restore")).exists();
+        // Only a work directory of ours counts: a real directory, this
+        // user's, not writable by group or others.
+        let work = dir.with_file_name(format!(".{name}.nxs-restore"));
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let interrupted = crate::door::lstat_path(&work)
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == me && st.st_mode & 0o022 == 0);
         let has_data = self.sd.names()?.iter().any(|n| !nxs_format::state::is_bootstrap_owned(n));
         if has_data && !interrupted {
             eprintln!("  note: {} already holds NXS data: not restoring over it (`restore` does that)", dir.display());
@@ -836,24 +865,37 @@ impl Run<'_> {
             j.attempts = j.attempts.saturating_add(1);
             crate::fault::effect("tailnet-up")?;
             eprintln!("  joining {} as {}", hs.login_server, tailnet::hostname(&hs.hostname));
-            match tailnet::up(&p, &hs, &client, &self.layout.root)? {
+            let failure = match tailnet::up(&p, &hs, &client, &self.layout.root)? {
                 Ok(()) => {
                     self.joined_now = true;
                     j.reason = None;
                     return self.set_join(j);
                 }
-                Err(f @ JoinFailure::KeyRejected(_)) => {
+                // `up` only says it waited: the client's health knows why.
+                Err(JoinFailure::Timeout(said)) => match tailnet::status(&p, &client, &self.layout.root) {
+                    Ok(st) => match st.last_login_error() {
+                        Some(m) => tailnet::classify_server(m),
+                        None if st.health.is_empty() => JoinFailure::Timeout(said),
+                        None => JoinFailure::Timeout(format!("{said}; health: {}", st.health.join("; "))),
+                    },
+                    Err(_) => JoinFailure::Timeout(said),
+                },
+                Err(f) => f,
+            };
+            match failure {
+                f @ JoinFailure::KeyRejected(_) => {
                     // The same key will not work again: drop it and say how
                     // to make another.
                     tailnet::forget_key(&p)?;
-                    j.reason = Some(format!(
-                        "{}; make a new key on the Headscale server (headscale preauthkeys create --user USER --tags {} --expiration 24h; not --reusable, not --ephemeral) and run install again with --authkey-file FILE",
-                        f.reason(),
-                        if hs.tags.is_empty() { "tag:nxs".to_string() } else { hs.tags.join(",") }
-                    ));
+                    j.reason = Some(format!("{}; {}", f.reason(), new_key_hint(&hs.tags)));
                     return self.set_join(j);
                 }
-                Err(f) => {
+                f @ JoinFailure::Refused(_) => {
+                    eprintln!("  {}", f.reason());
+                    j.reason = Some(f.reason());
+                    return self.set_join(j);
+                }
+                f => {
                     eprintln!("  {}", f.reason());
                     j.reason = Some(f.reason());
                     self.reachable = None;
@@ -905,6 +947,17 @@ impl Run<'_> {
     }
 }
 
+/// How to make a key Headscale 0.26 to 0.29 accepts for this bundle: tagged
+/// (the tags travel with the key, never with `up`), single-use, not
+/// ephemeral, with an expiry that fits the deployment window. `--user`
+/// takes a numeric ID since 0.26 and is optional since 0.28.
+fn new_key_hint(tags: &[String]) -> String {
+    let tags = if tags.is_empty() { "tag:nxs".to_string() } else { tags.join(",") };
+    format!(
+        "make a new key on the Headscale server (headscale preauthkeys create --tags {tags} --expiration 24h; on Headscale 0.26 or 0.27 add --user ID, the user's numeric ID; not --reusable, not --ephemeral) and run install again with --authkey-file FILE"
+    )
+}
+
 /// Remembers the installed version if it is the highest so far.
 fn record_highest(run: &Run) -> Result<()> {
     if let Some(b) = &run.bundle {
@@ -942,8 +995,8 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     // Links, foreign owners and special files are refused before anything
     // is written or locked.
     layout.check_if_present()?;
-    let sd = StateDir::open(&opts.state_dir)?;
     crate::preflight::check(&preverified.manifest, &layout.root)?;
+    let sd = StateDir::open(&opts.state_dir)?;
     let _lock = sd.lock()?;
     let previous = match sd.read_checkpoint()? {
         Some(Ok(c)) => Some(c),

@@ -364,6 +364,9 @@ fn daemon_argv(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: &Path)
         format!("--state={}", p.state.display()),
         format!("--statedir={}", p.dir.display()),
         format!("--socket={}", p.socket.display()),
+        // No log upload to Tailscale's servers: an air-gapped site has no
+        // route there, and a self-hosted one wants none.
+        "--no-logs-no-support".into(),
     ];
     if userspace(hs) {
         argv.push("--tun=userspace-networking".into());
@@ -529,6 +532,13 @@ pub enum JoinFailure {
     Unreachable(String),
     /// The server refused the key; the same key will not work again.
     KeyRejected(String),
+    /// The server refused the registration for another reason (tags the
+    /// key may not carry, a client version outside its window): the key is
+    /// kept, the operator must act.
+    Refused(String),
+    /// `tailscale up` gave up waiting (`--timeout`); the cause, if any, is in
+    /// `tailscale status --json`'s `Health`.
+    Timeout(String),
     /// Anything else the client reported.
     Client(String),
 }
@@ -538,8 +548,78 @@ impl JoinFailure {
         match self {
             JoinFailure::Unreachable(m) => format!("login server unreachable: {m}"),
             JoinFailure::KeyRejected(m) => format!("the login server rejected the auth key: {m}"),
+            JoinFailure::Refused(m) => format!("the login server refused the registration: {m}"),
+            JoinFailure::Timeout(m) => format!("tailscale up timed out: {m}"),
             JoinFailure::Client(m) => format!("tailscale up failed: {m}"),
         }
+    }
+}
+
+/// What Headscale says of a pre-auth key it will never accept: v0.29
+/// (`authkey expired`, `authkey already used`, `invalid pre auth key`),
+/// v0.28 (`auth-key not found`), v0.26 and v0.27 (`AuthKey not found`,
+/// `AuthKey expired`, `AuthKey has already been used`); juanfont/headscale
+/// `hscontrol/types/preauth_key.go` and `hscontrol/auth.go`. Matched on the
+/// server's message only, never on the client's whole output, which names
+/// the key file's path.
+const KEY_REFUSALS: &[&str] = &[
+    "authkey expired",
+    "authkey already used",
+    "authkey has already been used",
+    "invalid pre auth key",
+    "authkey not found",
+    "auth-key not found",
+];
+
+/// Classifies a failed `tailscale up` from its exit status and output.
+/// A refusal by the server comes as `backend error: <message>` and exit 1
+/// (tailscale v1.102.3 `cmd/tailscale/cli/up.go` 733-736); a flag the
+/// client does not take is exit 2 with usage text; everything else the
+/// client only reports as a timeout, with the cause in `Health`.
+pub fn classify_up(status: i32, output: &str) -> JoinFailure {
+    let lines: Vec<&str> = output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if let Some(msg) = lines.iter().find_map(|l| l.strip_prefix("backend error: ")) {
+        return classify_server(msg);
+    }
+    if status == 2 {
+        let first = lines.first().copied().unwrap_or("usage error");
+        return JoinFailure::Client(format!(
+            "the client refused its command line (exit 2): {}",
+            first.chars().filter(|c| !c.is_control()).take(200).collect::<String>()
+        ));
+    }
+    if lines.iter().any(|l| l.starts_with("timeout waiting for Tailscale service")) {
+        return JoinFailure::Timeout(gist(output.as_bytes()));
+    }
+    let said = gist(output.as_bytes());
+    JoinFailure::Client(if said.is_empty() { format!("exit status {status}") } else { said })
+}
+
+/// Classifies a message from the login server (after `backend error: `,
+/// or in `Health` as the last login error).
+pub fn classify_server(msg: &str) -> JoinFailure {
+    let msg: String = msg.chars().filter(|c| !c.is_control()).take(300).collect();
+    let lower = msg.to_ascii_lowercase();
+    if KEY_REFUSALS.iter().any(|k| lower.contains(k)) {
+        JoinFailure::KeyRejected(msg)
+    } else if lower.contains("requested tags") {
+        // Headscale 0.28+ (state.go 1825-1829): no tags may be requested
+        // with a pre-auth key. The stub never asks for any; an older stub,
+        // or a spec flag that does, gets here.
+        JoinFailure::Refused(format!(
+            "{msg}; the node's tags come from the pre-auth key (headscale preauthkeys create --tags ...)"
+        ))
+    } else if lower.contains("unsupported client version") {
+        JoinFailure::Refused(format!(
+            "{msg}; the bundle's Tailscale client is outside this Headscale's version window (Headscale 0.29 needs tailscale 1.80 or newer)"
+        ))
+    } else if ["connection refused", "no such host", "i/o timeout", "network is unreachable", "no route to host"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        JoinFailure::Unreachable(msg)
+    } else {
+        JoinFailure::Refused(msg)
     }
 }
 
@@ -574,9 +654,8 @@ pub fn up(
         .arg(format!("--hostname={}", hostname(&hs.hostname)))
         .arg(format!("--timeout={}s", UP_TIMEOUT.as_secs()))
         .arg("--reset");
-    if !hs.tags.is_empty() {
-        cmd.arg(format!("--advertise-tags={}", hs.tags.join(",")));
-    }
+    // No --advertise-tags: Headscale 0.28 and later refuse a pre-auth key
+    // registration that asks for tags; a tagged key carries them.
     cmd.args(&hs.up_flags);
     let done = crate::hooks::run_logged(
         &mut cmd,
@@ -589,30 +668,7 @@ pub fn up(
     if done.status == 0 {
         return Ok(Ok(()));
     }
-    let said = gist(&done.output);
-    let lower = said.to_ascii_lowercase();
-    let f = if ["expired", "already been used", "already used", "invalid key", "not found", "unauthorized", "authkey"]
-        .iter()
-        .any(|w| lower.contains(w))
-    {
-        JoinFailure::KeyRejected(said)
-    } else if [
-        "connection refused",
-        "no such host",
-        "timeout",
-        "timed out",
-        "deadline exceeded",
-        "unreachable",
-        "no route",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
-    {
-        JoinFailure::Unreachable(said)
-    } else {
-        JoinFailure::Client(if said.is_empty() { format!("exit status {}", done.status) } else { said })
-    };
-    Ok(Err(f))
+    Ok(Err(classify_up(done.status, &String::from_utf8_lossy(&done.output))))
 }
 
 /// What `tailscale status --json` says of this node.
@@ -620,6 +676,16 @@ pub fn up(
 pub struct NodeStatus {
     pub backend_state: String,
     pub online: bool,
+    /// The client's health warnings; the last login error is among them
+    /// ("... The last login error was: <message>").
+    pub health: Vec<String>,
+}
+
+impl NodeStatus {
+    /// The last login error the client reports, if any.
+    pub fn last_login_error(&self) -> Option<&str> {
+        self.health.iter().find_map(|h| h.split_once("last login error was: ").map(|(_, m)| m.trim_end_matches('.')))
+    }
 }
 
 /// Reads `tailscale status --json`.
@@ -636,12 +702,60 @@ pub fn status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::
     let v = json::parse(&text[start..]).ok_or("tailscale status printed malformed JSON")?;
     let backend_state = v.get("BackendState").and_then(json::Value::as_str).unwrap_or("").to_string();
     let online = v.get("Self").and_then(|s| s.get("Online")).and_then(json::Value::as_bool).unwrap_or(false);
-    Ok(NodeStatus { backend_state, online })
+    let health = match v.get("Health") {
+        Some(json::Value::Arr(items)) => items.iter().filter_map(|h| h.as_str()).map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    Ok(NodeStatus { backend_state, online, health })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The client's and the server's own words (tailscale v1.102.3
+    /// `cmd/tailscale/cli/up.go`, headscale v0.26 to v0.29), each with the
+    /// class it must get. Only a refused key is dropped.
+    #[test]
+    fn up_failures_are_classified_by_what_the_real_client_prints() {
+        let key = |f: &JoinFailure| matches!(f, JoinFailure::KeyRejected(_));
+        for (status, out) in [
+            (1, "backend error: authkey expired\n"),
+            (1, "backend error: authkey already used\n"),
+            (1, "backend error: invalid pre auth key\n"),
+            (1, "backend error: handling register with auth key: auth-key not found\n"),
+            (1, "backend error: handling register with auth key: AuthKey not found\n"),
+        ] {
+            assert!(key(&classify_up(status, out)), "{out}");
+        }
+        let tags = classify_up(
+            1,
+            "backend error: handling register with auth key: creating new node: requested tags [tag:a] are invalid or not permitted\n",
+        );
+        assert!(matches!(&tags, JoinFailure::Refused(m) if m.contains("come from the pre-auth key")), "{tags:?}");
+        let old = classify_server("unsupported client version: v1.50.0 (70)");
+        assert!(matches!(&old, JoinFailure::Refused(m) if m.contains("version window")), "{old:?}");
+        let usage = classify_up(2, "invalid value \"x\" for flag -accept-dns: flag provided multiple times\nUSAGE\n  tailscale up [flags]\n      --timeout duration ...\n");
+        assert!(
+            matches!(&usage, JoinFailure::Client(m) if m.contains("exit 2") && m.contains("provided multiple times")),
+            "{usage:?}"
+        );
+        let t = classify_up(
+            1,
+            "timeout waiting for Tailscale service to enter a Running state; check health with \"tailscale status\"\n",
+        );
+        assert!(matches!(t, JoinFailure::Timeout(_)), "{t:?}");
+        // The key file's own path names `authkey`: not a refusal.
+        let local = classify_up(1, "reading auth key file \"/var/lib/nxs/tailnet/authkey\": permission denied\n");
+        assert!(matches!(local, JoinFailure::Client(_)), "{local:?}");
+        let st = NodeStatus {
+            backend_state: "NeedsLogin".into(),
+            online: false,
+            health: vec!["You are logged out. The last login error was: authkey expired".into()],
+        };
+        assert_eq!(st.last_login_error(), Some("authkey expired"));
+        assert!(key(&classify_server(st.last_login_error().unwrap())));
+    }
 
     #[test]
     fn keys_are_one_printable_line() {

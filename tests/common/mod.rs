@@ -462,8 +462,7 @@ pub mod hostile {
     }
 
     /// A raw tar header block as the bundler writes one (GNU magic, uid and
-    /// gid 0, mtime 0), for any name, type byte and size. ([`header`] writes
-    /// POSIX ustar magic, which the stub refuses before anything else.)
+    /// gid 0, mtime 0), for any name, type byte and size.
     pub fn gnu_header(name: &[u8], typeflag: u8, size: u64, mode: u32) -> [u8; 512] {
         let mut h = tar::Header::new_gnu();
         h.set_size(size);
@@ -529,6 +528,9 @@ pub mod headscale {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
+
+    /// The tags every key of this double carries (`preauthkeys create --tags`).
+    pub const KEY_TAGS: &str = "tag:nxs,tag:test";
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Key {
@@ -599,15 +601,29 @@ pub mod headscale {
         let (code, reply) = if head.starts_with("GET /health ") {
             (200, "{\"status\":\"pass\"}".to_string())
         } else if head.starts_with("POST /nxs-double/register ") {
+            // Headscale v0.29.2's rules for a pre-auth key registration, in
+            // its words (hscontrol/state/state.go, hscontrol/types): tags
+            // asked for with a pre-auth key are refused (1825-1829), the key
+            // must exist, be unexpired and unused; it is spent on success,
+            // and the node gets the key's tags.
+            let (key, tags) = body.split_once('\n').unwrap_or((body, ""));
             let mut k = keys.lock().unwrap();
-            match k.get(body).copied() {
+            let prefix = "handling register with auth key";
+            match k.get(key).copied() {
+                Some(Key::Valid) if !tags.is_empty() => (
+                    400,
+                    format!(
+                        "{prefix}: creating new node: requested tags [{}] are invalid or not permitted",
+                        tags.replace(',', " ")
+                    ),
+                ),
                 Some(Key::Valid) => {
-                    k.insert(body.to_string(), Key::Used);
-                    (200, "{}".to_string())
+                    k.insert(key.to_string(), Key::Used);
+                    (200, KEY_TAGS.to_string())
                 }
-                Some(Key::Used) => (401, "AuthKey has already been used".to_string()),
-                Some(Key::Expired) => (401, "AuthKey expired".to_string()),
-                None => (401, "AuthKey not found".to_string()),
+                Some(Key::Used) => (400, "authkey already used".to_string()),
+                Some(Key::Expired) => (400, "authkey expired".to_string()),
+                None => (400, "invalid pre auth key".to_string()),
             }
         } else {
             (404, "not found".to_string())

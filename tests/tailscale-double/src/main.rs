@@ -127,19 +127,26 @@ fn up(socket: &Path, args: &[String]) -> i32 {
         &format!("key=file\nkey_mode={mode:o}\nkey_len={}\nlogin_server={server}\n", key.len()),
     );
     let timeout = flag(args, "timeout").and_then(|t| t.trim_end_matches('s').parse().ok()).unwrap_or(30);
-    match http(server, "POST", "/nxs-double/register", &key, Duration::from_secs(timeout)) {
+    // The key and the tags asked for, as the real client's RegisterRequest
+    // carries them (Hostinfo.RequestTags).
+    let tags = flag(args, "advertise-tags").unwrap_or("");
+    let body = format!("{key}\n{tags}");
+    match http(server, "POST", "/nxs-double/register", &body, Duration::from_secs(timeout)) {
         Err(e) => {
             eprintln!("backend error: Post \"{server}/machine/register\": {e}");
             1
         }
-        Ok((200, _)) => {
+        Ok((200, key_tags)) => {
+            // The node's tags are the key's, as Headscale applies them.
             let hostname = flag(args, "hostname").unwrap_or("node");
-            let tags = flag(args, "advertise-tags").unwrap_or("");
-            let _ = std::fs::write(node_file(socket), format!("{server}\n{hostname}\n{tags}\n"));
+            let _ = std::fs::write(node_file(socket), format!("{server}\n{hostname}\n{}\n", key_tags.trim()));
             0
         }
+        // A refusal reaches the real CLI as a vizerror, which `up` prints
+        // as `backend error: <message>` and exits 1 (tailscale v1.102.3
+        // cmd/tailscale/cli/up.go 733-736).
         Ok((_, body)) => {
-            eprintln!("backend error: invalid key: {}", body.trim());
+            eprintln!("backend error: {}", body.trim());
             1
         }
     }
