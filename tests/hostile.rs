@@ -152,10 +152,22 @@ fn unsafe_or_colliding_paths_in_a_signed_manifest() {
         s.replace(" evil\n", " ../evil\n")
     });
     refused(&b, 3, "manifest at bytes");
-    let b = bundle_with(d.path(), "mcase.run", &payload, frames, vec![file("evil", 0o644, b"evil")], &|s| {
+    let b = bundle_with(d.path(), "mcase.run", &payload, frames.clone(), vec![file("evil", 0o644, b"evil")], &|s| {
         s.replace("end\n", &format!("file 644 4 {} EVIL\nend\n", sha256(b"evil")))
     });
     refused(&b, 3, "name the same file");
+    // The same name in two Unicode spellings (NFD, then Angstrom sign).
+    let b = bundle_with(d.path(), "mnfd.run", &payload, frames.clone(), vec![file("evil", 0o644, b"evil")], &|s| {
+        s.replace("end\n", &format!("file 644 4 {} e%CC%81vil\nend\n", sha256(b"evil")))
+    });
+    refused(&b, 3, "not in Unicode Normalization Form C");
+    // A link whose target is inside the root as written, and outside once
+    // the link on its way is followed: `a/up` is the root, so `esc` ->
+    // `a/up/..` is its parent.
+    let b = bundle_with(d.path(), "mchain.run", &payload, frames, vec![file("evil", 0o644, b"evil")], &|s| {
+        s.replace("end\n", "dir 755 a\nlink a/up ..\nlink esc a/up/..\nend\n")
+    });
+    refused(&b, 3, "climbs above the root once the link `a/up` on its way is followed");
 }
 
 #[test]
