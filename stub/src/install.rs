@@ -432,6 +432,8 @@ pub struct InstallOptions {
     pub join_attempts: u32,
     /// Bound on each probe of the login server.
     pub probe_timeout: std::time::Duration,
+    /// How long each `tailscale up` may wait for the node to run.
+    pub up_timeout: std::time::Duration,
 }
 
 /// The outcome of an install run.
@@ -865,7 +867,7 @@ impl Run<'_> {
             j.attempts = j.attempts.saturating_add(1);
             crate::fault::effect("tailnet-up")?;
             eprintln!("  joining {} as {}", hs.login_server, tailnet::hostname(&hs.hostname));
-            let failure = match tailnet::up(&p, &hs, &client, &self.layout.root)? {
+            let failure = match tailnet::up(&p, &hs, &client, &self.layout.root, self.opts.up_timeout)? {
                 Ok(()) => {
                     self.joined_now = true;
                     j.reason = None;

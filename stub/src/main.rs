@@ -23,7 +23,7 @@ commands:
   extract --to DIR                  verified extraction into a new or empty DIR
   install --root DIR [--state-dir DIR] [--allow-downgrade] [--max-start-attempts N] [--retry-failed]
           [--authkey-file F | --authkey-age F [--passphrase-file F]]
-          [--join-attempts N] [--probe-timeout SECONDS]
+          [--join-attempts N] [--probe-timeout SECONDS] [--up-timeout SECONDS]
                                     verify and install; running it again resumes;
                                     a failed upgrade is rolled back (exit 7); the
                                     tailnet join waits (exit 8) while the login
@@ -222,6 +222,7 @@ fn run(args: &[String]) -> Result<i32> {
                     "--passphrase-file",
                     "--join-attempts",
                     "--probe-timeout",
+                    "--up-timeout",
                     "--restore-from",
                     "--restore-identity",
                     "--restore-passphrase-file",
@@ -290,6 +291,9 @@ fn run(args: &[String]) -> Result<i32> {
                 key,
                 join_attempts: number("--join-attempts", 3)?,
                 probe_timeout: std::time::Duration::from_secs(number("--probe-timeout", 5)?.into()),
+                up_timeout: std::time::Duration::from_secs(
+                    number("--up-timeout", tailnet::UP_TIMEOUT.as_secs() as u32)?.into(),
+                ),
             };
             let out = install::install(&opts)?;
             if out.already {

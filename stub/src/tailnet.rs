@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 pub const KEY_FILE_ENV: &str = "NXS_AUTHKEY_FILE";
 /// Longest auth key accepted; Headscale's are under 100 bytes.
 const MAX_KEY: usize = 512;
-/// How long `tailscale up` may take before it is stopped.
+/// How long `tailscale up` may take by default (`install --up-timeout`).
 pub const UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `tailscaled` may take to open its socket.
 const DAEMON_START: Duration = Duration::from_secs(15);
@@ -646,13 +646,14 @@ pub fn up(
     hs: &Headscale,
     client: &TailscaleClient,
     root: &Path,
+    timeout: Duration,
 ) -> Result<std::result::Result<(), JoinFailure>> {
     let mut cmd = client_cmd(p, client, root);
     cmd.arg("up")
         .arg(format!("--login-server={}", hs.login_server))
         .arg(format!("--auth-key=file:{}", p.key.display()))
         .arg(format!("--hostname={}", hostname(&hs.hostname)))
-        .arg(format!("--timeout={}s", UP_TIMEOUT.as_secs()))
+        .arg(format!("--timeout={}s", timeout.as_secs()))
         .arg("--reset");
     // No --advertise-tags: Headscale 0.28 and later refuse a pre-auth key
     // registration that asks for tags; a tagged key carries them.
@@ -661,7 +662,7 @@ pub fn up(
         &mut cmd,
         "tailscale up",
         p.log(CLIENT_LOG)?,
-        UP_TIMEOUT + Duration::from_secs(5),
+        timeout + Duration::from_secs(5),
         false,
         true,
     )?;

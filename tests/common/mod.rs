@@ -166,6 +166,13 @@ impl Project {
     pub fn with_tailnet(login_server: &str) -> Project {
         static DOUBLE: OnceLock<PathBuf> = OnceLock::new();
         let double = DOUBLE.get_or_init(|| xtask::double::tailscale_dir(&workspace()).expect("tailscale double"));
+        Project::with_tailnet_client(login_server, double)
+    }
+
+    /// The same, with the Tailscale client's two programs from `client`
+    /// (the real one, from `xtask::tailscale::real_client`).
+    pub fn with_tailnet_client(login_server: &str, client: &Path) -> Project {
+        let double = client;
         let p = Project::new(None);
         let text = std::fs::read_to_string(&p.spec).unwrap();
         let headscale = format!(

@@ -11,6 +11,7 @@ pub mod devkey;
 pub mod double;
 pub mod platform;
 pub mod stub;
+pub mod tailscale;
 pub mod tool;
 
 use std::path::PathBuf;

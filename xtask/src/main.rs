@@ -371,6 +371,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("script", "bsdutils"),
     ("flock", "util-linux"),
     ("bsdtar", "libarchive-tools"),
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
 ];
 
 /// Installs missing stock tools from Debian's packages when we are root,
