@@ -121,12 +121,18 @@ fn scan(state_dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, 
     Ok(out)
 }
 
+/// Opens a file the scan found regular: never through a link, and never
+/// blocking on a FIFO swapped in since (which is then "changed").
 fn open_nofollow(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| Error::io("cannot open", path, e))
+        .map_err(|e| Error::io("cannot open", path, e))?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(f),
+        _ => Err(changed(path)),
+    }
 }
 
 fn changed(path: &Path) -> Error {
