@@ -349,11 +349,17 @@ fn have_tun() -> bool {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").is_ok()
 }
 
-fn userspace(hs: &Headscale) -> bool {
-    match hs.userspace {
-        Userspace::Always => true,
-        Userspace::Never => false,
-        Userspace::Auto => !have_tun(),
+/// `tailscaled`'s `--tun`, from the spec's choice and whether this machine
+/// offers `/dev/net/tun`. An open `/dev/net/tun` does not mean a TUN device
+/// can be made (that needs CAP_NET_ADMIN, which containers lack), so
+/// `auto` gives the real daemon its own fallback list: it tries each name
+/// in turn (tailscale v1.102.3 `cmd/tailscaled/tailscaled.go`, `createEngine`,
+/// 752-767; since v1.6.0).
+fn tun_flag(choice: Userspace, have_tun: bool) -> Option<&'static str> {
+    match (choice, have_tun) {
+        (Userspace::Always, _) | (Userspace::Auto, false) => Some("--tun=userspace-networking"),
+        (Userspace::Auto, true) => Some("--tun=tailscale0,userspace-networking"),
+        (Userspace::Never, _) => None,
     }
 }
 
@@ -368,8 +374,8 @@ fn daemon_argv(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: &Path)
         // route there, and a self-hosted one wants none.
         "--no-logs-no-support".into(),
     ];
-    if userspace(hs) {
-        argv.push("--tun=userspace-networking".into());
+    if let Some(tun) = tun_flag(hs.userspace, have_tun()) {
+        argv.push(tun.into());
     }
     argv
 }
@@ -756,6 +762,14 @@ mod tests {
         };
         assert_eq!(st.last_login_error(), Some("authkey expired"));
         assert!(key(&classify_server(st.last_login_error().unwrap())));
+    }
+
+    #[test]
+    fn the_tun_choice_leaves_the_fallback_to_the_daemon() {
+        assert_eq!(tun_flag(Userspace::Always, true), Some("--tun=userspace-networking"));
+        assert_eq!(tun_flag(Userspace::Auto, false), Some("--tun=userspace-networking"));
+        assert_eq!(tun_flag(Userspace::Auto, true), Some("--tun=tailscale0,userspace-networking"));
+        assert_eq!(tun_flag(Userspace::Never, false), None);
     }
 
     #[test]
