@@ -441,3 +441,28 @@ fn the_key_can_be_typed_at_a_prompt_without_echo() {
     assert!(!terminal.contains(&key), "the typed key was echoed: {terminal}");
     assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used);
 }
+
+/// A daemon already Running on another login server (an earlier bundle's,
+/// say) is not taken as joined: the stub reads its `ControlURL`, joins
+/// again with `--force-reauth`, and ends joined to the signed server.
+#[test]
+fn a_node_running_on_another_login_server_is_joined_again() {
+    let key = a_key("elsewhere");
+    let server = Server::start(free_port(), &[(&key, Key::Valid)]);
+    let c = Case::new(&server.url);
+    // The double's node: logged in, to another server.
+    write(&c.state().join("tailnet/double-node"), b"http://127.0.0.1:9\nold-node\n\n", 0o600);
+    let f = c.key_file(&key);
+    let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("tailscaled is logged in to http://127.0.0.1:9, not to {}", server.url)),
+        "{}",
+        stderr(&o)
+    );
+    let ups = c.up_records();
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert!(ups[0].1.contains("--force-reauth"), "{}", ups[0].1);
+    assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used);
+    assert!(c.status().contains("\"tailnet\":{\"joined\":true"), "{}", c.status());
+}

@@ -828,13 +828,25 @@ impl Run<'_> {
         // A run killed after `tailscale up` succeeded, but before it could
         // say so, left the daemon logged in (it keeps its state): ask it
         // before spending the key again.
+        // A node logged in to another login server is not joined: `up`
+        // must re-authenticate it to ours.
+        let mut elsewhere = false;
         if !j.joined {
             if let Ok(s) = tailnet::status(&p, &client, &self.layout.root) {
                 if s.backend_state == "Running" {
-                    eprintln!("  tailscaled is already logged in: the join went through in an earlier run");
-                    self.joined_now = true;
-                    j.reason = None;
-                    return self.set_join(j);
+                    match tailnet::control_url(&p, &client, &self.layout.root) {
+                        Ok(url) if tailnet::same_server(&url, &hs.login_server) => {
+                            eprintln!("  tailscaled is already logged in: the join went through in an earlier run");
+                            self.joined_now = true;
+                            j.reason = None;
+                            return self.set_join(j);
+                        }
+                        Ok(url) => {
+                            eprintln!("  tailscaled is logged in to {url}, not to {}: joining again", hs.login_server);
+                            elsewhere = true;
+                        }
+                        Err(why) => eprintln!("  tailscaled's login server is unknown ({why}): joining again"),
+                    }
                 }
             }
         }
@@ -867,7 +879,7 @@ impl Run<'_> {
             j.attempts = j.attempts.saturating_add(1);
             crate::fault::effect("tailnet-up")?;
             eprintln!("  joining {} as {}", hs.login_server, tailnet::hostname(&hs.hostname));
-            let failure = match tailnet::up(&p, &hs, &client, &self.layout.root, self.opts.up_timeout)? {
+            let failure = match tailnet::up(&p, &hs, &client, &self.layout.root, self.opts.up_timeout, elsewhere)? {
                 Ok(()) => {
                     self.joined_now = true;
                     j.reason = None;
@@ -915,24 +927,40 @@ impl Run<'_> {
         let p = Paths::new(&self.sd)?;
         let mut j = self.join_record();
         if self.joined_now || j.joined {
+            // Running and online, and on our login server: a node on
+            // another one is not joined to ours.
+            let server = |s: &tailnet::NodeStatus| match s.backend_state == "Running" && s.online {
+                true => Some(tailnet::control_url(&p, &client, &self.layout.root)),
+                false => None,
+            };
             match tailnet::status(&p, &client, &self.layout.root) {
-                Ok(s) if s.backend_state == "Running" && s.online => {
-                    eprintln!("  tailnet: joined {} (BackendState Running, online)", hs.login_server);
-                    j.joined = true;
-                    j.reason = None;
-                    self.set_join(j)?;
-                    crate::fault::effect("tailnet-forget-key")?;
-                    tailnet::forget_key(&p)?;
-                    return Ok(None);
-                }
-                Ok(s) => {
-                    j.joined = false;
-                    j.reason = Some(format!(
-                        "tailscale status says BackendState {}, {}",
-                        if s.backend_state.is_empty() { "(none)" } else { &s.backend_state },
-                        if s.online { "online" } else { "offline" }
-                    ))
-                }
+                Ok(s) => match server(&s) {
+                    Some(Ok(url)) if tailnet::same_server(&url, &hs.login_server) => {
+                        eprintln!("  tailnet: joined {} (BackendState Running, online)", hs.login_server);
+                        j.joined = true;
+                        j.reason = None;
+                        self.set_join(j)?;
+                        crate::fault::effect("tailnet-forget-key")?;
+                        tailnet::forget_key(&p)?;
+                        return Ok(None);
+                    }
+                    Some(Ok(url)) => {
+                        j.joined = false;
+                        j.reason = Some(format!("the node runs on the login server {url}, not on {}", hs.login_server))
+                    }
+                    Some(Err(why)) => {
+                        j.joined = false;
+                        j.reason = Some(format!("the node's login server is unknown: {why}"))
+                    }
+                    None => {
+                        j.joined = false;
+                        j.reason = Some(format!(
+                            "tailscale status says BackendState {}, {}",
+                            if s.backend_state.is_empty() { "(none)" } else { &s.backend_state },
+                            if s.online { "online" } else { "offline" }
+                        ))
+                    }
+                },
                 Err(why) => {
                     j.joined = false;
                     j.reason = Some(why)

@@ -653,6 +653,7 @@ pub fn up(
     client: &TailscaleClient,
     root: &Path,
     timeout: Duration,
+    force_reauth: bool,
 ) -> Result<std::result::Result<(), JoinFailure>> {
     let mut cmd = client_cmd(p, client, root);
     cmd.arg("up")
@@ -663,6 +664,11 @@ pub fn up(
         .arg("--reset");
     // No --advertise-tags: Headscale 0.28 and later refuse a pre-auth key
     // registration that asks for tags; a tagged key carries them.
+    if force_reauth {
+        // The daemon is logged in to another login server; `up` refuses
+        // to change it without this (cmd/tailscale/cli/up.go).
+        cmd.arg("--force-reauth");
+    }
     cmd.args(&hs.up_flags);
     let done = crate::hooks::run_logged(
         &mut cmd,
@@ -693,6 +699,27 @@ impl NodeStatus {
     pub fn last_login_error(&self) -> Option<&str> {
         self.health.iter().find_map(|h| h.split_once("last login error was: ").map(|(_, m)| m.trim_end_matches('.')))
     }
+}
+
+/// The login server the daemon is set to: `ControlURL` in `tailscale debug
+/// prefs` (`status --json` does not say; tailscale v1.102.3 `ipn/prefs.go`).
+pub fn control_url(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::Result<String, String> {
+    let mut cmd = client_cmd(p, client, root);
+    cmd.args(["debug", "prefs"]);
+    let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
+    let done = crate::hooks::run_logged(&mut cmd, "tailscale debug prefs", log, Duration::from_secs(30), false, true)
+        .map_err(|e| e.msg)?;
+    let text = String::from_utf8_lossy(&done.output);
+    let start =
+        text.find('{').ok_or_else(|| format!("tailscale debug prefs printed no JSON (exit {})", done.status))?;
+    let v = json::parse(&text[start..]).ok_or("tailscale debug prefs printed malformed JSON")?;
+    Ok(v.get("ControlURL").and_then(json::Value::as_str).unwrap_or("").to_string())
+}
+
+/// Whether two login server URLs name the same server (a trailing `/`
+/// aside).
+pub fn same_server(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// Reads `tailscale status --json`.
@@ -762,6 +789,13 @@ mod tests {
         };
         assert_eq!(st.last_login_error(), Some("authkey expired"));
         assert!(key(&classify_server(st.last_login_error().unwrap())));
+    }
+
+    #[test]
+    fn login_servers_compare_without_a_trailing_slash() {
+        assert!(same_server("https://hs.example", "https://hs.example/"));
+        assert!(!same_server("https://hs.example", "https://other.example"));
+        assert!(!same_server("https://hs.example", "http://hs.example"));
     }
 
     #[test]

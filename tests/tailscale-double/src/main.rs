@@ -92,6 +92,15 @@ fn cli(args: &[String]) -> i32 {
     match sub {
         "up" => up(&socket, args),
         "status" => status(&socket),
+        // `debug prefs`: the daemon's prefs as JSON; the stub reads its
+        // `ControlURL`, the login server the node is set to.
+        "debug" if args.iter().any(|a| a == "prefs") => {
+            record(&socket, "tailscale-debug-prefs", "");
+            let node = std::fs::read_to_string(node_file(&socket)).unwrap_or_default();
+            let server = node.lines().next().unwrap_or("");
+            println!("{{\n\t\"ControlURL\": \"{server}\",\n\t\"WantRunning\": true\n}}");
+            0
+        }
         other => {
             eprintln!("tailscale (double): unsupported subcommand `{other}`");
             2
