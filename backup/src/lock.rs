@@ -76,9 +76,7 @@ pub fn take(state_dir: &Path, wait: Duration, inherited: Option<i32>) -> Result<
 /// file.
 fn open_lock(state_dir: &Path, path: &Path) -> Result<File> {
     let refuse = |p: &Path, m: &std::fs::Metadata, want: &str| {
-        Error::new(Class::Io, format!("{} is a {}, not a {want}: refusing to use it", p.display(), kind(m))).hint(
-            "nxs did not put it there, and never follows a link or opens a special file it did not make; look at what it is, move it away, and run again",
-        )
+        Error::new(Class::Io, nxs_format::state::planted(p, m.mode(), want)).hint(nxs_format::state::PLANTED_HINT)
     };
     if let Ok(m) = std::fs::symlink_metadata(state_dir) {
         if !m.is_dir() {
@@ -106,24 +104,4 @@ fn open_lock(state_dir: &Path, path: &Path) -> Result<File> {
         return Err(refuse(path, &m, "regular file"));
     }
     Ok(file)
-}
-
-fn kind(m: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_symlink() {
-        "symbolic link"
-    } else if t.is_dir() {
-        "directory"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else {
-        "special file"
-    }
 }

@@ -14,6 +14,29 @@ pub const CHECKPOINT: &str = "bootstrap.state";
 /// The highest version ever installed (the downgrade guard).
 pub const HIGHEST: &str = "highest-version";
 
+/// What a file's type bits (`st_mode`) name, for the refusal of a file
+/// found where the stub or nxs-backup expected one of its own.
+pub fn file_kind(mode: u32) -> &'static str {
+    match mode & 0o170000 {
+        0o100000 => "regular file",
+        0o040000 => "directory",
+        0o120000 => "symbolic link",
+        0o010000 => "FIFO",
+        0o140000 => "socket",
+        0o020000 => "character device",
+        0o060000 => "block device",
+        _ => "special file",
+    }
+}
+
+/// The refusal of such a file: `<path> is a <kind>, not a <expected>`.
+pub fn planted(path: &std::path::Path, mode: u32, expected: &str) -> String {
+    format!("{} is a {}, not a {expected}: refusing to use it", path.display(), file_kind(mode))
+}
+
+/// The hint that goes with [`planted`].
+pub const PLANTED_HINT: &str = "nxs did not put it there, and never follows a link or opens a special file it did not make; look at what it is, move it away, and run again";
+
 /// Top-level files the bootstrap owns.
 pub const BOOTSTRAP_FILES: &[&str] = &[LOCK, CHECKPOINT, HIGHEST];
 /// Top-level directories the bootstrap owns.
@@ -35,6 +58,17 @@ pub fn is_bootstrap_owned(top: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_kinds_are_named() {
+        for (mode, kind) in [(0o100644, "regular file"), (0o040755, "directory"), (0o120777, "symbolic link")] {
+            assert_eq!(file_kind(mode), kind);
+        }
+        for (mode, kind) in [(0o010600, "FIFO"), (0o140755, "socket"), (0o020600, "character device")] {
+            assert_eq!(file_kind(mode), kind);
+        }
+        assert_eq!(file_kind(0o060600), "block device");
+    }
 
     #[test]
     fn owned_names_and_their_temporaries() {

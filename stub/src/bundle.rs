@@ -258,19 +258,24 @@ impl Bundle {
 
 /// The signed record of the install in `root`, verified against the trust
 /// root this stub carries.
+/// The largest install record file read.
+const MAX_RECORD: u64 = 256 << 20;
+
+/// A file of the install record in the root held open as `root`: read
+/// beneath it, through no link, at most [`MAX_RECORD`] bytes.
+pub fn read_record(root: &crate::door::Dir, name: &str) -> Result<Option<Vec<u8>>> {
+    root.read_beneath(&format!("{}/{name}", nxs_format::RECORD_DIR), MAX_RECORD)
+}
+
 pub fn installed_record(root: &Path) -> Result<Manifest> {
     let rec = root.join(nxs_format::RECORD_DIR);
     // Read beneath the root, through no link (crate::door).
     let dir = crate::door::Dir::open(root)?;
     let read = |name: &str| -> Result<Vec<u8>> {
-        let rel = format!("{}/{name}", nxs_format::RECORD_DIR);
-        let p = root.join(&rel);
-        let missing = || Error::io("cannot read the install record", &p, std::io::ErrorKind::NotFound.into());
-        let f = dir.open_beneath(&rel)?.ok_or_else(missing)?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(f, 256 << 20), &mut bytes)
-            .map_err(|e| Error::io("cannot read the install record", &p, e))?;
-        Ok(bytes)
+        read_record(&dir, name)?.ok_or_else(|| {
+            let p = rec.join(name);
+            Error::io("cannot read the install record", &p, std::io::ErrorKind::NotFound.into())
+        })
     };
     let bytes = read("manifest")?;
     let sig_text = String::from_utf8(read("manifest.minisig")?)

@@ -61,26 +61,11 @@ fn last_os(what: &str, path: &Path) -> Error {
     Error::io(what, path, std::io::Error::last_os_error())
 }
 
-/// What kind of thing a `stat` describes, for messages.
-pub fn kind_of(st: &libc::stat) -> &'static str {
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => "regular file",
-        libc::S_IFDIR => "directory",
-        libc::S_IFLNK => "symbolic link",
-        libc::S_IFIFO => "FIFO",
-        libc::S_IFSOCK => "socket",
-        libc::S_IFCHR => "character device",
-        libc::S_IFBLK => "block device",
-        _ => "special file",
-    }
-}
-
-/// The refusal for something found where the stub expected its own file
-/// or directory.
-pub fn refuse(path: &Path, found: &str, expected: &str) -> Error {
-    Error::new(Class::Io, format!("{} is a {found}, not a {expected}: refusing to use it", path.display())).hint(
-        "nxs did not put it there, and never follows a link or opens a special file it did not make; look at what it is, move it away, and run again",
-    )
+/// The refusal for what `st` describes, found at `path` where the stub
+/// expected its own file or directory.
+pub fn refuse(path: &Path, st: &libc::stat, expected: &str) -> Error {
+    Error::new(Class::Io, nxs_format::state::planted(path, st.st_mode as u32, expected))
+        .hint(nxs_format::state::PLANTED_HINT)
 }
 
 fn euid() -> u32 {
@@ -157,7 +142,7 @@ impl Dir {
                 None => lstat_path(path),
             };
             if let Some(st) = st {
-                return refuse(path, kind_of(&st), "directory");
+                return refuse(path, &st, "directory");
             }
         }
         Error::io("cannot open the directory", path, e)
@@ -179,9 +164,7 @@ impl Dir {
                     Err(e) => return Err(Error::io("cannot create", path, e)),
                 }
             }
-            Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
-                return Err(refuse(path, kind_of(&st), "directory"))
-            }
+            Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => return Err(refuse(path, &st, "directory")),
             Some(_) => {}
         }
         let d = Dir::open(path)?;
@@ -231,7 +214,7 @@ impl Dir {
     pub fn expect_file(&self, name: &str) -> Result<Option<libc::stat>> {
         match self.lstat(name)? {
             Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFREG => {
-                Err(refuse(&self.join(name), kind_of(&st), "regular file"))
+                Err(refuse(&self.join(name), &st, "regular file"))
             }
             other => Ok(other),
         }
@@ -240,9 +223,7 @@ impl Dir {
     /// Refuses anything at `name` but a directory (or nothing).
     pub fn expect_dir(&self, name: &str) -> Result<Option<libc::stat>> {
         match self.lstat(name)? {
-            Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
-                Err(refuse(&self.join(name), kind_of(&st), "directory"))
-            }
+            Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => Err(refuse(&self.join(name), &st, "directory")),
             other => Ok(other),
         }
     }
@@ -309,7 +290,7 @@ impl Dir {
                 (Some(libc::ELOOP | libc::ENXIO | libc::EEXIST), Some(st))
                     if st.st_mode & libc::S_IFMT != libc::S_IFREG =>
                 {
-                    Err(refuse(&path, kind_of(&st), "regular file"))
+                    Err(refuse(&path, &st, "regular file"))
                 }
                 // Created by someone else in between: look again, once.
                 (Some(libc::EEXIST), _) if retry => self.open_file_once(name, access, false),
@@ -320,7 +301,7 @@ impl Dir {
         let f = unsafe { File::from_raw_fd(fd) };
         let st = fstat(fd, &path)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(refuse(&path, kind_of(&st), "regular file"));
+            return Err(refuse(&path, &st, "regular file"));
         }
         if st.st_uid != euid() {
             return Err(Error::new(
@@ -354,14 +335,19 @@ impl Dir {
 
     /// Reads the regular file `name` whole, at most `cap` bytes.
     pub fn read(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>> {
-        let Some(f) = self.open_file(name, Access::Read)? else { return Ok(None) };
-        let mut bytes = Vec::new();
-        f.take(cap + 1).read_to_end(&mut bytes).map_err(|e| Error::io("cannot read", &self.join(name), e))?;
-        if bytes.len() as u64 > cap {
-            return Err(Error::new(Class::Io, format!("{} is larger than {cap} bytes", self.join(name).display()))
-                .hint("it is not a file nxs wrote; move it away and run again"));
+        match self.open_file(name, Access::Read)? {
+            Some(f) => read_capped(f, cap, &self.join(name)).map(Some),
+            None => Ok(None),
         }
-        Ok(Some(bytes))
+    }
+
+    /// Reads the regular file at the relative path `rel`, as
+    /// [`open_beneath`](Self::open_beneath) opens it, at most `cap` bytes.
+    pub fn read_beneath(&self, rel: &str, cap: u64) -> Result<Option<Vec<u8>>> {
+        match self.open_beneath(rel)? {
+            Some(f) => read_capped(f, cap, &self.path.join(rel)).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The atomic write, relative to this directory: a new temp file
@@ -557,7 +543,7 @@ impl Dir {
         let f = unsafe { File::from_raw_fd(fd) };
         let st = fstat(fd, &path)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(refuse(&path, kind_of(&st), "regular file"));
+            return Err(refuse(&path, &st, "regular file"));
         }
         // SAFETY: fcntl on our own descriptor: blocking reads from here on.
         unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
@@ -593,6 +579,18 @@ impl Dir {
         }
         owned.as_ref().unwrap_or(self).open_file(last, Access::Read)
     }
+}
+
+/// Reads `f` whole; more than `cap` bytes is a refusal: no file nxs
+/// writes is that large.
+fn read_capped(f: File, cap: u64, path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    f.take(cap + 1).read_to_end(&mut bytes).map_err(|e| Error::io("cannot read", path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(Error::new(Class::Io, format!("{} is larger than {cap} bytes", path.display()))
+            .hint("it is not a file nxs wrote; move it away and run again"));
+    }
+    Ok(bytes)
 }
 
 /// `lstat` of a path; `None` if nothing is there (or it cannot be seen).

@@ -67,7 +67,12 @@ pub fn log_path(state_dir: &StateDir, hook: &Hook) -> std::path::PathBuf {
 }
 
 fn log_name(hook: &Hook) -> String {
-    format!("hook-{}.log", hook.stage.as_str())
+    stage_log(hook.stage)
+}
+
+/// The log of a hook stage's runs, under `<state-dir>/logs/`.
+pub fn stage_log(stage: nxs_format::HookStage) -> String {
+    format!("hook-{}.log", stage.as_str())
 }
 
 /// Copies a child's pipe to the log, to `capture` if given, and to our

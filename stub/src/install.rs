@@ -15,7 +15,6 @@ use crate::statedir::StateDir;
 use nxs_format::checkpoint::{Checkpoint, HistoryRecord, Staging};
 use nxs_format::{hex, HookStage, Manifest, RECORD_DIR};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub const CHECKPOINT_FILE: &str = nxs_format::state::CHECKPOINT;
@@ -149,7 +148,7 @@ impl Layout {
         for name in [&self.root_name, &self.staging_name, &self.previous_name] {
             if let Some(st) = parent.lstat(name)? {
                 if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    let e = crate::door::refuse(&parent.join(name), crate::door::kind_of(&st), "directory");
+                    let e = crate::door::refuse(&parent.join(name), &st, "directory");
                     return Err(if name == &self.root_name { e.hint("choose another --root") } else { e });
                 }
                 // Opening checks the owner and the mode.
@@ -388,24 +387,12 @@ pub fn installed_manifest(layout: &Layout) -> Result<Option<Manifest>> {
 /// The install record inside an open root: read beneath it, through no
 /// link, regular file only.
 fn installed_manifest_in(root: &Dir) -> Result<Option<Manifest>> {
-    let rel = format!("{RECORD_DIR}/manifest");
-    let p = root.join(&rel);
-    let Some(f) = root.open_beneath(&rel)? else { return Ok(None) };
-    let mut bytes = Vec::new();
-    f.take(MAX_RECORD + 1).read_to_end(&mut bytes).map_err(|e| Error::io("cannot read the install record", &p, e))?;
-    if bytes.len() as u64 > MAX_RECORD {
-        return Err(Error::new(
-            Class::Io,
-            format!("{}: damaged install record: larger than {MAX_RECORD} bytes", p.display()),
-        ));
-    }
-    Manifest::parse(&bytes)
-        .map(Some)
-        .map_err(|e| Error::new(Class::Io, format!("{}: damaged install record: {e}", p.display())))
+    let Some(bytes) = crate::bundle::read_record(root, "manifest")? else { return Ok(None) };
+    Manifest::parse(&bytes).map(Some).map_err(|e| {
+        let p = root.join(&format!("{RECORD_DIR}/manifest"));
+        Error::new(Class::Io, format!("{}: damaged install record: {e}", p.display()))
+    })
 }
-
-/// The largest install record read.
-const MAX_RECORD: u64 = 256 << 20;
 
 /// `install --restore-from`: a backup to restore on a fresh machine.
 pub struct RestoreFrom {

@@ -35,8 +35,8 @@ pub fn log_names() -> Vec<String> {
         nxs_format::HookStage::Validate,
         nxs_format::HookStage::Run,
     ]
-    .iter()
-    .map(|s| format!("hook-{}.log", s.as_str()))
+    .into_iter()
+    .map(crate::hooks::stage_log)
     .collect();
     v.push(crate::tailnet::DAEMON_LOG.into());
     v.push(crate::tailnet::CLIENT_LOG.into());

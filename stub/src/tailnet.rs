@@ -704,16 +704,28 @@ impl NodeStatus {
 /// The login server the daemon is set to: `ControlURL` in `tailscale debug
 /// prefs` (`status --json` does not say; tailscale v1.102.3 `ipn/prefs.go`).
 pub fn control_url(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::Result<String, String> {
-    let mut cmd = client_cmd(p, client, root);
-    cmd.args(["debug", "prefs"]);
-    let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
-    let done = crate::hooks::run_logged(&mut cmd, "tailscale debug prefs", log, Duration::from_secs(30), false, true)
-        .map_err(|e| e.msg)?;
-    let text = String::from_utf8_lossy(&done.output);
-    let start =
-        text.find('{').ok_or_else(|| format!("tailscale debug prefs printed no JSON (exit {})", done.status))?;
-    let v = json::parse(&text[start..]).ok_or("tailscale debug prefs printed malformed JSON")?;
+    let v = client_json(p, client, root, &["debug", "prefs"])?;
     Ok(v.get("ControlURL").and_then(json::Value::as_str).unwrap_or("").to_string())
+}
+
+/// Runs `tailscale ARGS` (logged to `logs/tailscale.log`) and parses the
+/// JSON document it prints. The exit status is not the answer: `status`
+/// exits non-zero when the backend is not running, and still prints it.
+fn client_json(
+    p: &Paths,
+    client: &TailscaleClient,
+    root: &Path,
+    args: &[&str],
+) -> std::result::Result<json::Value, String> {
+    let what = format!("tailscale {}", args.join(" "));
+    let mut cmd = client_cmd(p, client, root);
+    cmd.args(args);
+    let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
+    let done =
+        crate::hooks::run_logged(&mut cmd, &what, log, Duration::from_secs(30), false, true).map_err(|e| e.msg)?;
+    let text = String::from_utf8_lossy(&done.output);
+    let start = text.find('{').ok_or_else(|| format!("{what} printed no JSON (exit {})", done.status))?;
+    json::parse(&text[start..]).ok_or_else(|| format!("{what} printed malformed JSON"))
 }
 
 /// Whether two login server URLs name the same server (a trailing `/`
@@ -724,16 +736,7 @@ pub fn same_server(a: &str, b: &str) -> bool {
 
 /// Reads `tailscale status --json`.
 pub fn status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::Result<NodeStatus, String> {
-    let mut cmd = client_cmd(p, client, root);
-    cmd.args(["status", "--json"]);
-    let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
-    let done = crate::hooks::run_logged(&mut cmd, "tailscale status", log, Duration::from_secs(30), false, true)
-        .map_err(|e| e.msg)?;
-    // status exits non-zero when the backend is not running, and still
-    // prints the document.
-    let text = String::from_utf8_lossy(&done.output);
-    let start = text.find('{').ok_or_else(|| format!("tailscale status printed no JSON (exit {})", done.status))?;
-    let v = json::parse(&text[start..]).ok_or("tailscale status printed malformed JSON")?;
+    let v = client_json(p, client, root, &["status", "--json"])?;
     let backend_state = v.get("BackendState").and_then(json::Value::as_str).unwrap_or("").to_string();
     let online = v.get("Self").and_then(|s| s.get("Online")).and_then(json::Value::as_bool).unwrap_or(false);
     let health = match v.get("Health") {
