@@ -1,7 +1,9 @@
 //! The Headscale join, end to end: the real stub drives the TEST DOUBLE of
 //! tailscale/tailscaled (tests/tailscale-double) against a TEST DOUBLE of
-//! Headscale's HTTP side (common::headscale). The path against a real
-//! Tailscale client and a real Headscale is not exercised here.
+//! Headscale's HTTP side (common::headscale). The double stands in for the
+//! real client here only because a join needs a server that speaks
+//! Tailscale's control protocol, which no double of ours does yet (#13);
+//! what the real client can show offline is in tests/real_client.rs.
 
 use nxs_tests::headscale::{free_port, Daemon, Key, Server};
 use nxs_tests::*;
