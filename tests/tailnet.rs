@@ -1,32 +1,39 @@
-//! The Headscale join, end to end: the real stub drives the TEST DOUBLE of
-//! tailscale/tailscaled (tests/tailscale-double) against a TEST DOUBLE of
-//! Headscale's HTTP side (common::headscale). The double stands in for the
-//! real client here only because a join needs a server that speaks
-//! Tailscale's control protocol, which no double of ours does yet (#13);
-//! what the real client can show offline is in tests/real_client.rs.
+//! The Headscale join, end to end, with the real Tailscale client: the
+//! official static `tailscale`/`tailscaled` 1.96.4 packed into the bundle,
+//! started and driven by the real stub, joining the Headscale TEST DOUBLE
+//! (`tests/headscale-double`) over Tailscale's real protocol: the ts2021
+//! Noise upgrade, HTTP/2, register, the map stream and the DERP relay.
+//! Everything runs in a network namespace of the test's own, with a
+//! loopback and a veth pair on TEST-NET-1 and no route out.
 
-use nxs_tests::headscale::{free_port, Daemon, Key, Server};
+use nxs_format::json::Value;
+use nxs_tests::tailnet::{real_client, Daemon, Headscale, Tailnet, KEY_TAGS};
 use nxs_tests::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Fields drop in order: the daemon is stopped before its directory goes.
-struct Case {
+struct Case<'a> {
     _daemon: Daemon,
     _p: Project,
+    t: &'a Tailnet,
     bundle: PathBuf,
     tmp: tempfile::TempDir,
 }
 
-impl Case {
-    fn new(login_server: &str) -> Case {
-        let p = Project::with_tailnet(login_server);
-        let report = p.build(&p.path().join("out"));
+impl<'a> Case<'a> {
+    fn new(t: &'a Tailnet) -> Case<'a> {
+        Case::with_stub(t, stub())
+    }
+    fn with_stub(t: &'a Tailnet, stub: &Path) -> Case<'a> {
+        let p = Project::joining(t);
+        let stubs = std::collections::BTreeMap::from([(HOST.to_string(), stub.to_path_buf())]);
+        let report = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out"), &test_key().0, stubs)).unwrap();
         let bundle = bundle_of(&report, "minimal").to_path_buf();
         let tmp = tempfile::tempdir().unwrap();
         let daemon = Daemon(tmp.path().join("state"));
-        Case { _daemon: daemon, _p: p, bundle, tmp }
+        Case { _daemon: daemon, _p: p, t, bundle, tmp }
     }
     fn root(&self) -> PathBuf {
         self.tmp.path().join("root")
@@ -39,10 +46,11 @@ impl Case {
         write(&f, format!("{key}\n").as_bytes(), 0o644);
         f
     }
+    /// `install`, in the tailnet's namespace.
     fn install(&self, extra: &[&str], env: &[(&str, &Path)]) -> Output {
-        let mut cmd = Command::new(&self.bundle);
+        let mut cmd = self.t.ns.cmd(&self.bundle);
         cmd.args(["install", "--root", self.root().to_str().unwrap(), "--state-dir", self.state().to_str().unwrap()])
-            .args(["--join-attempts", "1", "--probe-timeout", "2"])
+            .args(["--join-attempts", "1", "--probe-timeout", "2", "--up-timeout", "20"])
             .args(extra)
             .env_remove("NXS_AUTHKEY_FILE");
         for (k, v) in env {
@@ -50,137 +58,133 @@ impl Case {
         }
         output(&mut cmd).unwrap()
     }
+    fn join_with(&self, key: &str) -> Output {
+        let f = self.key_file(key);
+        self.install(&["--authkey-file", f.to_str().unwrap()], &[])
+    }
     fn status(&self) -> String {
         let o = run(&self.bundle, &["status", "--state-dir", self.state().to_str().unwrap(), "--json"]);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
         stdout(&o)
     }
-    /// The double's records: (file name, bytes).
-    fn records(&self) -> Vec<(String, Vec<u8>)> {
+    /// The real client's own `tailscale status --json`.
+    fn client_status(&self) -> Value {
+        let o = output(
+            self.t
+                .ns
+                .cmd(real_client().join("tailscale"))
+                .arg(format!("--socket={}", self.state().join("tailnet/tailscaled.sock").display()))
+                .args(["status", "--json"]),
+        )
+        .unwrap();
+        let text = stdout(&o);
+        nxs_format::json::parse(&text[text.find('{').expect("JSON")..]).expect("the real status parses")
+    }
+    fn hook_records(&self) -> Vec<(String, Vec<u8>)> {
         let mut v = Vec::new();
-        for dir in [self.state().join("tailnet/double-record"), self.state().join("hook-record")] {
-            if let Ok(it) = std::fs::read_dir(&dir) {
-                for e in it.flatten() {
-                    v.push((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()));
-                }
+        if let Ok(it) = std::fs::read_dir(self.state().join("hook-record")) {
+            for e in it.flatten() {
+                v.push((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()));
             }
         }
-        v.sort();
         v
     }
-    fn up_records(&self) -> Vec<(String, String)> {
-        let all = self.records();
-        let mut out = Vec::new();
-        for (name, bytes) in &all {
-            if name.starts_with("tailscale-up-") && name.ends_with(".info") {
-                let stem = name.trim_end_matches(".info");
-                let argv = all.iter().find(|(n, _)| n == &format!("{stem}.cmdline")).map(|(_, b)| b.clone()).unwrap();
-                out.push((
-                    String::from_utf8_lossy(bytes).into_owned(),
-                    String::from_utf8_lossy(&argv).replace('\0', " "),
-                ));
-            }
-        }
-        out
+}
+
+fn assert_ok(o: &Output) {
+    assert_eq!(code(o), 0, "{}{}", stdout(o), stderr(o));
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Arr(a)) => a.iter().filter_map(|s| s.as_str()).map(str::to_string).collect(),
+        _ => vec![],
     }
 }
 
-fn a_key(tag: &str) -> String {
-    format!("hskey-auth-{tag}-{:x}", (std::process::id() as u64 * 0x9e37_79b9) ^ nxs_stub_now())
-}
-
-fn nxs_stub_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
 #[test]
-fn online_join_reaches_running_and_removes_the_key() {
-    let key = a_key("online");
-    let server = Server::start(free_port(), &[(&key, Key::Valid)]);
-    let c = Case::new(&server.url);
-    let f = c.key_file(&key);
-    let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+fn a_fresh_install_joins_the_double_and_ends_running() {
+    let t = Tailnet::new();
+    t.serve(&[]);
+    let key = t.key();
+    let c = Case::new(&t);
+    let o = c.join_with(&key);
+    assert_ok(&o);
     assert!(stdout(&o).contains("RUNNING"), "{}", stdout(&o));
-    assert!(stderr(&o).contains("login server http://127.0.0.1"), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("login server {}: reachable", t.url)), "{e}");
+    assert!(e.contains(&format!("tailnet: joined {} as 100.64.0.1", t.url)), "{e}");
+    assert!(e.contains(&format!("tailscale {}", xtask::tailscale::VERSION)), "{e}");
 
-    // The double saw the login server and the key by file, 0600.
-    let ups = c.up_records();
-    assert_eq!(ups.len(), 1, "{ups:?}");
-    let (info, argv) = &ups[0];
-    assert!(info.contains("key=file\nkey_mode=600\n"), "{info}");
-    assert!(info.contains(&format!("key_len={}\n", key.len())), "{info}");
-    assert!(argv.contains(&format!("--login-server={}", server.url)), "{argv}");
-    let key_path = c.state().join("tailnet/authkey");
-    assert!(argv.contains(&format!("--auth-key=file:{}", key_path.display())), "{argv}");
-    // No tags asked for: Headscale 0.28+ refuses them with a pre-auth key;
-    // the node has the key's tags.
-    assert!(!argv.contains("--advertise-tags") && argv.contains("--accept-dns=false"), "{argv}");
-    assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used, "the server registered this very key");
-    // tailscaled ran with userspace networking and the bundle's CA.
-    let daemon_argv =
-        c.records().into_iter().find(|(n, _)| n.starts_with("tailscaled-") && n.ends_with(".cmdline")).unwrap().1;
-    assert!(String::from_utf8_lossy(&daemon_argv).contains("--tun=userspace-networking"));
-    assert!(String::from_utf8_lossy(&daemon_argv).contains("--no-logs-no-support"), "no log upload");
-    let daemon_env =
-        c.records().into_iter().find(|(n, _)| n.starts_with("tailscaled-") && n.ends_with(".environ")).unwrap().1;
-    assert!(String::from_utf8_lossy(&daemon_env)
-        .contains(&format!("SSL_CERT_FILE={}", c.root().join("etc/ca.pem").display())));
+    // The real client says so itself: Running, online, an address from the
+    // double's range, and the key's tags (none were asked for with `up`).
+    let st = c.client_status();
+    assert_eq!(st.get("BackendState").and_then(|b| b.as_str()), Some("Running"));
+    let me = st.get("Self").expect("Self");
+    assert_eq!(me.get("Online").and_then(|b| b.as_bool()), Some(true));
+    let ips = strings(me.get("TailscaleIPs"));
+    assert_eq!(ips.first().map(String::as_str), Some("100.64.0.1"), "{ips:?}");
+    assert_eq!(strings(me.get("Tags")), KEY_TAGS.split(',').collect::<Vec<_>>());
+    assert_eq!(strings(st.get("Health")), Vec::<String>::new(), "no health warning, the relay included");
+    // The double registered this very key, once, and the node reached its
+    // relay.
+    assert_eq!(t.registrations(&key), 1);
+    let events = t.server().events();
+    assert!(events.contains("\"event\":\"registered\"") && events.contains("\"event\":\"derp-connected\""), "{events}");
+    // The real daemon ran with no log upload and userspace networking (its
+    // own first log line names its argv).
+    let log = std::fs::read_to_string(c.state().join("logs/tailscaled.log")).unwrap();
+    let argv = log.lines().find(|l| l.contains("Program starting")).expect("the daemon's argv line");
+    assert!(argv.contains("--no-logs-no-support") && argv.contains("--tun=userspace-networking"), "{argv}");
 
     // The key is gone; status says joined.
-    assert!(!key_path.exists(), "the key file must be removed after the join");
+    assert!(!c.state().join("tailnet/authkey").exists(), "the key file must be removed after the join");
     let st = c.status();
     assert!(st.contains("\"state\":\"RUNNING\"") && st.contains("\"tailnet\":{\"joined\":true"), "{st}");
-
     // A second install finds it running and does nothing.
     let o = c.install(&[], &[]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_ok(&o);
     assert!(stdout(&o).contains("nothing to do"), "{}", stdout(&o));
+    assert_eq!(t.registrations(&key), 1);
 }
 
-/// Offline first (nothing listens on the login server's port): DEGRADED with
-/// the join pending. Then the server comes up: the next install joins and
-/// reaches RUNNING without extracting again. A canary key goes through it
-/// all and must show up nowhere but in its own 0600 file.
+/// Offline first (nothing serves the login server): DEGRADED with the join
+/// pending. Then the double comes up: the next install joins and reaches
+/// RUNNING without extracting again. The key goes through it all and must
+/// show up nowhere but in its own 0600 file: not in any process's argv or
+/// environment (the real daemon's included), log, checkpoint, status, dump,
+/// or what the server logged.
 #[test]
-fn offline_then_online_resumes_the_join_and_the_key_never_leaks() {
-    let canary = a_key("canary");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let c = Case::new(&url);
+fn offline_then_online_joins_on_a_rerun_and_the_key_never_leaks() {
+    let t = Tailnet::new();
+    let canary = t.key();
+    let c = Case::new(&t);
     let f = c.key_file(&canary);
 
     let o1 = c.install(&[], &[("NXS_AUTHKEY_FILE", &f)]);
     assert_eq!(code(&o1), 8, "{}{}", stdout(&o1), stderr(&o1));
     assert!(stderr(&o1).contains("the tailnet join is pending: login server unreachable"), "{}", stderr(&o1));
     let st = c.status();
-    assert!(st.contains("\"state\":\"DEGRADED\""), "{st}");
-    assert!(st.contains("\"pending\":true") && st.contains("unreachable"), "{st}");
+    assert!(st.contains("\"state\":\"DEGRADED\"") && st.contains("\"pending\":true"), "{st}");
     let key_path = c.state().join("tailnet/authkey");
-    let mode = std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the stashed key is 0600");
+    assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(c.state().join("tailnet")).unwrap().permissions().mode() & 0o777, 0o700);
     let probe = c.root().join("etc/nxs.toml");
     let ino = std::fs::metadata(&probe).unwrap().ino();
 
-    let server = Server::start(port, &[(&canary, Key::Valid)]);
+    t.serve(&[]);
     // No key given this time: the stashed one is used.
     let o2 = c.install(&[], &[]);
-    assert_eq!(code(&o2), 0, "{}{}", stdout(&o2), stderr(&o2));
+    assert_ok(&o2);
     assert!(stderr(&o2).contains("resuming at CONFIGURING"), "{}", stderr(&o2));
     assert!(!stderr(&o2).contains("extracting"), "no re-extraction: {}", stderr(&o2));
     assert_eq!(std::fs::metadata(&probe).unwrap().ino(), ino, "installed files were not written again");
     assert!(!key_path.exists());
-    let st = c.status();
-    assert!(st.contains("\"state\":\"RUNNING\"") && st.contains("\"joined\":true"), "{st}");
-    assert_eq!(*server.keys.lock().unwrap().get(&canary).unwrap(), Key::Used);
+    assert!(c.status().contains("\"state\":\"RUNNING\""), "{}", c.status());
+    assert_eq!(t.registrations(&canary), 1);
 
-    // The canary: nowhere in argv or environments (the double's and the
-    // hook's own records, the stub's as its hook saw it, and every process
-    // running now), logs, the checkpoint, status, the dump, or our output.
-    let mut places: Vec<(String, Vec<u8>)> = c.records();
+    let mut places = c.hook_records();
     assert!(places.iter().any(|(n, _)| n.starts_with("stub.")), "the hook recorded the stub's argv and environment");
-    assert!(places.iter().any(|(n, _)| n.starts_with("tailscale-up-")), "the double recorded `up`");
     for proc_dir in std::fs::read_dir("/proc").unwrap().flatten() {
         for what in ["cmdline", "environ"] {
             if let Ok(b) = std::fs::read(proc_dir.path().join(what)) {
@@ -192,10 +196,10 @@ fn offline_then_online_resumes_the_join_and_the_key_never_leaks() {
     for sub in ["logs", "diag"] {
         files.extend(std::fs::read_dir(c.state().join(sub)).unwrap().flatten().map(|e| e.path()));
     }
-    assert!(
-        files.iter().any(|p| p.extension().is_some_and(|e| e == "tar")),
-        "the DEGRADED run wrote a dump: {files:?}"
-    );
+    assert!(files.iter().any(|p| p.extension().is_some_and(|e| e == "tar")), "a dump: {files:?}");
+    for f in ["server.log", "events.jsonl", "db.json"] {
+        files.push(t.dir.path().join("db").join(f));
+    }
     for p in files {
         places.push((p.display().to_string(), std::fs::read(&p).unwrap()));
     }
@@ -206,8 +210,6 @@ fn offline_then_online_resumes_the_join_and_the_key_never_leaks() {
     places.push(("status --json".into(), c.status().into_bytes()));
     let text = run(&c.bundle, &["status", "--state-dir", c.state().to_str().unwrap()]);
     places.push(("status".into(), text.stdout));
-    // This test process holds the canary in its own memory and argv-free
-    // environment; /proc/self is ours, so skip our own pid.
     let me = format!("/proc/{}/", std::process::id());
     for (name, bytes) in &places {
         if name.starts_with(&me) {
@@ -215,41 +217,105 @@ fn offline_then_online_resumes_the_join_and_the_key_never_leaks() {
         }
         assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "the auth key leaked into {name}");
     }
+    assert!(places.iter().any(|(n, _)| n.ends_with("tailscaled.log")), "the real daemon's log was scanned");
     assert!(places.len() > 20, "the scan looked at {} places", places.len());
 }
 
+/// An expired key, a used key, an unknown key and a malformed one each get
+/// Headscale 0.29's own words, the key is dropped (it will never work), and
+/// the hint is a command Headscale 0.26 to 0.29 accepts.
 #[test]
-fn a_rejected_key_says_how_to_make_a_new_one() {
-    let key = a_key("expired");
-    let server = Server::start(free_port(), &[(&key, Key::Expired)]);
-    let c = Case::new(&server.url);
+fn refused_keys_each_say_why_and_are_dropped() {
+    let t = Tailnet::new();
+    t.serve(&[]);
+    let c = Case::new(&t);
+    let hint = "headscale preauthkeys create --tags tag:nxs,tag:test --expiration 24h";
+
+    let expired = Headscale::key_in(nxs_tests::tailnet::double_bin(), &t.dir.path().join("db"), KEY_TAGS, "0s");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A key spent by another machine first.
+    let used = t.key();
+    let other = Case::new(&t);
+    assert_ok(&other.join_with(&used));
+    let unknown = format!("hskey-auth-{}-{}", "a".repeat(12), "b".repeat(64));
+
+    for (key, words) in [
+        (expired.as_str(), "authkey expired"),
+        (used.as_str(), "authkey already used"),
+        (unknown.as_str(), "invalid pre auth key"),
+        ("hskey-auth-short", "handling register with auth key: failed to parse auth-key: key too short"),
+    ] {
+        let o = c.join_with(key);
+        assert_eq!(code(&o), 8, "{words}: {}{}", stdout(&o), stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains(&format!("the login server rejected the auth key: {words}")), "{e}");
+        assert!(e.contains(hint) && !e.contains("--user USER"), "{e}");
+        assert!(!c.state().join("tailnet/authkey").exists(), "a refused key is not kept ({words})");
+        assert!(c.status().contains("rejected the auth key"), "{}", c.status());
+    }
+    assert_eq!(t.registrations(&used), 1, "the used key stays spent once");
+    // The server refused each (the real client asks more than once), and
+    // registered only the first machine.
+    let events = t.server().events();
+    for words in ["authkey expired", "authkey already used", "invalid pre auth key", "key too short"] {
+        assert!(
+            events.lines().any(|l| l.contains("\"event\":\"register-refused\"") && l.contains(words)),
+            "{words}: {events}"
+        );
+    }
+    assert_eq!(events.matches("\"event\":\"registered\"").count(), 1, "{events}");
+}
+
+/// A Headscale whose version window starts past this client closes the
+/// connection after the upgrade, unanswered, as 0.29 does below capability
+/// version 113. The stub names the window and keeps the key: nothing spent.
+#[test]
+fn a_client_outside_the_version_window_is_named_and_keeps_its_key() {
+    let t = Tailnet::new();
+    t.serve(&["--min-capver", "200"]);
+    let key = t.key();
+    let c = Case::new(&t);
     let f = c.key_file(&key);
-    let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
+    let o = c.install(&["--authkey-file", f.to_str().unwrap(), "--up-timeout", "10"], &[]);
     assert_eq!(code(&o), 8, "{}{}", stdout(&o), stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("rejected the auth key") && e.contains("expired"), "{e}");
-    // A hint Headscale 0.26 to 0.29 accepts: no user name (a numeric ID,
-    // optional since 0.28), the tags on the key.
-    assert!(e.contains("headscale preauthkeys create --tags tag:nxs,tag:test --expiration 24h"), "{e}");
-    assert!(!e.contains("--user USER"), "{e}");
-    assert!(!c.state().join("tailnet/authkey").exists(), "a rejected key is not kept");
-    assert!(c.status().contains("rejected the auth key"));
+    assert!(e.contains("does not accept this client's version"), "{e}");
+    assert!(e.contains("version window"), "{e}");
+    assert!(c.status().contains("version window"), "{}", c.status());
+    assert_eq!(std::fs::metadata(c.state().join("tailnet/authkey")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(t.registrations(&key), 0);
+    assert!(t.server().events().contains("\"event\":\"version-refused\""), "{}", t.server().events());
+}
 
-    // A used key is refused the same way.
-    let used = a_key("used");
-    server.keys.lock().unwrap().insert(used.clone(), Key::Used);
-    let f = c.key_file(&used);
-    let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
-    assert_eq!(code(&o), 8, "{}", stderr(&o));
-    assert!(stderr(&o).contains("rejected the auth key: authkey already used"), "{}", stderr(&o));
-    assert!(!c.state().join("tailnet/authkey").exists(), "a used key is not kept");
-
-    // An unknown key too, in 0.29's words.
-    let unknown = a_key("unknown");
-    let f = c.key_file(&unknown);
-    let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
-    assert_eq!(code(&o), 8, "{}", stderr(&o));
-    assert!(stderr(&o).contains("rejected the auth key: invalid pre auth key"), "{}", stderr(&o));
+/// A Headscale whose DERP map names a relay nobody serves (an air-gapped
+/// server without its embedded DERP): the real node still reports Running,
+/// so the stub asks `tailscale netcheck`, and says the relay is missing.
+/// The key was spent, so it is gone; status says joined, but degraded.
+#[test]
+fn a_server_without_a_reachable_relay_is_named_in_status() {
+    let t = Tailnet::new();
+    t.serve(&["--derp", "unreachable"]);
+    let key = t.key();
+    let c = Case::new(&t);
+    let o = c.join_with(&key);
+    assert_eq!(code(&o), 8, "{}{}", stdout(&o), stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("installed and on the tailnet, but no DERP relay answers"), "{e}");
+    assert!(e.contains("embedded DERP"), "{e}");
+    let st = c.status();
+    assert!(st.contains("\"joined\":true") && st.contains("no DERP relay answers"), "{st}");
+    let text = run(&c.bundle, &["status", "--state-dir", c.state().to_str().unwrap()]);
+    assert!(stdout(&text).contains("tailnet:  joined, degraded: no DERP relay answers"), "{}", stdout(&text));
+    assert!(!c.state().join("tailnet/authkey").exists(), "a spent key is not kept");
+    assert_eq!(t.registrations(&key), 1);
+    // Headscale itself refuses to start with no DERP map at all.
+    let o = output(
+        Command::new(nxs_tests::tailnet::double_bin())
+            .args(["serve", "--listen", "127.0.0.1:9", "--derp", "none", "--db"])
+            .arg(t.dir.path().join("none")),
+    )
+    .unwrap();
+    assert!(stderr(&o).contains("initial DERPMap is empty, Headscale requires at least one entry"), "{}", stderr(&o));
 }
 
 /// Encrypts `plain` with the stock `age -p`, typing the passphrase (twice)
@@ -277,48 +343,41 @@ fn age_encrypt(plain: &Path, out: &Path, passphrase: &str, armor: bool) {
     assert!(std::fs::read(out).unwrap().starts_with(head));
 }
 
+/// A key encrypted by the stock `age` CLI (binary and armored) is the key
+/// that joins; a wrong passphrase is refused before anything is written.
 #[test]
-fn an_age_encrypted_key_from_the_stock_cli_is_accepted() {
-    age_key_case(false);
-}
+fn an_age_encrypted_key_from_the_stock_cli_joins() {
+    let t = Tailnet::new();
+    t.serve(&[]);
+    for armor in [false, true] {
+        let key = t.key();
+        let c = Case::new(&t);
+        let plain = c.key_file(&key);
+        let sealed = c.tmp.path().join("authkey.age");
+        age_encrypt(&plain, &sealed, "correct horse battery", armor);
+        std::fs::remove_file(&plain).unwrap();
+        let pw = c.tmp.path().join("pass.txt");
+        write(&pw, b"wrong horse\n", 0o600);
+        let args = ["--authkey-age", sealed.to_str().unwrap(), "--passphrase-file", pw.to_str().unwrap()];
+        let o = c.install(&args, &[]);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(stderr(&o).contains("the passphrase does not decrypt it"), "{}", stderr(&o));
+        assert!(!c.state().exists() && !c.root().exists(), "nothing written on a wrong passphrase");
 
-#[test]
-fn an_armored_age_key_is_accepted_too() {
-    age_key_case(true);
-}
-
-fn age_key_case(armor: bool) {
-    let key = a_key("age");
-    let server = Server::start(free_port(), &[(&key, Key::Valid)]);
-    let c = Case::new(&server.url);
-    let plain = c.key_file(&key);
-    let sealed = c.tmp.path().join("authkey.age");
-    age_encrypt(&plain, &sealed, "correct horse battery", armor);
-    std::fs::remove_file(&plain).unwrap();
-    let pw = c.tmp.path().join("pass.txt");
-
-    // A wrong passphrase is refused before anything is written.
-    write(&pw, b"wrong horse\n", 0o600);
-    let o = c.install(&["--authkey-age", sealed.to_str().unwrap(), "--passphrase-file", pw.to_str().unwrap()], &[]);
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("the passphrase does not decrypt it"), "{}", stderr(&o));
-    assert!(!c.state().exists() && !c.root().exists(), "nothing written on a wrong passphrase");
-
-    write(&pw, b"correct horse battery\n", 0o600);
-    // A stale NXS_AUTHKEY_FILE in the environment does not override the flag.
-    let stale = c.tmp.path().join("stale-key-file");
-    let o = c.install(
-        &["--authkey-age", sealed.to_str().unwrap(), "--passphrase-file", pw.to_str().unwrap()],
-        &[("NXS_AUTHKEY_FILE", &stale)],
-    );
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used, "the decrypted key is the one registered");
-    assert!(!c.state().join("tailnet/authkey").exists());
+        write(&pw, b"correct horse battery\n", 0o600);
+        // A stale NXS_AUTHKEY_FILE in the environment does not override the flag.
+        let stale = c.tmp.path().join("stale-key-file");
+        let o = c.install(&args, &[("NXS_AUTHKEY_FILE", &stale)]);
+        assert_ok(&o);
+        assert_eq!(t.registrations(&key), 1, "the decrypted key is the one registered");
+        assert!(!c.state().join("tailnet/authkey").exists());
+    }
 }
 
 #[test]
 fn key_sources_are_checked_before_anything_is_written() {
-    let c = Case::new("http://127.0.0.1:9");
+    let t = Tailnet::new();
+    let c = Case::new(&t);
     let missing = c.tmp.path().join("no-such-key");
     let o = c.install(&["--authkey-file", missing.to_str().unwrap()], &[]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
@@ -337,69 +396,50 @@ fn key_sources_are_checked_before_anything_is_written() {
 
 /// Killed at every effect of an install that joins (the `fault-injection`
 /// stub kills itself), then run again: it ends RUNNING and joined, the key
-/// is gone, and a key is never spent twice (a run killed after `up` finds
-/// the daemon already logged in).
+/// is gone, and the server saw the key registered exactly once: a run
+/// killed after the real `up` finds the real daemon already logged in.
 #[test]
-fn sigkill_at_every_effect_of_a_join_then_rerun_joins() {
-    use std::collections::BTreeMap;
+fn sigkill_at_every_effect_of_a_join_then_rerun_joins_with_the_key_spent_once() {
     use std::os::unix::process::ExitStatusExt;
-    let server = Server::start(free_port(), &[]);
-    let p = Project::with_tailnet(&server.url);
-    let stubs = BTreeMap::from([(HOST.to_string(), fault_stub().to_path_buf())]);
-    let report = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out"), &test_key().0, stubs)).unwrap();
-    let bundle = bundle_of(&report, "minimal");
-    let install = |t: &Path, key: Option<&Path>, env: &[(&str, String)]| {
-        let mut cmd = Command::new(bundle);
-        cmd.args([
-            "install",
-            "--root",
-            t.join("root").to_str().unwrap(),
-            "--state-dir",
-            t.join("state").to_str().unwrap(),
-        ])
-        .args(["--join-attempts", "1"]);
-        if let Some(k) = key {
-            cmd.arg("--authkey-file").arg(k);
-        }
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let t = Tailnet::new();
+    t.serve(&[]);
+    let c0 = Case::with_stub(&t, fault_stub());
+    let bundle = c0.bundle.clone();
+    let install = |dir: &Path, key: &Path, env: &[(&str, String)]| {
+        let mut cmd = t.ns.cmd(&bundle);
+        cmd.args(["install", "--root", dir.join("root").to_str().unwrap(), "--state-dir"])
+            .arg(dir.join("state"))
+            .args(["--join-attempts", "1", "--up-timeout", "30", "--authkey-file"])
+            .arg(key)
+            .env_remove("NXS_AUTHKEY_FILE")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         output(&mut cmd).unwrap()
     };
-    let new_key = |t: &Path, n: usize| {
-        let key = a_key(&format!("crash{n}"));
-        server.keys.lock().unwrap().insert(key.clone(), Key::Valid);
-        let f = t.join("key.txt");
-        write(&f, key.as_bytes(), 0o600);
-        (key, f)
-    };
-
-    let t = tempfile::tempdir().unwrap();
-    let _d = Daemon(t.path().join("state"));
-    let (_, f) = new_key(t.path(), 0);
-    let o = install(t.path(), Some(&f), &[("NXS_FAULT_TRACE", "1".into())]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let key = t.key();
+    let o = install(c0.tmp.path(), &c0.key_file(&key), &[("NXS_FAULT_TRACE", "1".into())]);
+    assert_ok(&o);
     let trace: Vec<String> = stderr(&o).lines().filter(|l| l.starts_with("fault: effect ")).map(String::from).collect();
     for e in ["tailnet-daemon", "tailnet-up", "tailnet-forget-key"] {
         assert!(trace.iter().any(|l| l.ends_with(e)), "{e} is an effect: {trace:?}");
     }
-
     for n in 1..=trace.len() {
-        let t = tempfile::tempdir().unwrap();
-        let _d = Daemon(t.path().join("state"));
-        let (key, f) = new_key(t.path(), n);
-        let o = install(t.path(), Some(&f), &[("NXS_FAULT_CRASH_AT", n.to_string())]);
+        let dir = tempfile::tempdir().unwrap();
+        let _d = Daemon(dir.path().join("state"));
+        let key = t.key();
+        let f = dir.path().join("key.txt");
+        write(&f, key.as_bytes(), 0o600);
+        let o = install(dir.path(), &f, &[("NXS_FAULT_CRASH_AT", n.to_string())]);
         assert_eq!(o.status.signal(), Some(9), "run {n} is killed at {}: {}", trace[n - 1], stderr(&o));
-        // The operator runs the same command again. A key already spent by
-        // the killed run must not be spent again: the server refuses reuse.
-        let o = install(t.path(), Some(&f), &[]);
+        let o = install(dir.path(), &f, &[]);
         assert_eq!(code(&o), 0, "rerun after a crash at {}: {}", trace[n - 1], stderr(&o));
-        let s = run(bundle, &["status", "--state-dir", t.path().join("state").to_str().unwrap(), "--json"]);
+        let s = stdout(&run(&bundle, &["status", "--state-dir", dir.path().join("state").to_str().unwrap(), "--json"]));
+        assert!(s.starts_with("{\"state\":\"RUNNING\"") && s.contains("\"joined\":true"), "{s}");
         assert!(
-            stdout(&s).starts_with("{\"state\":\"RUNNING\"") && stdout(&s).contains("\"joined\":true"),
-            "{}",
-            stdout(&s)
+            !dir.path().join("state/tailnet/authkey").exists(),
+            "after a crash at {}, the key is gone",
+            trace[n - 1]
         );
-        assert!(!t.path().join("state/tailnet/authkey").exists(), "after a crash at {}, the key is gone", trace[n - 1]);
-        assert_eq!(server.keys.lock().unwrap().get(&key), Some(&Key::Used));
+        assert_eq!(t.registrations(&key), 1, "after a crash at {}, the key was spent once", trace[n - 1]);
     }
     eprintln!("a joining install crashed and recovered at each of {} effects", trace.len());
 }
@@ -409,11 +449,13 @@ fn sigkill_at_every_effect_of_a_join_then_rerun_joins() {
 #[test]
 fn the_key_can_be_typed_at_a_prompt_without_echo() {
     require_tool("script");
-    let key = a_key("typed");
-    let server = Server::start(free_port(), &[(&key, Key::Valid)]);
-    let c = Case::new(&server.url);
+    let t = Tailnet::new();
+    t.serve(&[]);
+    let key = t.key();
+    let c = Case::new(&t);
     let cmd = format!(
-        "'{}' install --root '{}' --state-dir '{}' --join-attempts 1",
+        "ip netns exec '{}' '{}' install --root '{}' --state-dir '{}' --join-attempts 1",
+        t.ns.name,
         c.bundle.display(),
         c.root().display(),
         c.state().display()
@@ -431,7 +473,7 @@ fn the_key_can_be_typed_at_a_prompt_without_echo() {
     while !c.root().join(".nxs-bundle").exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     use std::io::Write;
     stdin.write_all(format!("{key}\n").as_bytes()).unwrap();
     drop(stdin);
@@ -441,30 +483,106 @@ fn the_key_can_be_typed_at_a_prompt_without_echo() {
     assert!(terminal.contains("Headscale pre-auth key (input hidden"), "{terminal}");
     assert!(terminal.contains("RUNNING"), "{terminal}");
     assert!(!terminal.contains(&key), "the typed key was echoed: {terminal}");
-    assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used);
+    assert_eq!(t.registrations(&key), 1);
 }
 
-/// A daemon already Running on another login server (an earlier bundle's,
-/// say) is not taken as joined: the stub reads its `ControlURL`, joins
-/// again with `--force-reauth`, and ends joined to the signed server.
+/// The real daemon Running on another login server (here a second double,
+/// joined by hand) is not taken as joined: the stub reads its `ControlURL`,
+/// joins again with `--force-reauth`, and ends joined to the signed server.
 #[test]
 fn a_node_running_on_another_login_server_is_joined_again() {
-    let key = a_key("elsewhere");
-    let server = Server::start(free_port(), &[(&key, Key::Valid)]);
-    let c = Case::new(&server.url);
-    // The double's node: logged in, to another server.
-    write(&c.state().join("tailnet/double-node"), b"http://127.0.0.1:9\nold-node\n\n", 0o600);
-    let f = c.key_file(&key);
-    let o = c.install(&["--authkey-file", f.to_str().unwrap()], &[]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let t = Tailnet::new();
+    t.serve(&[]);
+    // The other server shares the CA (its database starts as a copy of the
+    // TLS directory), so the bundle's CA admits both.
+    let other_db = t.dir.path().join("other-db");
+    std::fs::create_dir_all(other_db.join("tls")).unwrap();
+    for f in ["ca.pem", "server.der", "server.key.der"] {
+        std::fs::copy(t.dir.path().join("db/tls").join(f), other_db.join("tls").join(f)).unwrap();
+    }
+    let other_port = nxs_tests::tailnet::free_port();
+    let other = Headscale::start(nxs_tests::tailnet::double_bin(), &t.ns, &other_db, other_port, &[]).unwrap();
+    let c = Case::new(&t);
+    // First a run with no key: the daemon starts, the join waits.
+    let o = c.install(&[], &[]);
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    // The operator joins the other server by hand.
+    let other_key = Headscale::key_in(nxs_tests::tailnet::double_bin(), &other_db, KEY_TAGS, "1h");
+    let kf = c.tmp.path().join("other-key");
+    write(&kf, other_key.as_bytes(), 0o600);
+    let up = output(
+        t.ns.cmd(real_client().join("tailscale"))
+            .arg(format!("--socket={}", c.state().join("tailnet/tailscaled.sock").display()))
+            .arg("up")
+            .arg(format!("--login-server={}", other.url))
+            .arg(format!("--auth-key=file:{}", kf.display()))
+            .args(["--accept-dns=false", "--timeout=20s"]),
+    )
+    .unwrap();
+    assert_ok(&up);
+    let key = t.key();
+    let o = c.join_with(&key);
+    assert_ok(&o);
     assert!(
-        stderr(&o).contains(&format!("tailscaled is logged in to http://127.0.0.1:9, not to {}", server.url)),
+        stderr(&o).contains(&format!("tailscaled is logged in to {}, not to {}", other.url, t.url)),
         "{}",
         stderr(&o)
     );
-    let ups = c.up_records();
-    assert_eq!(ups.len(), 1, "{ups:?}");
-    assert!(ups[0].1.contains("--force-reauth"), "{}", ups[0].1);
-    assert_eq!(*server.keys.lock().unwrap().get(&key).unwrap(), Key::Used);
+    assert_eq!(t.registrations(&key), 1);
     assert!(c.status().contains("\"tailnet\":{\"joined\":true"), "{}", c.status());
+    // Joined means the real daemon's own ControlURL is ours now (the stub
+    // read it with `tailscale debug prefs`), and ours registered the node.
+    assert_eq!(other.events().matches("\"event\":\"registered\"").count(), 1);
+}
+
+/// The example spec (manifests/survival.toml, tags `tag:nxs` and
+/// `tag:survival`) pointed at the double: its bundle joins, the stub asks
+/// for no tags (Headscale 0.28+ would refuse them with a pre-auth key), and
+/// the node carries the key's.
+#[test]
+fn a_bundle_of_the_example_spec_joins_with_the_keys_tags() {
+    let t = Tailnet::new();
+    t.serve(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let (spec, config) =
+        xtask::double::example_spec_for(&workspace(), &work.path().join("spec"), &t.url, &t.ca).unwrap();
+    let req = nxs_bundler::BuildRequest {
+        spec,
+        out_dir: work.path().join("out"),
+        platforms: vec![HOST.to_string()],
+        tiers: vec!["minimal".to_string()],
+        stubs: std::collections::BTreeMap::from([(HOST.to_string(), stub().to_path_buf())]),
+        // nxs-backup only runs for backups: any file stands in for it here.
+        sources: vec![
+            ("tailscale".into(), real_client()),
+            ("config".into(), config),
+            (xtask::tool::COMPONENT.into(), stub().to_path_buf()),
+        ],
+        key: test_key().0,
+        key_password: None,
+        dev: true,
+        source_date_epoch: None,
+        pack: nxs_bundler::PackOptions { progress: false, ..nxs_bundler::PackOptions::default() },
+    };
+    let report = nxs_bundler::build(&req).unwrap();
+    let bundle = &report.bundles[0].path;
+    let key =
+        Headscale::key_in(nxs_tests::tailnet::double_bin(), &t.dir.path().join("db"), "tag:nxs,tag:survival", "1h");
+    let kf = work.path().join("authkey");
+    write(&kf, key.as_bytes(), 0o600);
+    let (root, state) = (work.path().join("root"), work.path().join("state"));
+    let _d = Daemon(state.clone());
+    let o = output(
+        t.ns.cmd(bundle)
+            .args(["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+            .args(["--join-attempts", "1", "--authkey-file", kf.to_str().unwrap()])
+            .env_remove("NXS_AUTHKEY_FILE"),
+    )
+    .unwrap();
+    assert_ok(&o);
+    assert!(stderr(&o).contains("tailnet: joined"), "{}", stderr(&o));
+    assert_eq!(t.registrations(&key), 1);
+    let nodes = t.server().list("nodes").unwrap();
+    assert!(nodes.contains("\"tags\":[\"tag:nxs\",\"tag:survival\"]"), "{nodes}");
+    assert!(!t.server().events().contains("requested tags"), "the stub asked for no tags");
 }

@@ -837,10 +837,15 @@ impl Run<'_> {
                 }
             }
         }
-        if !p.key_present()? {
-            if j.joined {
-                return Ok(());
+        if j.joined {
+            // Joined and recorded; a run killed before it could drop the key
+            // left it behind, and the key is spent: drop it, join no more.
+            if p.key_present()? {
+                tailnet::forget_key(&p)?;
             }
+            return Ok(());
+        }
+        if !p.key_present()? {
             j.reason = Some(format!(
                 "no auth key was given; pass --authkey-file FILE, set {}, or --authkey-age FILE",
                 tailnet::KEY_FILE_ENV
@@ -891,7 +896,8 @@ impl Run<'_> {
                     j.reason = Some(format!("{}; {}", f.reason(), new_key_hint(&hs.tags)));
                     return self.set_join(j);
                 }
-                f @ JoinFailure::Refused(_) => {
+                f @ (JoinFailure::Refused(_) | JoinFailure::VersionWindow(_)) => {
+                    // The operator must act; the key was not spent.
                     eprintln!("  {}", f.reason());
                     j.reason = Some(f.reason());
                     return self.set_join(j);
@@ -920,16 +926,30 @@ impl Run<'_> {
                 true => Some(tailnet::control_url(&p, &client, &self.layout.root)),
                 false => None,
             };
-            match tailnet::status(&p, &client, &self.layout.root) {
+            match tailnet::settled_status(&p, &client, &self.layout.root) {
                 Ok(s) => match server(&s) {
                     Some(Ok(url)) if tailnet::same_server(&url, &hs.login_server) => {
-                        eprintln!("  tailnet: joined {} (BackendState Running, online)", hs.login_server);
+                        eprintln!(
+                            "  tailnet: joined {} as {} (BackendState Running, online; tailscale {})",
+                            hs.login_server,
+                            if s.ips.is_empty() { "(no address yet)".to_string() } else { s.ips.join(", ") },
+                            s.version
+                        );
+                        // Registered: the key is spent, whatever the relay says.
                         j.joined = true;
                         j.reason = None;
+                        let relay = tailnet::relay_check(&p, &hs, &client, &self.layout.root);
+                        if let Err(why) = &relay {
+                            j.reason = Some(why.clone());
+                        }
                         self.set_join(j)?;
                         crate::fault::effect("tailnet-forget-key")?;
                         tailnet::forget_key(&p)?;
-                        return Ok(None);
+                        return Ok(relay.err().map(|why| {
+                            Error::new(Class::Degraded, format!("installed and on the tailnet, but {why}")).hint(
+                                "peers are reachable only directly; an air-gapped Headscale must serve its embedded DERP relay (derp.server.enabled: true, with an https server_url and a stun_listen_addr; see docs/HEADSCALE.md). Run install again once it does: it checks the relay again without extracting",
+                            )
+                        }));
                     }
                     Some(Ok(url)) => {
                         j.joined = false;

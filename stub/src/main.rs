@@ -377,7 +377,10 @@ fn status(dir: &std::path::Path, as_json: bool) -> Result<i32> {
             println!("error:    {e}");
         }
         match &cp.join {
-            Some(j) if j.joined => println!("tailnet:  joined"),
+            Some(j) if j.joined => match &j.reason {
+                Some(why) => println!("tailnet:  joined, degraded: {why}"),
+                None => println!("tailnet:  joined"),
+            },
             Some(j) => println!(
                 "tailnet:  join pending ({} attempt(s) so far): {}",
                 j.attempts,

@@ -542,6 +542,10 @@ pub enum JoinFailure {
     /// key may not carry, a client version outside its window): the key is
     /// kept, the operator must act.
     Refused(String),
+    /// The server does not take this client's version: Headscale closes
+    /// the connection of a client below its window instead of answering the
+    /// Noise handshake. The key is kept; the bundle needs another client.
+    VersionWindow(String),
     /// `tailscale up` gave up waiting (`--timeout`); the cause, if any, is in
     /// `tailscale status --json`'s `Health`.
     Timeout(String),
@@ -555,6 +559,7 @@ impl JoinFailure {
             JoinFailure::Unreachable(m) => format!("login server unreachable: {m}"),
             JoinFailure::KeyRejected(m) => format!("the login server rejected the auth key: {m}"),
             JoinFailure::Refused(m) => format!("the login server refused the registration: {m}"),
+            JoinFailure::VersionWindow(m) => format!("the login server does not accept this client's version: {m}"),
             JoinFailure::Timeout(m) => format!("tailscale up timed out: {m}"),
             JoinFailure::Client(m) => format!("tailscale up failed: {m}"),
         }
@@ -575,6 +580,11 @@ const KEY_REFUSALS: &[&str] = &[
     "invalid pre auth key",
     "authkey not found",
     "auth-key not found",
+    // v0.28+: a key Headscale cannot read, one whose secret does not match
+    // (db/preauth_keys.go 213-276), or none at all (types/preauth_key.go 121).
+    "failed to parse auth-key",
+    "invalid auth key",
+    "invalid authkey",
 ];
 
 /// Classifies a failed `tailscale up` from its exit status and output.
@@ -615,9 +625,15 @@ pub fn classify_server(msg: &str) -> JoinFailure {
         JoinFailure::Refused(format!(
             "{msg}; the node's tags come from the pre-auth key (headscale preauthkeys create --tags ...)"
         ))
-    } else if lower.contains("unsupported client version") {
-        JoinFailure::Refused(format!(
-            "{msg}; the bundle's Tailscale client is outside this Headscale's version window (Headscale 0.29 needs tailscale 1.80 or newer)"
+    } else if lower.contains("unsupported client version") || lower.contains("reading response header: eof") {
+        // Headscale refuses a client below its window in the early write
+        // after the handshake, before the handshake's answer is sent: the
+        // client reads the 101 and then the end of the stream (headscale
+        // v0.29.2 hscontrol/noise.go 224-234; tailscale v1.96.4
+        // control/controlbase/handshake.go 136-139). On /machine/register
+        // it says so in words (noise.go 783-785).
+        JoinFailure::VersionWindow(format!(
+            "{msg}; the login server closed the connection instead of answering the Noise handshake, as Headscale does to a client outside its version window (Headscale 0.29 takes tailscale 1.80 or newer, and each release drops the oldest minor versions): build the bundle with a newer Tailscale client"
         ))
     } else if ["connection refused", "no such host", "i/o timeout", "network is unreachable", "no route to host"]
         .iter()
@@ -689,6 +705,10 @@ pub fn up(
 pub struct NodeStatus {
     pub backend_state: String,
     pub online: bool,
+    /// The node's tailnet addresses (`Self.TailscaleIPs`).
+    pub ips: Vec<String>,
+    /// The daemon's own version (`Version`).
+    pub version: String,
     /// The client's health warnings; the last login error is among them
     /// ("... The last login error was: <message>").
     pub health: Vec<String>,
@@ -739,11 +759,74 @@ pub fn status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::
     let v = client_json(p, client, root, &["status", "--json"])?;
     let backend_state = v.get("BackendState").and_then(json::Value::as_str).unwrap_or("").to_string();
     let online = v.get("Self").and_then(|s| s.get("Online")).and_then(json::Value::as_bool).unwrap_or(false);
-    let health = match v.get("Health") {
+    let strings = |v: Option<&json::Value>| match v {
         Some(json::Value::Arr(items)) => items.iter().filter_map(|h| h.as_str()).map(str::to_string).collect(),
         _ => Vec::new(),
     };
-    Ok(NodeStatus { backend_state, online, health })
+    let health = strings(v.get("Health"));
+    let ips = strings(v.get("Self").and_then(|s| s.get("TailscaleIPs")));
+    let version = v.get("Version").and_then(json::Value::as_str).unwrap_or("").to_string();
+    Ok(NodeStatus { backend_state, online, ips, version, health })
+}
+
+/// How long VALIDATING waits for a node to settle.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// `tailscale status --json`, asked again for a while when the node is on
+/// its way: `Starting`, or `Running` while its map stream reconnects (the
+/// real client's `Self.Online` is whether a map stream is up, tailscale
+/// v1.96.4 `ipn/ipnlocal/local.go` 1336, and an `up` restarts it).
+pub fn settled_status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::result::Result<NodeStatus, String> {
+    let until = Instant::now() + SETTLE;
+    loop {
+        let s = status(p, client, root)?;
+        let on_the_way = s.backend_state == "Starting" || (s.backend_state == "Running" && !s.online);
+        if !on_the_way || Instant::now() >= until {
+            return Ok(s);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Whether a DERP relay answers this node. A node is `Running` as soon as
+/// it has picked a home relay, before it has reached it (tailscale v1.96.4
+/// `ipn/ipnlocal/local.go` 5878-5883 counts `LiveDERPs`, which
+/// `wgengine/magicsock/derp.go` 410 adds before dialing), and the client
+/// names an unreachable relay in `Health` only after 10 s. So the stub asks
+/// `tailscale netcheck`, which probes every relay of the node's DERP map by
+/// STUN and then HTTPS: a `PreferredDERP` of 0 means none answered.
+/// `Err` says why no relay answers.
+pub fn relay_check(
+    p: &Paths,
+    hs: &Headscale,
+    client: &TailscaleClient,
+    root: &Path,
+) -> std::result::Result<(), String> {
+    let mut cmd = client_cmd(p, client, root);
+    // netcheck's HTTPS probe checks the relay against the login server's CA.
+    cmd.envs(daemon_env(hs, root)).args(["netcheck", "--format=json"]);
+    let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
+    let done = crate::hooks::run_logged(&mut cmd, "tailscale netcheck", log, Duration::from_secs(30), false, true)
+        .map_err(|e| e.msg)?;
+    let text = String::from_utf8_lossy(&done.output);
+    let v = text
+        .find('{')
+        .and_then(|i| json::parse(&text[i..]))
+        .ok_or_else(|| format!("tailscale netcheck printed no report (exit {})", done.status))?;
+    match v.get("PreferredDERP") {
+        Some(json::Value::Num(n)) if n != "0" => Ok(()),
+        _ => {
+            let relay = status(p, client, root)
+                .map(|s| s.health.into_iter().filter(|h| h.contains("relay server")).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let mut why = "no DERP relay answers (tailscale netcheck found none in the DERP map the login server sent)"
+                .to_string();
+            if !relay.is_empty() {
+                why.push_str(&format!("; the client says: {}", relay.join("; ")));
+            }
+            Err(why)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -770,8 +853,12 @@ mod tests {
             "backend error: handling register with auth key: creating new node: requested tags [tag:a] are invalid or not permitted\n",
         );
         assert!(matches!(&tags, JoinFailure::Refused(m) if m.contains("come from the pre-auth key")), "{tags:?}");
-        let old = classify_server("unsupported client version: v1.50.0 (70)");
-        assert!(matches!(&old, JoinFailure::Refused(m) if m.contains("version window")), "{old:?}");
+        let old = classify_server("unsupported client version: v1.78 (109)");
+        assert!(matches!(&old, JoinFailure::VersionWindow(m) if m.contains("version window")), "{old:?}");
+        // What the real 1.96.4 client's Health says when Headscale closes the
+        // connection of a client below its window.
+        let eof = classify_server("register request: Post \"https://hs.example/machine/register\": all connection attempts failed (HTTP: TLS forced: no port 80 dialed, HTTPS: reading response header: EOF)");
+        assert!(matches!(&eof, JoinFailure::VersionWindow(_)), "{eof:?}");
         let usage = classify_up(2, "invalid value \"x\" for flag -accept-dns: flag provided multiple times\nUSAGE\n  tailscale up [flags]\n      --timeout duration ...\n");
         assert!(
             matches!(&usage, JoinFailure::Client(m) if m.contains("exit 2") && m.contains("provided multiple times")),
@@ -788,6 +875,8 @@ mod tests {
         let st = NodeStatus {
             backend_state: "NeedsLogin".into(),
             online: false,
+            ips: vec![],
+            version: "1.96.4".into(),
             health: vec!["You are logged out. The last login error was: authkey expired".into()],
         };
         assert_eq!(st.last_login_error(), Some("authkey expired"));

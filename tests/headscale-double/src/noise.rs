@@ -202,12 +202,12 @@ pub fn error_frame(msg: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
 
     /// The initiator's side, for the round trip below only: the client in
     /// every other test is the real one.
-    pub fn initiate(server: &PublicKey, machine: &StaticSecret, version: u16) -> ([u8; 101], Symmetric, StaticSecret) {
+    fn initiate(server: &PublicKey, machine: &StaticSecret, version: u16) -> ([u8; 101], Symmetric, StaticSecret) {
         let mut s = Symmetric::new();
         s.mix_hash(format!("{PROLOGUE_PREFIX}{version}").as_bytes());
         s.mix_hash(server.as_bytes());
