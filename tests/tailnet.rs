@@ -586,3 +586,40 @@ fn a_bundle_of_the_example_spec_joins_with_the_keys_tags() {
     assert!(nodes.contains("\"tags\":[\"tag:nxs\",\"tag:survival\"]"), "{nodes}");
     assert!(!t.server().events().contains("requested tags"), "the stub asked for no tags");
 }
+
+/// The double enforces Headscale 0.28+'s rule: with a pre-auth key, a
+/// registration that asks for tags is refused, in Headscale's words, as the
+/// real client prints them. (The stub never asks; this is the real `up`
+/// run by hand with `--advertise-tags`.)
+#[test]
+fn tags_asked_for_with_a_preauth_key_are_refused_as_headscale_does() {
+    let t = Tailnet::new();
+    t.serve(&[]);
+    let c = Case::new(&t);
+    // A run with no key: the real daemon starts, the join waits.
+    let o = c.install(&[], &[]);
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    let key = t.key();
+    let kf = c.tmp.path().join("by-hand");
+    write(&kf, key.as_bytes(), 0o600);
+    let up = output(
+        t.ns.cmd(real_client().join("tailscale"))
+            .arg(format!("--socket={}", c.state().join("tailnet/tailscaled.sock").display()))
+            .arg("up")
+            .arg(format!("--login-server={}", t.url))
+            .arg(format!("--auth-key=file:{}", kf.display()))
+            .args(["--advertise-tags=tag:nxs,tag:extra", "--accept-dns=false", "--timeout=20s"]),
+    )
+    .unwrap();
+    assert_eq!(code(&up), 1, "{}{}", stdout(&up), stderr(&up));
+    let said = format!("{}{}", stdout(&up), stderr(&up));
+    let words = "backend error: handling register with auth key: creating new node: requested tags [tag:nxs tag:extra] are invalid or not permitted";
+    assert!(said.contains(words), "{said}");
+    // The stub's reading of that very output: a refusal that keeps the key.
+    let f = nxs_stub::tailnet::classify_up(1, &said);
+    assert!(
+        matches!(&f, nxs_stub::tailnet::JoinFailure::Refused(m) if m.contains("come from the pre-auth key")),
+        "{f:?}"
+    );
+    assert_eq!(t.registrations(&key), 0, "nothing was registered");
+}
