@@ -817,33 +817,34 @@ impl Run<'_> {
         // before spending the key again.
         // A node logged in to another login server is not joined: `up`
         // must re-authenticate it to ours.
+        // A join recorded by an earlier run counts only while the daemon
+        // still runs on our server: one that lost its state, or moved, joins
+        // again, with the key given now.
         let mut elsewhere = false;
-        if !j.joined {
-            if let Ok(s) = tailnet::status(&p, &client, &self.layout.root) {
-                if s.backend_state == "Running" {
-                    match tailnet::control_url(&p, &client, &self.layout.root) {
-                        Ok(url) if tailnet::same_server(&url, &hs.login_server) => {
+        if let Ok(s) = tailnet::settled_status(&p, &client, &self.layout.root) {
+            if s.backend_state == "Running" {
+                match tailnet::control_url(&p, &client, &self.layout.root) {
+                    Ok(url) if tailnet::same_server(&url, &hs.login_server) => {
+                        if !j.joined {
                             eprintln!("  tailscaled is already logged in: the join went through in an earlier run");
-                            self.joined_now = true;
-                            j.reason = None;
-                            return self.set_join(j);
                         }
-                        Ok(url) => {
-                            eprintln!("  tailscaled is logged in to {url}, not to {}: joining again", hs.login_server);
-                            elsewhere = true;
-                        }
-                        Err(why) => eprintln!("  tailscaled's login server is unknown ({why}): joining again"),
+                        // VALIDATING drops a key left behind: spent by that
+                        // join, or given for nothing.
+                        self.joined_now = true;
+                        j.reason = None;
+                        return self.set_join(j);
                     }
+                    Ok(url) => {
+                        eprintln!("  tailscaled is logged in to {url}, not to {}: joining again", hs.login_server);
+                        elsewhere = true;
+                    }
+                    Err(why) => eprintln!("  tailscaled's login server is unknown ({why}): joining again"),
                 }
             }
         }
         if j.joined {
-            // Joined and recorded; a run killed before it could drop the key
-            // left it behind, and the key is spent: drop it, join no more.
-            if p.key_present()? {
-                tailnet::forget_key(&p)?;
-            }
-            return Ok(());
+            eprintln!("  the node was joined, but tailscaled is not running on {}: joining again", hs.login_server);
+            j.joined = false;
         }
         if !p.key_present()? {
             j.reason = Some(format!(

@@ -625,15 +625,21 @@ pub fn classify_server(msg: &str) -> JoinFailure {
         JoinFailure::Refused(format!(
             "{msg}; the node's tags come from the pre-auth key (headscale preauthkeys create --tags ...)"
         ))
-    } else if lower.contains("unsupported client version") || lower.contains("reading response header: eof") {
+    } else if lower.contains("unsupported client version") {
+        // On /machine/register Headscale says so in words (headscale v0.29.2
+        // hscontrol/noise.go 783-785).
+        JoinFailure::VersionWindow(format!(
+            "{msg}; Headscale 0.29 takes tailscale 1.80 or newer, and each release drops the oldest minor versions: build the bundle with a newer Tailscale client"
+        ))
+    } else if lower.contains("reading response header: eof") {
         // Headscale refuses a client below its window in the early write
         // after the handshake, before the handshake's answer is sent: the
-        // client reads the 101 and then the end of the stream (headscale
-        // v0.29.2 hscontrol/noise.go 224-234; tailscale v1.96.4
-        // control/controlbase/handshake.go 136-139). On /machine/register
-        // it says so in words (noise.go 783-785).
+        // client reads the 101 and then the end of the stream (noise.go
+        // 224-234; tailscale v1.96.4 controlhttpserver.go 81-109). Any other
+        // failure after the upgrade looks the same, so this is a likely
+        // cause, not a certain one.
         JoinFailure::VersionWindow(format!(
-            "{msg}; the login server closed the connection instead of answering the Noise handshake, as Headscale does to a client outside its version window (Headscale 0.29 takes tailscale 1.80 or newer, and each release drops the oldest minor versions): build the bundle with a newer Tailscale client"
+            "{msg}; the login server closed the connection without answering the Noise handshake. Headscale does this to a client outside its version window (Headscale 0.29 takes tailscale 1.80 or newer), so the bundle probably needs a newer Tailscale client; a failed handshake, or a proxy that cuts upgraded connections, looks the same"
         ))
     } else if ["connection refused", "no such host", "i/o timeout", "network is unreachable", "no route to host"]
         .iter()
@@ -780,7 +786,9 @@ pub fn settled_status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::
     let until = Instant::now() + SETTLE;
     loop {
         let s = status(p, client, root)?;
-        let on_the_way = s.backend_state == "Starting" || (s.backend_state == "Running" && !s.online);
+        // NoState (or none yet) is a daemon that has just started.
+        let on_the_way = matches!(s.backend_state.as_str(), "" | "NoState" | "Starting")
+            || (s.backend_state == "Running" && !s.online);
         if !on_the_way || Instant::now() >= until {
             return Ok(s);
         }
@@ -793,36 +801,52 @@ pub fn settled_status(p: &Paths, client: &TailscaleClient, root: &Path) -> std::
 /// `ipn/ipnlocal/local.go` 5878-5883 counts `LiveDERPs`, which
 /// `wgengine/magicsock/derp.go` 410 adds before dialing), and the client
 /// names an unreachable relay in `Health` only after 10 s. So the stub asks
-/// `tailscale netcheck`, which probes every relay of the node's DERP map by
-/// STUN and then HTTPS: a `PreferredDERP` of 0 means none answered.
-/// `Err` says why no relay answers.
+/// `tailscale netcheck`, which probes the relays of the node's DERP map by
+/// STUN, and by HTTPS when no STUN answer comes (net/netcheck/netcheck.go
+/// 961-1019): a `PreferredDERP` of 0 means none answered. A relay whose
+/// STUN answers and whose DERP does not passes. `Err` says why no relay
+/// answers.
+///
+/// netcheck fetches Tailscale's public DERP map when the daemon has none
+/// (cmd/tailscale/cli/netcheck.go 121-135): the stub asks the daemon for
+/// its map first, and never runs netcheck without one, so an air-gapped
+/// machine never reaches out.
 pub fn relay_check(
     p: &Paths,
     hs: &Headscale,
     client: &TailscaleClient,
     root: &Path,
 ) -> std::result::Result<(), String> {
+    let map = client_json(p, client, root, &["debug", "derp-map"])?;
+    match map.get("Regions") {
+        Some(json::Value::Obj(regions)) if !regions.is_empty() => {}
+        _ => return Err("the login server sent no DERP map, so no relay can carry this node's traffic".into()),
+    }
     let mut cmd = client_cmd(p, client, root);
     // netcheck's HTTPS probe checks the relay against the login server's CA.
-    cmd.envs(daemon_env(hs, root)).args(["netcheck", "--format=json"]);
+    cmd.envs(daemon_env(hs, root)).args(["netcheck", "--format=json-line"]);
     let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
     let done = crate::hooks::run_logged(&mut cmd, "tailscale netcheck", log, Duration::from_secs(30), false, true)
         .map_err(|e| e.msg)?;
+    // The report is one line of JSON; the portmapper may log lines of its
+    // own around it.
     let text = String::from_utf8_lossy(&done.output);
-    let v = text
-        .find('{')
-        .and_then(|i| json::parse(&text[i..]))
-        .ok_or_else(|| format!("tailscale netcheck printed no report (exit {})", done.status))?;
-    match v.get("PreferredDERP") {
+    let report = text.lines().rev().filter(|l| l.starts_with('{')).find_map(json::parse);
+    let Some(report) = report else {
+        return Err(format!("tailscale netcheck gave no report (exit {}): the relay is unchecked", done.status));
+    };
+    match report.get("PreferredDERP") {
         Some(json::Value::Num(n)) if n != "0" => Ok(()),
         _ => {
-            let relay = status(p, client, root)
-                .map(|s| s.health.into_iter().filter(|h| h.contains("relay server")).collect::<Vec<_>>())
+            // The client's own word, once it has one: `no-derp-home` or
+            // `no-derp-connection` (health/warnings.go 139-173).
+            let said: Vec<String> = status(p, client, root)
+                .map(|s| s.health.into_iter().filter(|h| h.contains("relay server")).collect())
                 .unwrap_or_default();
             let mut why = "no DERP relay answers (tailscale netcheck found none in the DERP map the login server sent)"
                 .to_string();
-            if !relay.is_empty() {
-                why.push_str(&format!("; the client says: {}", relay.join("; ")));
+            if !said.is_empty() {
+                why.push_str(&format!("; the client says: {}", said.join("; ")));
             }
             Err(why)
         }
@@ -854,7 +878,7 @@ mod tests {
         );
         assert!(matches!(&tags, JoinFailure::Refused(m) if m.contains("come from the pre-auth key")), "{tags:?}");
         let old = classify_server("unsupported client version: v1.78 (109)");
-        assert!(matches!(&old, JoinFailure::VersionWindow(m) if m.contains("version window")), "{old:?}");
+        assert!(matches!(&old, JoinFailure::VersionWindow(m) if m.contains("newer Tailscale client")), "{old:?}");
         // What the real 1.96.4 client's Health says when Headscale closes the
         // connection of a client below its window.
         let eof = classify_server("register request: Post \"https://hs.example/machine/register\": all connection attempts failed (HTTP: TLS forced: no port 80 dialed, HTTPS: reading response header: EOF)");

@@ -635,11 +635,26 @@ pub mod tailnet {
     /// when dropped, as an operator would stop the service.
     pub struct Daemon(pub std::path::PathBuf);
 
+    impl Daemon {
+        /// Stops the supervisor's process group, and waits until it is gone.
+        pub fn stop(&self) {
+            if let Ok(pid) = std::fs::read_to_string(self.0.join("tailnet/tailscaled.pid")) {
+                let group = format!("-{}", pid.trim());
+                let _ = std::process::Command::new("kill").args(["-TERM", "--", &group]).status();
+                for _ in 0..100 {
+                    let alive = std::process::Command::new("kill").args(["-0", "--", &group]).output();
+                    if !alive.is_ok_and(|o| o.status.success()) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
     impl Drop for Daemon {
         fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(self.0.join("tailnet/tailscaled.pid")) {
-                let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{}", pid.trim())]).status();
-            }
+            self.stop();
         }
     }
 }

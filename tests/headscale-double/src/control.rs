@@ -7,7 +7,8 @@
 //! `hscontrol/state/state.go`, `hscontrol/types/preauth_key.go`,
 //! `hscontrol/poll.go`, `hscontrol/mapper/` (the rules and the answers).
 //!
-//! What it leaves out: interactive (web) login, OIDC, policies (every node
+//! What it leaves out: interactive (web) login (a node without a key gets
+//! its `AuthURL`, and nothing serves it), OIDC, policies (every node
 //! may reach every other, Headscale's default without a policy), routes,
 //! peers (each node's map lists none) and live map updates.
 
@@ -268,7 +269,9 @@ fn register(s: &Server, machine: &str, req: &Value) -> (u16, &'static str, Strin
                     (false, (None, "node exists with a different machine key".to_string(), None))
                 }
                 Some(n) => (false, (Some(n.clone()), String::new(), None)),
-                None => (false, (None, "interactive login is not offered by this TEST DOUBLE; use a pre-auth key".into(), None)),
+                // auth.go 430-462: a web login, which the client offers the
+                // user as a URL; this double serves no such page.
+                None => (false, (None, String::new(), None)),
             };
         }
         let i = match db::find_key(d, &auth_key) {
@@ -363,6 +366,13 @@ fn register(s: &Server, machine: &str, req: &Value) -> (u16, &'static str, Strin
         Ok(o) => o,
         Err(e) => return (500, "text/plain; charset=utf-8", format!("{e}\n")),
     };
+    if node.is_none() && error.is_empty() {
+        let url = format!("{}/register/{}", s.server_url.trim_end_matches('/'), db::random_string(24));
+        s.log.event("register-interactive", &[("machine", machine.to_string()), ("auth_url", url.clone())]);
+        let mut v: Value = serde_json::from_str(&register_json(None, "", false)).expect("our JSON");
+        v["AuthURL"] = url.into();
+        return (200, JSON, v.to_string() + "\n");
+    }
     let mut fields = vec![("machine", machine.to_string()), ("hostname", hostname.clone())];
     if let Some(k) = key_name {
         fields.push(("key", k));
@@ -403,8 +413,7 @@ fn derp_map(s: &Server) -> Value {
         Derp::Unreachable => (s.dead_port as i64, -1, "Unreachable relay (TEST DOUBLE)"),
     };
     json!({"Regions": {"999": {"RegionID": 999, "RegionCode": "headscale", "RegionName": name,
-        "Nodes": [{"Name": "999", "RegionID": 999, "HostName": host, "STUNPort": stun, "DERPPort": port}]}},
-        "omitDefaultRegions": true})
+        "Nodes": [{"Name": "999", "RegionID": 999, "HostName": host, "STUNPort": stun, "DERPPort": port}]}}})
 }
 
 /// `tailcfg.Node` for the node itself (types/node.go 1233-1353).

@@ -71,7 +71,7 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// URL-safe base64 alphabet characters from the OS's randomness.
-fn random_string(n: usize) -> String {
+pub fn random_string(n: usize) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = vec![0u8; n];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
@@ -196,7 +196,10 @@ pub fn find_key(d: &Data, key: &str) -> Lookup {
     match d.keys.iter().position(|k| k.prefix == prefix) {
         None => Lookup::NotFound,
         Some(i) if d.keys[i].hash == sha256_hex(secret) => Lookup::Found(i),
-        Some(_) => Lookup::Malformed("invalid auth key: the secret does not match the stored hash".into()),
+        // preauth_keys.go 271-276, with bcrypt's own words.
+        Some(_) => Lookup::Malformed(
+            "invalid auth key: crypto/bcrypt: hashedPassword is not the hash of the given password".into(),
+        ),
     }
 }
 

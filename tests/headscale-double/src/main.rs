@@ -158,8 +158,38 @@ pub struct Server {
     /// `hscontrol/derp/server/derp_server.go` 73-148).
     pub server_url: String,
     pub tls: Arc<rustls::ServerConfig>,
-    /// A port refused to every connection, for [`Derp::Unreachable`].
+    /// A port refused to every connection, for [`Derp::Unreachable`]: bound
+    /// and never listened on, and held so that nothing else takes it.
     pub dead_port: u16,
+    _dead: std::os::fd::OwnedFd,
+}
+
+/// A TCP socket bound to a free port of `ip` and never listened on: a
+/// connection to it is refused.
+fn refusing_port(ip: std::net::IpAddr) -> Result<(std::os::fd::OwnedFd, u16), String> {
+    use std::os::fd::FromRawFd;
+    let std::net::IpAddr::V4(v4) = ip else { return Err("--listen: the refusing port needs IPv4".into()) };
+    // SAFETY: plain socket calls on a descriptor we own from here on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from(v4).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut glen = len;
+        if libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut glen) != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        Ok((owned, u16::from_be(got.sin_port)))
+    }
 }
 
 fn usage() -> ! {
@@ -279,10 +309,7 @@ fn serve(args: Args) {
     let tls = tls::server_config(certs, key).unwrap_or_else(|e| fail(&e));
     let noise_key = control::load_or_make_key(db.dir()).unwrap_or_else(|e| fail(&e));
     let log = Log { path: db.dir().join("events.jsonl") };
-    // A port that refuses: bound, never listened on, so no one else takes it.
-    let dead = std::net::TcpListener::bind((addr.ip(), 0)).unwrap_or_else(|e| fail(&e.to_string()));
-    let dead_port = dead.local_addr().map(|a| a.port()).unwrap_or(1);
-    drop(dead);
+    let (dead, dead_port) = refusing_port(addr.ip()).unwrap_or_else(|e| fail(&e));
     let server = Arc::new(Server {
         db,
         log,
@@ -293,6 +320,7 @@ fn serve(args: Args) {
         server_url,
         tls,
         dead_port,
+        _dead: dead,
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     rt.block_on(async move {

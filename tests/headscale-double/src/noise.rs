@@ -24,7 +24,6 @@ const PROLOGUE_PREFIX: &str = "Tailscale Control Protocol v";
 pub const INITIATION_LEN: usize = 101;
 pub const MSG_INITIATION: u8 = 1;
 pub const MSG_RESPONSE: u8 = 2;
-pub const MSG_ERROR: u8 = 3;
 pub const MSG_RECORD: u8 = 4;
 /// The largest frame either side sends or accepts (conn.go 28).
 pub const MAX_MESSAGE: usize = 4096;
@@ -189,16 +188,6 @@ pub fn accept(server: &StaticSecret, init: &[u8]) -> Result<Accepted, String> {
     let (k1, k2) = hkdf2(&s.ck, &[]);
     // The initiator sends with the first key (handshake.go 172-183, 305-315).
     Ok(Accepted { version, machine, response, tx: CipherState::new(&k2), rx: CipherState::new(&k1) })
-}
-
-/// The unauthenticated error frame a responder may send instead of a
-/// response (handshake.go 209-223).
-pub fn error_frame(msg: &str) -> Vec<u8> {
-    let msg = &msg.as_bytes()[..msg.len().min(u16::MAX as usize)];
-    let mut f = vec![MSG_ERROR];
-    f.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-    f.extend_from_slice(msg);
-    f
 }
 
 #[cfg(test)]

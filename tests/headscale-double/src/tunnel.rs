@@ -31,15 +31,25 @@ pub async fn upgrade(
     early: String,
 ) -> Result<(tokio::io::DuplexStream, u16, [u8; 32]), String> {
     use base64::Engine;
-    let init = base64::engine::general_purpose::STANDARD
-        .decode(init_b64.trim())
-        .map_err(|e| format!("decoding base64 handshake header: {e}"))?;
+    // controlhttpserver.go 60-64: a header that is not base64 gets a 400,
+    // before any switch.
+    let init = match base64::engine::general_purpose::STANDARD.decode(init_b64.trim()) {
+        Ok(i) => i,
+        Err(e) => {
+            let body = b"invalid tailscale handshake header\n";
+            let _ = crate::http1::respond(&mut tcp, 400, "text/plain; charset=utf-8", body).await;
+            return Err(format!("decoding base64 handshake header: {e}"));
+        }
+    };
     // controlhttpserver.go 57-71: 101 first, then the handshake response.
     crate::http1::switch(&mut tcp, "tailscale-control-protocol", &[]).await.map_err(|e| e.to_string())?;
     let mut a = match noise::accept(server_key, &init) {
         Ok(a) => a,
         Err(e) => {
-            let _ = tcp.write_all(&noise::error_frame("handshake failed")).await;
+            // The error frame Tailscale's server writes goes into its corked
+            // connection and is never sent (controlhttpserver.go 92-112): the
+            // client sees the end of the stream.
+            let _ = tcp.shutdown().await;
             return Err(format!("noise handshake failed: {e}"));
         }
     };
