@@ -744,14 +744,27 @@ fn client_json(
     args: &[&str],
 ) -> std::result::Result<json::Value, String> {
     let what = format!("tailscale {}", args.join(" "));
+    let (text, status) = client_output(p, client, root, args, &[])?;
+    let start = text.find('{').ok_or_else(|| format!("{what} printed no JSON (exit {status})"))?;
+    json::parse(&text[start..]).ok_or_else(|| format!("{what} printed malformed JSON"))
+}
+
+/// Runs `tailscale ARGS` with `env` added, logged to `logs/tailscale.log`,
+/// and returns what it printed and its exit status.
+fn client_output(
+    p: &Paths,
+    client: &TailscaleClient,
+    root: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> std::result::Result<(String, i32), String> {
     let mut cmd = client_cmd(p, client, root);
-    cmd.args(args);
+    cmd.envs(env.iter().cloned()).args(args);
     let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
+    let what = format!("tailscale {}", args.join(" "));
     let done =
         crate::hooks::run_logged(&mut cmd, &what, log, Duration::from_secs(30), false, true).map_err(|e| e.msg)?;
-    let text = String::from_utf8_lossy(&done.output);
-    let start = text.find('{').ok_or_else(|| format!("{what} printed no JSON (exit {})", done.status))?;
-    json::parse(&text[start..]).ok_or_else(|| format!("{what} printed malformed JSON"))
+    Ok((String::from_utf8_lossy(&done.output).into_owned(), done.status))
 }
 
 /// Whether two login server URLs name the same server (a trailing `/`
@@ -822,18 +835,14 @@ pub fn relay_check(
         Some(json::Value::Obj(regions)) if !regions.is_empty() => {}
         _ => return Err("the login server sent no DERP map, so no relay can carry this node's traffic".into()),
     }
-    let mut cmd = client_cmd(p, client, root);
     // netcheck's HTTPS probe checks the relay against the login server's CA.
-    cmd.envs(daemon_env(hs, root)).args(["netcheck", "--format=json-line"]);
-    let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
-    let done = crate::hooks::run_logged(&mut cmd, "tailscale netcheck", log, Duration::from_secs(30), false, true)
-        .map_err(|e| e.msg)?;
+    let (text, status_code) =
+        client_output(p, client, root, &["netcheck", "--format=json-line"], &daemon_env(hs, root))?;
     // The report is one line of JSON; the portmapper may log lines of its
     // own around it.
-    let text = String::from_utf8_lossy(&done.output);
     let report = text.lines().rev().filter(|l| l.starts_with('{')).find_map(json::parse);
     let Some(report) = report else {
-        return Err(format!("tailscale netcheck gave no report (exit {}): the relay is unchecked", done.status));
+        return Err(format!("tailscale netcheck gave no report (exit {status_code}): the relay is unchecked"));
     };
     match report.get("PreferredDERP") {
         Some(json::Value::Num(n)) if n != "0" => Ok(()),

@@ -538,7 +538,7 @@ pub mod tailnet {
 
     /// A loopback port nothing listens on (for now).
     pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        xtask::double::free_port().unwrap()
     }
 
     /// The real `tailscale` and `tailscaled` 1.96.4 (x86_64, from PyPI).
@@ -609,12 +609,8 @@ pub mod tailnet {
 
         /// The double's keys (`preauthkeys list`, which never shows a key).
         pub fn keys(&self) -> nxs_format::json::Value {
-            let out = std::process::Command::new(double_bin())
-                .args(["preauthkeys", "list", "--db"])
-                .arg(self.dir.path().join("db"))
-                .output()
-                .unwrap();
-            nxs_format::json::parse(&String::from_utf8_lossy(&out.stdout)).expect("JSON")
+            let out = Headscale::list_in(double_bin(), &self.dir.path().join("db"), "preauthkeys").unwrap();
+            nxs_format::json::parse(&out).expect("JSON")
         }
 
         /// How many registrations the key with this whole text carried.
@@ -638,17 +634,7 @@ pub mod tailnet {
     impl Daemon {
         /// Stops the supervisor's process group, and waits until it is gone.
         pub fn stop(&self) {
-            if let Ok(pid) = std::fs::read_to_string(self.0.join("tailnet/tailscaled.pid")) {
-                let group = format!("-{}", pid.trim());
-                let _ = std::process::Command::new("kill").args(["-TERM", "--", &group]).status();
-                for _ in 0..100 {
-                    let alive = std::process::Command::new("kill").args(["-0", "--", &group]).output();
-                    if !alive.is_ok_and(|o| o.status.success()) {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
+            xtask::double::stop_tailscaled(&self.0);
         }
     }
 

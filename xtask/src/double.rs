@@ -34,6 +34,28 @@ pub fn headscale_bin(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/doubles/release/headscale-double"))
 }
 
+/// A loopback port nothing listens on (for now). A namespace has ports of
+/// its own, so one free here is free in a new namespace too.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Stops the tailscaled supervisor an install started for `state_dir` (the
+/// process group named by its pid file), and waits until it is gone, as an
+/// operator stopping the service would.
+pub fn stop_tailscaled(state_dir: &Path) {
+    let Ok(pid) = std::fs::read_to_string(state_dir.join("tailnet/tailscaled.pid")) else { return };
+    let group = format!("-{}", pid.trim());
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    for _ in 0..100 {
+        let alive = Command::new("kill").args(["-0", "--", &group]).output();
+        if !alive.is_ok_and(|o| o.status.success()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A network namespace, removed (with every process in it) on drop.
 pub struct NetNs {
     pub name: String,
@@ -153,7 +175,12 @@ impl Headscale {
 
     /// `preauthkeys list` or `nodes list`, as JSON text.
     pub fn list(&self, what: &str) -> Result<String> {
-        let o = Command::new(&self.bin).args([what, "list", "--db"]).arg(&self.db).output()?;
+        Headscale::list_in(&self.bin, &self.db, what)
+    }
+
+    /// `preauthkeys list` or `nodes list` of the database `db`, served or not.
+    pub fn list_in(bin: &Path, db: &Path, what: &str) -> Result<String> {
+        let o = Command::new(bin).args([what, "list", "--db"]).arg(db).output()?;
         if !o.status.success() {
             bail!("{what} list: {}", String::from_utf8_lossy(&o.stderr));
         }

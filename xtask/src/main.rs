@@ -291,7 +291,7 @@ fn demo(root: &Path) -> Result<()> {
     let db = work.join("headscale-double");
     let _ = std::fs::remove_dir_all(&db);
     let ca = Headscale::ca(&hs_bin, &db)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = xtask::double::free_port()?;
     let url = format!("https://127.0.0.1:{port}");
     let (spec, config) = xtask::double::example_spec_for(root, &work.join("spec"), &url, &ca)?;
     eprintln!(
@@ -410,11 +410,7 @@ fn demo(root: &Path) -> Result<()> {
     }
     // The real tailscaled's supervisor outlives the install, as a service
     // would; the demo stops it, and the namespace goes with everything in it.
-    if let Some(pid) =
-        std::fs::read_to_string(state.join("tailnet/tailscaled.pid")).ok().and_then(|p| p.trim().parse::<i32>().ok())
-    {
-        let _ = Command::new("kill").arg("--").arg(format!("-{pid}")).status();
-    }
+    xtask::double::stop_tailscaled(&state);
     drop(server);
     drop(ns);
     println!("\nThe demo built {}", run.display());
