@@ -190,3 +190,62 @@ fn extraction_resumes_at_file_granularity() {
     assert_eq!(code(&c), 0, "{}", stdout(&c));
     assert!(!root.join("etc/planted").exists(), "only the manifest's entries are switched in");
 }
+
+/// Killed well into the payload, the rerun starts reading the bundle at the
+/// frame where the first entry it does not hold intact begins: the frames
+/// before it are not read at all, so damaging them after the kill changes
+/// nothing (and the same damage fails a fresh install).
+#[test]
+fn a_rerun_after_a_kill_late_in_the_payload_reads_only_the_frames_left() {
+    let p = Project::new(None);
+    let stubs = BTreeMap::from([(HOST.to_string(), fault_stub().to_path_buf())]);
+    let report = nxs_bundler::build(&p.request_with_stubs(&p.path().join("out"), &test_key().0, stubs)).unwrap();
+    let bundle = report.bundles.iter().find(|b| b.manifest.tier == "full").unwrap().path.clone();
+    let (_, m) = read_manifest(&bundle);
+    // The last frame in which an entry begins, and that entry.
+    let (k, entry) = m
+        .frames
+        .iter()
+        .enumerate()
+        .filter_map(|(k, f)| f.first.map(|x| (k, x.entry as usize)))
+        .rfind(|&(_, e)| e < m.entries.len())
+        .expect("an entry begins in a later frame");
+    assert!(k >= 2, "the kill comes after at least two frames: {k}");
+    let name = m.entries[entry].path.as_str().to_string();
+    let t = tempfile::tempdir().unwrap();
+    let (root, state) = (t.path().join("root"), t.path().join("state"));
+    let o = install(&bundle, &root, &state, &[("NXS_FAULT_TRACE", "1".into())]);
+    let at = stderr(&o)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fault: effect ").filter(|r| r.ends_with(&format!(" extract:{name}"))).map(String::from)
+        })
+        .expect("the entry's effect");
+    let n: usize = at.split(' ').next().unwrap().parse().unwrap();
+
+    let t = tempfile::tempdir().unwrap();
+    let copy = t.path().join("b.run");
+    std::fs::copy(&bundle, &copy).unwrap();
+    let (root, state) = (t.path().join("root"), t.path().join("state"));
+    let o = install(&copy, &root, &state, &[("NXS_FAULT_CRASH_AT", n.to_string())]);
+    assert_eq!(o.status.signal(), Some(9), "{}", stderr(&o));
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let ranges = frame_ranges(&copy);
+    for &(a, b) in &ranges[..k] {
+        bytes[((a + b) / 2) as usize] ^= 0x08;
+    }
+    std::fs::remove_file(&copy).unwrap();
+    write(&copy, &bytes, 0o755);
+    let o = install(&copy, &root, &state, &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let skipped = ranges[k].0 - ranges[0].0;
+    let want = format!("resuming at payload frame {k} of {}", ranges.len());
+    assert!(stderr(&o).contains(&want), "{want}: {}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("{skipped} bytes of the bundle not read again")), "{}", stderr(&o));
+    let c = run(&root.join("bin/nxs-survival"), &["check", "--root", root.to_str().unwrap()]);
+    assert_eq!(code(&c), 0, "{}", stdout(&c));
+    // The control: read from the start, the damage is found.
+    let fresh = t.path().join("fresh");
+    let o = install(&copy, &fresh, &t.path().join("state2"), &[]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+}

@@ -138,7 +138,12 @@ fn a_decompression_bomb_stops_at_the_declared_size() {
     let mut tar = member(b"evil", b'0', &vec![0u8; 64 << 20], 0o644);
     tar = end(tar);
     let c = zstd::bulk::compress(&tar, 19).unwrap();
-    let frames = vec![nxs_format::Frame { compressed: c.len() as u64, raw: 4096 }];
+    let frames = vec![nxs_format::Frame {
+        compressed: c.len() as u64,
+        raw: 4096,
+        sha256: Some(<sha2::Sha256 as sha2::Digest>::digest(&c).into()),
+        first: Some(nxs_format::FirstMember { entry: 0, offset: 0 }),
+    }];
     let b = bundle_with(d.path(), "bomb.run", &c, frames, vec![file("evil", 0o644, b"")], &|s| s);
     refused(&b, 3, "does not decode within its declared 4096 bytes");
 }

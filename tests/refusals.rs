@@ -61,8 +61,8 @@ fn damaged_bundles_are_refused_by_region() {
     let damaged = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("stub", flip(&bytes, 4096), "stub at bytes 0.."),
-        ("payload", flip(&bytes, stub_len + 100), "payload at bytes"),
-        ("payload end", flip(&bytes, payload_end - 1), "payload at bytes"),
+        ("payload", flip(&bytes, stub_len + 100), "payload frame 0 of"),
+        ("payload end", flip(&bytes, payload_end - 1), "of the bundle): sha256 is"),
         ("manifest", flip(&bytes, payload_end + 40), "manifest at bytes"),
         ("trailer", flip(&bytes, bytes.len() - 30), "trailer"),
         ("truncated", bytes[..bytes.len() - 1000].to_vec(), "trailer"),

@@ -178,9 +178,16 @@ fn offline_then_online_joins_on_a_rerun_and_the_key_never_leaks() {
     let c = Case::new(&t);
     let f = c.key_file(&canary);
 
-    let o1 = c.install(&[], &[("NXS_AUTHKEY_FILE", &f)]);
+    let o1 = c.install(&["--json"], &[("NXS_AUTHKEY_FILE", &f)]);
     assert_eq!(code(&o1), 8, "{}{}", stdout(&o1), stderr(&o1));
     assert!(stderr(&o1).contains("the tailnet join is pending: login server unreachable"), "{}", stderr(&o1));
+    // Its events are the documented ones, ending DEGRADED; the key is
+    // looked for in them below, with every other place.
+    let events = check_events(&stdout(&o1), 8);
+    let to: Vec<_> = events_of(&events, "state").iter().filter_map(|e| e.get("to")?.as_str()).collect();
+    assert_eq!(to.last(), Some(&"DEGRADED"), "{to:?}");
+    let why = events.last().unwrap().get("error").and_then(|e| e.as_str()).unwrap_or_default().to_string();
+    assert!(why.contains("login server unreachable"), "{why}");
     let st = c.status();
     assert!(st.contains("\"state\":\"DEGRADED\"") && st.contains("\"pending\":true"), "{st}");
     let key_path = c.state().join("tailnet/authkey");

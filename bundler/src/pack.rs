@@ -65,15 +65,20 @@ struct FrameWriter<W: Write> {
     sent: usize,
     next: usize,
     jobs: Option<std::sync::mpsc::Sender<(usize, Vec<u8>)>>,
-    results: std::sync::mpsc::Receiver<(usize, usize, io::Result<Vec<u8>>)>,
-    ready: std::collections::BTreeMap<usize, (usize, io::Result<Vec<u8>>)>,
+    results: std::sync::mpsc::Receiver<(usize, usize, io::Result<Compressed>)>,
+    ready: std::collections::BTreeMap<usize, (usize, io::Result<Compressed>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
     frames: Vec<Frame>,
     hasher: Sha256,
     written: u64,
     raw_total: u64,
+    /// Raw bytes taken so far: where in the tar stream the next byte is.
+    position: u64,
     next_report: u64,
 }
+
+/// A compressed frame and the sha256 of its bytes (format 3 signs it).
+type Compressed = (Vec<u8>, [u8; 32]);
 
 impl<W: Write> FrameWriter<W> {
     fn new(out: W, opts: PackOptions) -> Self {
@@ -88,7 +93,12 @@ impl<W: Write> FrameWriter<W> {
                 std::thread::spawn(move || loop {
                     let job = rx.lock().map(|r| r.recv());
                     let Ok(Ok((i, raw))) = job else { return };
-                    let comp = zstd::bulk::compress(&raw, level);
+                    // Hashed here, beside the compression: in parallel, off
+                    // the thread that reads the sources.
+                    let comp = zstd::bulk::compress(&raw, level).map(|c| {
+                        let h = Sha256::digest(&c).into();
+                        (c, h)
+                    });
                     if tx.send((i, raw.len(), comp)).is_err() {
                         return;
                     }
@@ -109,6 +119,7 @@ impl<W: Write> FrameWriter<W> {
             hasher: Sha256::new(),
             written: 0,
             raw_total: 0,
+            position: 0,
             next_report: 256 << 20,
         }
     }
@@ -131,12 +142,17 @@ impl<W: Write> FrameWriter<W> {
             }
             match self.ready.remove(&self.next) {
                 Some((raw, comp)) => {
-                    let comp = comp?;
+                    let (comp, sha256) = comp?;
                     self.out.as_mut().expect("not finished").write_all(&comp)?;
                     self.hasher.update(&comp);
                     self.written += comp.len() as u64;
                     self.raw_total += raw as u64;
-                    self.frames.push(Frame { compressed: comp.len() as u64, raw: raw as u64 });
+                    self.frames.push(Frame {
+                        compressed: comp.len() as u64,
+                        raw: raw as u64,
+                        sha256: Some(sha256),
+                        first: None,
+                    });
                     self.next += 1;
                     wait = false;
                     if self.opts.progress && self.raw_total >= self.next_report {
@@ -185,6 +201,7 @@ impl<W: Write> Write for FrameWriter<W> {
         let room = self.opts.frame_size - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
+        self.position += n as u64;
         if self.buf.len() == self.opts.frame_size {
             let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.opts.frame_size));
             self.send(full)?;
@@ -265,6 +282,21 @@ fn append_entry<W: Write>(tar: &mut tar::Builder<W>, e: &PlannedEntry, mtime: u6
     }
 }
 
+/// Gives each frame its first member (format 3): the first of `starts`
+/// (each member's offset in the tar stream, in order, then the end
+/// marker's) that lies in the frame's decoded bytes.
+fn index_frames(frames: &mut [Frame], starts: &[u64]) {
+    let (mut at, mut next) = (0u64, 0usize);
+    for f in frames {
+        while next < starts.len() && starts[next] < at {
+            next += 1;
+        }
+        f.first = (next < starts.len() && starts[next] < at + f.raw)
+            .then(|| nxs_format::FirstMember { entry: next as u64, offset: starts[next] - at });
+        at += f.raw;
+    }
+}
+
 /// The trusted comment signed with a manifest: one line that `minisign -V`
 /// prints, naming the bundle. It is never parsed by the stub.
 pub fn manifest_comment(m: &Manifest) -> String {
@@ -300,13 +332,19 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
     let frames_out = FrameWriter::new(&mut out, opts.clone());
     let mut tar = tar::Builder::new(frames_out);
     let mut entries = Vec::with_capacity(plan.entries.len());
+    // Where each member begins in the tar stream, then the end marker.
+    let mut starts = Vec::with_capacity(plan.entries.len() + 1);
     for e in &plan.entries {
+        starts.push(tar.get_ref().position);
         entries.push(append_entry(&mut tar, e, mtime)?);
     }
+    starts.push(tar.get_ref().position);
     let frames_out = tar.into_inner().context("cannot finish the tar stream")?;
-    let (_, frames, payload) = frames_out.finish().context("cannot write the payload")?;
+    let (_, mut frames, payload) = frames_out.finish().context("cannot write the payload")?;
+    index_frames(&mut frames, &starts);
 
     let manifest = Manifest {
+        format: nxs_format::FORMAT_VERSION,
         product: spec.name.clone(),
         version: spec.version.clone(),
         tier: plan.tier.clone(),
@@ -392,5 +430,14 @@ mod tests {
             outs.push(out);
         }
         assert_eq!(outs[0], outs[1]);
+    }
+
+    #[test]
+    fn each_frame_names_the_first_member_that_begins_in_it() {
+        let mut frames: Vec<Frame> = [100, 100, 100, 100].iter().map(|&r| Frame::sized(1, r)).collect();
+        // Members at 0 and 50, one spanning frames 1 and 2, the end marker at 350.
+        index_frames(&mut frames, &[0, 50, 120, 350]);
+        let firsts: Vec<Option<(u64, u64)>> = frames.iter().map(|f| f.first.map(|m| (m.entry, m.offset))).collect();
+        assert_eq!(firsts, vec![Some((0, 0)), Some((2, 20)), None, Some((3, 50))]);
     }
 }

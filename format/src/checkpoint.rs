@@ -100,6 +100,10 @@ pub struct Staging {
     pub payload_sha256: String,
     pub dev: u64,
     pub ino: u64,
+    /// Leading payload frames (format 3) whose entries were all written
+    /// into it: where a rerun may start reading the bundle, once it has
+    /// checked what staging holds of them. A hint; 0 when unknown.
+    pub frames_done: u64,
 }
 
 /// A checkpoint. It never holds a secret.
@@ -166,6 +170,9 @@ impl Checkpoint {
         }
         if let Some(st) = &self.staging {
             s.push_str(&format!("staging {} {} {}\n", encode_field(&st.payload_sha256), st.dev, st.ino));
+            if st.frames_done > 0 {
+                s.push_str(&format!("staging-frames-done {}\n", st.frames_done));
+            }
         }
         let start = self.history.len().saturating_sub(MAX_HISTORY);
         for h in &self.history[start..] {
@@ -199,6 +206,7 @@ impl Checkpoint {
         let mut history = Vec::new();
         let (mut join, mut join_reason) = (None::<(bool, u32)>, None);
         let mut staging = None;
+        let mut frames_done: Option<u64> = None;
         let mut ended = false;
         for line in lines {
             if ended {
@@ -222,9 +230,16 @@ impl Checkpoint {
                         payload_sha256: decode_field(id).ok_or_else(|| garbage("badly encoded field"))?,
                         dev: dev.parse().map_err(|_| garbage("bad staging device"))?,
                         ino: ino.parse().map_err(|_| garbage("bad staging inode"))?,
+                        frames_done: 0,
                     };
                     if staging.replace(st).is_some() {
                         return Err(garbage("`staging` appears twice"));
+                    }
+                }
+                "staging-frames-done" => {
+                    let n = v.parse().map_err(|_| garbage("bad staging-frames-done line"))?;
+                    if frames_done.replace(n).is_some() {
+                        return Err(garbage("`staging-frames-done` appears twice"));
                     }
                 }
                 "join" => {
@@ -278,7 +293,11 @@ impl Checkpoint {
                 (None, None) => None,
                 (None, Some(_)) => return Err(garbage("`join-reason` without `join`")),
             },
-            staging,
+            staging: match (staging, frames_done) {
+                (Some(st), n) => Some(Staging { frames_done: n.unwrap_or(0), ..st }),
+                (None, None) => None,
+                (None, Some(_)) => return Err(garbage("`staging-frames-done` without `staging`")),
+            },
         })
     }
 }
@@ -300,7 +319,7 @@ mod tests {
             ],
             last_error: Some("line one\nline two".into()),
             join: Some(Join { joined: false, attempts: 2, reason: Some("login server unreachable".into()) }),
-            staging: Some(Staging { payload_sha256: "cd".repeat(32), dev: 2049, ino: 1234567 }),
+            staging: Some(Staging { payload_sha256: "cd".repeat(32), dev: 2049, ino: 1234567, frames_done: 17 }),
         }
     }
 
@@ -329,9 +348,14 @@ mod tests {
         c.staging = None;
         let text = c.to_text();
         assert!(!text.contains("staging"));
-        assert_eq!(Checkpoint::parse(text.as_bytes()), Ok(c));
+        assert_eq!(Checkpoint::parse(text.as_bytes()).as_ref(), Ok(&c));
         let bad = sample().to_text().replace(" 1234567\n", " x\n");
         assert!(matches!(Checkpoint::parse(bad.as_bytes()), Err(CheckpointError::Garbage(_))));
+        // Nor the frames done, written since format 3's bundles: 0 then.
+        let older = sample().to_text().replace("staging-frames-done 17\n", "");
+        assert_eq!(Checkpoint::parse(older.as_bytes()).unwrap().staging.unwrap().frames_done, 0);
+        let stray = c.to_text().replace("end\n", "staging-frames-done 3\nend\n");
+        assert!(matches!(Checkpoint::parse(stray.as_bytes()), Err(CheckpointError::Garbage(_))));
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub mod trailer;
 pub mod version;
 
 pub use manifest::{
-    Entry, EntryKind, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region, ServerUrl, TailscaleClient,
-    Userspace,
+    Entry, EntryKind, FirstMember, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region, ServerUrl,
+    TailscaleClient, Userspace,
 };
 pub use path::{EntryPath, PathError};
 pub use trailer::{Trailer, TrailerError, TRAILER_LEN};
@@ -28,8 +28,9 @@ pub use version::Version;
 
 /// The bundle format version this code writes. A reader refuses a bundle
 /// whose trailer or manifest names a newer one (exit 4, incompatible).
-/// Version 2 added the Headscale client lines to the manifest.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added the Headscale client lines to the manifest; version 3
+/// each frame's sha256 and its first member.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this code still reads: install records and
 /// bundles written by earlier releases.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;

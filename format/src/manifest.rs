@@ -37,6 +37,28 @@ pub struct Frame {
     pub compressed: u64,
     /// The number of tar bytes it decodes to, exactly.
     pub raw: u64,
+    /// Format 3 and later: the sha256 of its compressed bytes, so a reader
+    /// checks each frame before it decodes it, in one pass over the medium.
+    pub sha256: Option<[u8; 32]>,
+    /// Format 3 and later: the first tar member that begins in this frame,
+    /// if one does, so a reader can start at this frame.
+    pub first: Option<FirstMember>,
+}
+
+impl Frame {
+    /// A frame of a format 1 or 2 manifest: sizes only.
+    pub fn sized(compressed: u64, raw: u64) -> Frame {
+        Frame { compressed, raw, sha256: None, first: None }
+    }
+}
+
+/// Where the first tar member that begins in a frame is: its index among
+/// the manifest's entries (the entry count for the end-of-archive marker)
+/// and its byte offset in the frame's decoded bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstMember {
+    pub entry: u64,
+    pub offset: u64,
 }
 
 /// The Headscale login settings signed into the bundle. It has no field for
@@ -478,6 +500,9 @@ pub struct Entry {
 /// A parsed manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The format version of its first line: what a reader may rely on
+    /// (per-frame hashes from 3 on).
+    pub format: u32,
     pub product: String,
     pub version: Version,
     pub tier: String,
@@ -614,7 +639,7 @@ impl Manifest {
             }
             s.push('\n');
         };
-        let fv = crate::FORMAT_VERSION.to_string();
+        let fv = self.format.to_string();
         line(&["nxs-manifest", &fv]);
         line(&["product", &self.product]);
         line(&["version", self.version.as_str()]);
@@ -625,7 +650,17 @@ impl Manifest {
         line(&["stub", &self.stub.len.to_string(), &hex::encode(&self.stub.sha256)]);
         line(&["payload", &self.payload.len.to_string(), &hex::encode(&self.payload.sha256)]);
         for fr in &self.frames {
-            line(&["frame", &fr.compressed.to_string(), &fr.raw.to_string()]);
+            let (c, r) = (fr.compressed.to_string(), fr.raw.to_string());
+            if self.format < 3 {
+                line(&["frame", &c, &r]);
+                continue;
+            }
+            let sha = fr.sha256.map(|h| hex::encode(&h)).unwrap_or_default();
+            let (e, o) = match fr.first {
+                Some(f) => (f.entry.to_string(), f.offset.to_string()),
+                None => ("-".to_string(), "-".to_string()),
+            };
+            line(&["frame", &c, &r, &sha, &e, &o]);
         }
         if let Some(h) = &self.headscale {
             line(&["headscale-login-server", &h.login_server]);
@@ -636,12 +671,14 @@ impl Manifest {
                 line(&["headscale-tag", t]);
             }
             line(&["headscale-hostname", &h.hostname]);
-            if let Some(c) = &h.client {
-                line(&["headscale-client", c.tailscale.as_str(), c.tailscaled.as_str()]);
-            }
-            line(&["headscale-userspace", h.userspace.as_str()]);
-            for f in &h.up_flags {
-                line(&["headscale-up-flag", f]);
+            if self.format >= 2 {
+                if let Some(c) = &h.client {
+                    line(&["headscale-client", c.tailscale.as_str(), c.tailscaled.as_str()]);
+                }
+                line(&["headscale-userspace", h.userspace.as_str()]);
+                for f in &h.up_flags {
+                    line(&["headscale-up-flag", f]);
+                }
             }
         }
         for hook in &self.hooks {
@@ -695,6 +732,27 @@ fn err(line: usize, kind: ManifestErrorKind) -> ManifestError {
 
 fn syntax(line: usize, msg: impl Into<String>) -> ManifestError {
     err(line, ManifestErrorKind::Syntax(msg.into()))
+}
+
+/// A format 3 frame's index, against the frames before it: the member it
+/// names begins inside the frame, and after every member named before.
+fn check_first(line: usize, prev: Option<FirstMember>, f: &Frame) -> Result<(), ManifestError> {
+    let Some(first) = f.first else { return Ok(()) };
+    if first.offset >= f.raw {
+        return Err(syntax(
+            line,
+            format!("frame index: offset {} is not inside the frame's {} bytes", first.offset, f.raw),
+        ));
+    }
+    if let Some(prev) = prev {
+        if first.entry <= prev.entry {
+            return Err(syntax(
+                line,
+                format!("frame index: entry {} does not follow entry {}", first.entry, prev.entry),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn num(line: usize, what: &str, s: &str) -> Result<u64, ManifestError> {
@@ -764,8 +822,11 @@ impl Manifest {
         let mut lines = text[..text.len() - 1].split('\n').enumerate().map(|(i, l)| (i + 1, l));
 
         let format = match lines.next() {
-            Some((_, "nxs-manifest 1")) => 1,
-            Some((_, l)) if l == format!("nxs-manifest {}", crate::FORMAT_VERSION) => crate::FORMAT_VERSION,
+            Some((_, l))
+                if (crate::OLDEST_FORMAT_VERSION..=crate::FORMAT_VERSION).any(|v| l == format!("nxs-manifest {v}")) =>
+            {
+                l["nxs-manifest ".len()..].parse().expect("one of ours")
+            }
             Some((n, l)) => {
                 return Err(match l.strip_prefix("nxs-manifest ") {
                     Some(v) => err(n, ManifestErrorKind::UnsupportedVersion(v.to_string())),
@@ -778,6 +839,7 @@ impl Manifest {
         let (mut product, mut version, mut tier, mut target, mut mtime, mut dev) = (None, None, None, None, None, None);
         let (mut stub, mut payload) = (None, None);
         let mut frames = Vec::new();
+        let mut last_first = None;
         let (mut hs_server, mut hs_ca, mut hs_host) = (None, None, None);
         let mut hs_tags = Vec::new();
         let (mut hs_client, mut hs_userspace) = (None, None);
@@ -855,16 +917,25 @@ impl Manifest {
                     }
                 }
                 "frame" => {
-                    want(2)?;
+                    want(if format >= 3 { 5 } else { 2 })?;
                     if frames.len() >= MAX_FRAMES {
                         return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_FRAMES} frames"))));
                     }
-                    let f = Frame { compressed: num(n, "frame", &fields[0])?, raw: num(n, "frame", &fields[1])? };
+                    let mut f = Frame::sized(num(n, "frame", &fields[0])?, num(n, "frame", &fields[1])?);
                     if f.raw == 0 || f.raw > MAX_FRAME_RAW || f.compressed == 0 {
                         return Err(err(
                             n,
                             ManifestErrorKind::Limit(format!("frame sizes must be 1..={MAX_FRAME_RAW} bytes")),
                         ));
+                    }
+                    if format >= 3 {
+                        f.sha256 = Some(digest(n, &fields[2])?);
+                        f.first = match (fields[3].as_str(), fields[4].as_str()) {
+                            ("-", "-") => None,
+                            (e, o) => Some(FirstMember { entry: num(n, "frame", e)?, offset: num(n, "frame", o)? }),
+                        };
+                        check_first(n, last_first, &f)?;
+                        last_first = f.first.or(last_first);
                     }
                     frames.push(f)
                 }
@@ -1025,6 +1096,7 @@ impl Manifest {
             }
         };
         let m = Manifest {
+            format,
             product: product.ok_or(err(last_line, ManifestErrorKind::Missing("product")))?,
             version: version.ok_or(err(last_line, ManifestErrorKind::Missing("version")))?,
             tier: tier.ok_or(err(last_line, ManifestErrorKind::Missing("tier")))?,
@@ -1045,6 +1117,14 @@ impl Manifest {
         if m.frames.iter().try_fold(0u64, |acc, f| acc.checked_add(f.raw)).is_none() {
             return Err(syntax(last_line, "frame table overflows"));
         }
+        if format >= 3 {
+            if m.frames.first().and_then(|f| f.first) != Some(FirstMember { entry: 0, offset: 0 }) {
+                return Err(syntax(last_line, "the first frame's index must name entry 0 at offset 0"));
+            }
+            if m.frames.iter().filter_map(|f| f.first).any(|f| f.entry > m.entries.len() as u64) {
+                return Err(syntax(last_line, "a frame's index names an entry past the last"));
+            }
+        }
         Ok(m)
     }
 }
@@ -1056,6 +1136,7 @@ mod tests {
     fn sample() -> Manifest {
         let p = |s| EntryPath::parse(s).unwrap();
         Manifest {
+            format: crate::FORMAT_VERSION,
             product: "nxs-survival".into(),
             version: Version::parse("1.4.0").unwrap(),
             tier: "standard".into(),
@@ -1064,7 +1145,15 @@ mod tests {
             dev: false,
             stub: Region { len: 600_000, sha256: [1; 32] },
             payload: Region { len: 30, sha256: [2; 32] },
-            frames: vec![Frame { compressed: 10, raw: 4096 }, Frame { compressed: 20, raw: 1024 }],
+            frames: vec![
+                Frame {
+                    compressed: 10,
+                    raw: 4096,
+                    sha256: Some([3; 32]),
+                    first: Some(FirstMember { entry: 0, offset: 0 }),
+                },
+                Frame { compressed: 20, raw: 1024, sha256: Some([4; 32]), first: None },
+            ],
             headscale: Some(Headscale {
                 login_server: "https://hs.example.net".into(),
                 ca_cert: Some(p("etc/ca.pem")),
@@ -1107,7 +1196,7 @@ mod tests {
         let good = sample().to_text();
         let edit = |from: &str, to: &str| good.replacen(from, to, 1);
         check_refused("hello\n", 1, "does not start");
-        check_refused("nxs-manifest 3\nend\n", 1, "format 3");
+        check_refused("nxs-manifest 4\nend\n", 1, "format 4");
         check_refused(&edit("end\n", ""), 22, "`end` is missing");
         check_refused(&good.replace("\nend\n", "\nend"), 23, "newline");
         check_refused(&edit("etc/ca.pem\n", "../ca.pem\n"), 13, "`..`");
@@ -1363,11 +1452,64 @@ mod tests {
         check_refused(&edit("hs.example.net", "hs.example.net?x=1"), 12, "query");
         // A format 1 manifest, from before the client was packed, still reads;
         // the new lines are refused in it.
-        let old = edit("headscale-client bin/tailscale bin/tailscaled\nheadscale-userspace always\nheadscale-up-flag --accept-dns=false\n", "")
-            .replacen("nxs-manifest 2", "nxs-manifest 1", 1);
-        check_refused(&good.replacen("nxs-manifest 2", "nxs-manifest 1", 1), 16, "format 2 line");
+        let mut v1 = older(1);
+        let old = v1.to_text();
+        assert!(!old.contains("headscale-client"), "{old}");
         let hs = Manifest::parse(old.as_bytes()).unwrap().headscale.unwrap();
         assert_eq!((hs.client, hs.userspace, hs.up_flags.len()), (None, Userspace::Auto, 0));
+        v1.format = 2;
+        let with_client = v1.to_text().replacen("nxs-manifest 2", "nxs-manifest 1", 1);
+        check_refused(&with_client, 16, "format 2 line");
+    }
+
+    /// The sample as a manifest of an older format would say it.
+    fn older(format: u32) -> Manifest {
+        let mut m = sample();
+        m.format = format;
+        for f in &mut m.frames {
+            *f = Frame::sized(f.compressed, f.raw);
+        }
+        m
+    }
+
+    #[test]
+    fn every_older_format_still_reads() {
+        for v in crate::OLDEST_FORMAT_VERSION..crate::FORMAT_VERSION {
+            let mut m = older(v);
+            if v < 2 {
+                let hs = m.headscale.as_mut().unwrap();
+                (hs.client, hs.userspace, hs.up_flags) = (None, Userspace::Auto, vec![]);
+            }
+            let text = m.to_text();
+            assert!(text.starts_with(&format!("nxs-manifest {v}\n")));
+            assert!(text.contains("\nframe 10 4096\n"), "{text}");
+            assert_eq!(Manifest::parse(text.as_bytes()), Ok(m), "format {v}");
+        }
+    }
+
+    #[test]
+    fn a_format_3_frame_carries_its_hash_and_index_and_both_are_checked() {
+        let good = sample().to_text();
+        let h3 = "03".repeat(32);
+        let line = format!("frame 10 4096 {h3} 0 0\n");
+        assert!(good.contains(&line), "{good}");
+        assert!(good.contains(&format!("frame 20 1024 {} - -\n", "04".repeat(32))), "{good}");
+        let edit = |to: &str| good.replacen(&line, to, 1);
+        check_refused(&edit("frame 10 4096\n"), 10, "takes 5 field(s)");
+        check_refused(&edit(&format!("frame 10 4096 {h3} 1 0\n")), 23, "entry 0 at offset 0");
+        check_refused(&edit(&format!("frame 10 4096 {h3} - -\n")), 23, "entry 0 at offset 0");
+        check_refused(&edit(&format!("frame 10 4096 {h3} 0 4096\n")), 10, "not inside the frame");
+        check_refused(&edit(&format!("frame 10 4096 {h3} 0 -\n")), 10, "decimal");
+        check_refused(&edit(&format!("frame 10 4096 {} 0 0\n", "3".repeat(63))), 10, "64 lower-case hex");
+        let second = format!("frame 20 1024 {} - -\n", "04".repeat(32));
+        let two = |to: &str| good.replacen(&second, to, 1);
+        check_refused(&two(&format!("frame 20 1024 {} 0 5\n", "04".repeat(32))), 11, "does not follow entry 0");
+        check_refused(&two(&format!("frame 20 1024 {} 9 5\n", "04".repeat(32))), 23, "past the last");
+        let fine = two(&format!("frame 20 1024 {} 2 5\n", "04".repeat(32)));
+        assert_eq!(
+            Manifest::parse(fine.as_bytes()).unwrap().frames[1].first,
+            Some(FirstMember { entry: 2, offset: 5 })
+        );
     }
 
     #[test]

@@ -198,9 +198,10 @@ mod tests {
             b[48..56].copy_from_slice(&sum.to_le_bytes());
             b
         };
-        assert_eq!(Trailer::decode(&with_version(3), len), Err(TrailerError::UnsupportedVersion(3)));
+        assert_eq!(Trailer::decode(&with_version(4), len), Err(TrailerError::UnsupportedVersion(4)));
         assert_eq!(Trailer::decode(&with_version(0), len), Err(TrailerError::UnsupportedVersion(0)));
-        // Both versions this code knows are read.
+        // Every version this code knows is read.
+        assert_eq!(Trailer::decode(&with_version(3), len).map(|t| t.format_version), Ok(3));
         assert_eq!(Trailer::decode(&with_version(2), len).map(|t| t.format_version), Ok(2));
         assert_eq!(Trailer::decode(&with_version(1), len).map(|t| t.format_version), Ok(1));
         // ...but any flipped byte of a trailer is damage.

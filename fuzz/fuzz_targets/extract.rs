@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let scratch = tempfile_dir();
     let staging = scratch.join("staging");
     std::fs::create_dir(&staging).unwrap();
-    let mut p = Progress::new(false, 0);
+    let mut p = Progress::silent();
     let _ = walk(data, m, std::path::Path::new("fuzz"), &Sink::Dir { root: &staging, resume: false }, &mut p);
     // Nothing may appear beside the staging directory.
     let names: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).collect();

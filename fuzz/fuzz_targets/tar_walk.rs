@@ -128,7 +128,7 @@ fn same_as(seen: &[Seen], m: &Manifest) -> bool {
 }
 
 fn accepts(data: &[u8], m: &Manifest) -> bool {
-    let mut p = Progress::new(false, 0);
+    let mut p = Progress::silent();
     walk(data, m, Path::new("fuzz"), &Sink::Check, &mut p).is_ok()
 }
 

@@ -189,10 +189,16 @@ impl Bundle {
         Ok(Bundle { path: path.to_path_buf(), file, trailer, manifest, manifest_bytes, signature, signer })
     }
 
-    /// Hashes the stub and the payload regions against the manifest.
+    /// Hashes the stub region against the manifest, and the payload region
+    /// too in formats 1 and 2. Format 3 signs each frame's hash, and
+    /// [`crate::payload::PayloadReader`] checks each frame before it decodes
+    /// it: the payload is read once, when it is used.
     pub fn check_regions(&self) -> Result<()> {
         let t = &self.trailer;
         self.check_region("stub", 0, t.stub_len, &self.manifest.stub.sha256)?;
+        if self.manifest.format >= 3 {
+            return Ok(());
+        }
         self.check_region("payload", t.payload_offset(), t.payload_len, &self.manifest.payload.sha256)
     }
 
@@ -200,6 +206,8 @@ impl Bundle {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
+        // The whole payload of a format 1 or 2 bundle: a phase of its own.
+        let mut progress = crate::events::Progress::start_if(name == "payload", "verify", len);
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
             self.file.read_exact_at(&mut buf[..n], offset + done).map_err(|e| {
@@ -213,7 +221,9 @@ impl Bundle {
             })?;
             h.update(&buf[..n]);
             done += n as u64;
+            progress.add(n as u64);
         }
+        progress.end();
         let got: [u8; 32] = h.finalize().into();
         if &got != want {
             return Err(Error::verify(format!(
@@ -247,7 +257,9 @@ impl Bundle {
         Ok(())
     }
 
-    /// Everything but the per-file hashes: signature, target, regions.
+    /// The signature, the target and the regions: everything but the
+    /// per-file hashes and, in format 3, the frames, which are checked as
+    /// they are read.
     pub fn open_verified(path: &Path, trust: &Trust) -> Result<Bundle> {
         let b = Bundle::open(path, trust)?;
         b.check_target()?;

@@ -17,7 +17,7 @@
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::payload::PayloadReader;
-use nxs_format::{hex, EntryKind};
+use nxs_format::{hex, EntryKind, FirstMember, Frame, Manifest};
 use sha2::{Digest, Sha256};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -36,41 +36,112 @@ pub enum Sink<'a> {
     Dir { root: &'a Path, resume: bool },
 }
 
-/// Progress reporting for long extractions.
-pub struct Progress {
-    pub enabled: bool,
-    total: u64,
-    done: u64,
-    next: u64,
-}
-
-impl Progress {
-    pub fn new(enabled: bool, total: u64) -> Progress {
-        Progress { enabled, total, done: 0, next: 0 }
-    }
-    fn add(&mut self, n: u64) {
-        self.done += n;
-        if self.enabled && self.done >= self.next && self.total > (64 << 20) {
-            eprintln!("  ... {} / {} MiB", self.done >> 20, self.total >> 20);
-            self.next = self.done + (self.total / 10).max(64 << 20);
-        }
-    }
-}
+pub use crate::events::Progress;
 
 fn region_err(label: &Path, msg: impl std::fmt::Display) -> Error {
     Error::verify(format!("{}: {msg}", label.display()))
 }
 
+/// Where a walk of the payload starts: at its beginning, or (format 3) at
+/// any frame whose index names the member that begins in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Start {
+    pub frame: usize,
+    /// The manifest entry of the first member read.
+    pub entry: usize,
+    /// That member's offset in the whole tar stream.
+    pub tar_offset: u64,
+}
+
+impl Start {
+    /// The start at frame `f` of `m`, if a reader can start there.
+    pub fn at_frame(m: &Manifest, f: usize) -> Option<Start> {
+        if f == 0 {
+            return Some(Start::default());
+        }
+        if m.format < 3 {
+            return None;
+        }
+        let first = m.frames.get(f)?.first?;
+        let tar_offset = m.frames[..f].iter().map(|x| x.raw).sum::<u64>() + first.offset;
+        Some(Start { frame: f, entry: first.entry as usize, tar_offset })
+    }
+}
+
+/// The frame in which entry `entry`'s member begins, or one before it
+/// where a reader can start: format 3 only, else the first.
+pub fn frame_of(m: &Manifest, entry: usize) -> usize {
+    if m.format < 3 {
+        return 0;
+    }
+    m.frames.iter().rposition(|f| f.first.is_some_and(|x| x.entry as usize <= entry)).unwrap_or(0)
+}
+
+/// Called while a walk fills a directory, with the number of leading
+/// frames whose entries were all handed to the disk: where a rerun may
+/// start reading. Called about once a second at most.
+pub type FramesDone<'a> = &'a mut dyn FnMut(usize) -> Result<()>;
+
 /// Reads the payload of `b` against its manifest into `sink`. Returns how
 /// many files a resumed staging directory already held, verified.
 pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
-    let reader = PayloadReader::new(&b.file, b.trailer.payload_offset(), &b.manifest);
-    let (reused, reader) = walk(reader, &b.manifest, &b.path, sink, progress)?;
+    run_from(b, sink, progress, Start::default(), &mut |_| Ok(()))
+}
+
+/// As [`run`], from `start`: the entries before it must already be in the
+/// sink (checked by [`resume_point`]).
+pub fn run_from(b: &Bundle, sink: &Sink, progress: &mut Progress, start: Start, done: FramesDone) -> Result<usize> {
+    let reader = PayloadReader::from_frame(&b.file, b.trailer.payload_offset(), &b.manifest, start.frame)
+        .map_err(|e| region_err(&b.path, format!("payload: {e}")))?;
+    let (reused, reader) = walk_from(reader, &b.manifest, &b.path, sink, progress, start, done)?;
     if !reader.finished() {
         return Err(region_err(&b.path, "payload was not read to its end"));
     }
     finish(sink, &b.manifest)?;
     Ok(reused)
+}
+
+/// Where a rerun into a staging directory of the same payload starts
+/// reading (format 3), and how many staged files it keeps without reading
+/// them again from the bundle: at the frame where the first entry begins
+/// that staging does not hold intact. Every entry before it is checked
+/// here, under the same rules as in a walk (a regular file of this user's
+/// with one link and the manifest's bytes; a real directory; the declared
+/// link). `hint` is the frames the checkpoint says were done: only a note
+/// when staging holds less (a power cut before the data reached the disk).
+pub fn resume_point(m: &Manifest, root: &Path, hint: usize) -> Result<(Start, usize)> {
+    let mut kept = Vec::new();
+    let mut first_bad = m.entries.len();
+    for (i, e) in m.entries.iter().enumerate() {
+        let p = root.join(e.path.as_str());
+        let ok = match &e.kind {
+            EntryKind::Dir => staged_dir_is_ours(&p),
+            EntryKind::Link { target } => {
+                fs::read_link(&p).is_ok_and(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes())
+            }
+            EntryKind::File { size, sha256 } => match staged_file_matches(&p, *size, sha256) {
+                Some(f) => {
+                    seal(&f, &p, e.mode)?;
+                    kept.push(i);
+                    true
+                }
+                None => false,
+            },
+        };
+        if !ok {
+            first_bad = i;
+            break;
+        }
+    }
+    let start = Start::at_frame(m, frame_of(m, first_bad)).expect("a frame where a member begins");
+    if start.frame < hint {
+        eprintln!(
+            "  note: staging holds less than the checkpoint says was written (frame {} of {hint}); reading again from there",
+            start.frame
+        );
+    }
+    // Entries from the start on are walked again, and kept there if intact.
+    Ok((start, kept.iter().filter(|&&i| i < start.entry).count()))
 }
 
 /// Walks a tar stream against manifest `m`, entry by entry, into `sink`;
@@ -91,10 +162,27 @@ pub fn walk<R: Read>(
     sink: &Sink,
     progress: &mut Progress,
 ) -> Result<(usize, R)> {
+    walk_from(reader, m, label, sink, progress, Start::default(), &mut |_| Ok(()))
+}
+
+/// As [`walk`], of a stream that starts at `start`; format 3 members must
+/// begin where the frame index says, and `done` hears how far the disk has
+/// got.
+pub fn walk_from<R: Read>(
+    reader: R,
+    m: &nxs_format::Manifest,
+    label: &Path,
+    sink: &Sink,
+    progress: &mut Progress,
+    start: Start,
+    done: FramesDone,
+) -> Result<(usize, R)> {
     use crate::tarwalk::Kind;
     let mut reused = 0usize;
-    let mut tar = crate::tarwalk::TarWalk::new(reader);
-    let mut count = 0usize;
+    let mut tar = crate::tarwalk::TarWalk::resume(reader, start.tar_offset, start.entry);
+    let mut count = start.entry;
+    let mut index = FrameIndex::new(m, start.frame);
+    let mut last_done = std::time::Instant::now();
     let mut buf = vec![0u8; WRITE_CHUNK];
     // Files are written by a thread of their own, so that the kernel's copy
     // of their bytes overlaps with hashing and decoding here.
@@ -121,6 +209,13 @@ pub fn walk<R: Read>(
             ));
         }
         if let Sink::Dir { .. } = sink {
+            // A crash test kills the run here: with everything before this
+            // entry written, so where the rerun starts is deterministic.
+            if cfg!(feature = "fault-injection") {
+                if let Some(w) = &writer {
+                    w.drain()?;
+                }
+            }
             crate::fault::effect(&format!("extract:{name}"))?;
         }
         let (ty, size) = (member.kind, member.size);
@@ -148,6 +243,19 @@ pub fn walk<R: Read>(
                     member.offset, member.mode, member.mtime, want.mode, m.mtime
                 ),
             ));
+        }
+        if let Some(frame) =
+            index.member(count, member.offset).map_err(|e| region_err(label, format!("payload {e}")))?
+        {
+            // Every entry before this one is with the writer: once it has
+            // written them, a rerun may start reading at this frame.
+            if let Some(w) = &writer {
+                if last_done.elapsed() >= std::time::Duration::from_secs(1) {
+                    w.drain()?;
+                    done(frame)?;
+                    last_done = std::time::Instant::now();
+                }
+            }
         }
         match (&want.kind, ty) {
             (EntryKind::Dir, Kind::Directory) if size == 0 => {
@@ -232,6 +340,8 @@ pub fn walk<R: Read>(
             format!("payload ends after {count} of the {} entries the manifest lists (truncated?)", m.entries.len()),
         ));
     }
+    let end = tar.end_offset().expect("the walk ended at the end-of-archive marker");
+    index.end(count, end).map_err(|e| region_err(label, format!("payload {e}")))?;
     // Past the end-of-archive marker only zero padding may follow; reading
     // it to the end also completes the payload hash.
     let mut reader = tar.into_inner();
@@ -245,6 +355,75 @@ pub fn walk<R: Read>(
         }
     }
     Ok((reused, reader))
+}
+
+/// A format 3 frame index, checked against where the members really begin
+/// in the tar stream: each frame names the first member that begins in it,
+/// or none when none does. A reader that starts at a frame relies on it.
+struct FrameIndex<'a> {
+    frames: &'a [Frame],
+    /// Where each frame begins in the tar stream.
+    starts: Vec<u64>,
+    /// The first frame whose first member has not been seen yet.
+    next: usize,
+}
+
+impl<'a> FrameIndex<'a> {
+    fn new(m: &'a Manifest, first: usize) -> FrameIndex<'a> {
+        let frames: &[Frame] = if m.format >= 3 { &m.frames } else { &[] };
+        let mut at = 0u64;
+        let starts = frames
+            .iter()
+            .map(|f| {
+                let s = at;
+                at += f.raw;
+                s
+            })
+            .collect();
+        FrameIndex { frames, starts, next: first }
+    }
+
+    /// Member `entry` (the entry count for the end marker) begins at tar
+    /// offset `at`. Returns its frame when it is the first member there.
+    fn member(&mut self, entry: usize, at: u64) -> std::result::Result<Option<usize>, String> {
+        if self.frames.is_empty() {
+            return Ok(None);
+        }
+        let f = self.starts.partition_point(|&s| s <= at) - 1;
+        for g in self.next..f {
+            if let Some(x) = self.frames[g].first {
+                return Err(format!(
+                    "frame {g}: its signed index names entry {} at offset {}, but no member begins in it",
+                    x.entry, x.offset
+                ));
+            }
+        }
+        if f < self.next {
+            return Ok(None);
+        }
+        let want = FirstMember { entry: entry as u64, offset: at - self.starts[f] };
+        if self.frames[f].first != Some(want) {
+            return Err(format!(
+                "entry {entry} begins at byte {} of frame {f}, which its signed index does not say ({:?})",
+                want.offset, self.frames[f].first
+            ));
+        }
+        self.next = f + 1;
+        Ok(Some(f))
+    }
+
+    /// The end marker begins at `at`; no frame after it names a member.
+    fn end(&mut self, entry: usize, at: u64) -> std::result::Result<(), String> {
+        if self.frames.is_empty() {
+            return Ok(());
+        }
+        self.member(entry, at)?;
+        let last = self.frames.len();
+        match (self.next..last).find(|&g| self.frames[g].first.is_some()) {
+            Some(g) => Err(format!("frame {g}: its signed index names a member after the end of the archive")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// After a complete walk into a directory: prune a resumed staging
@@ -385,6 +564,8 @@ enum Msg {
     Data(Arc<fs::File>, Arc<std::path::PathBuf>, Vec<u8>, usize),
     /// All bytes sent: give the file its mode and start its writeback.
     Seal(Arc<fs::File>, Arc<std::path::PathBuf>, u32),
+    /// Say when everything before this is written.
+    Barrier(mpsc::SyncSender<()>),
 }
 
 /// Chunks in flight between the walk and the writer, at most, and their
@@ -426,6 +607,10 @@ impl Writer {
                     }
                     Msg::Seal(f, p, mode) if !failed => seal(&f, &p, mode),
                     Msg::Seal(..) => Ok(()),
+                    Msg::Barrier(tx) => {
+                        let _ = tx.send(());
+                        Ok(())
+                    }
                 };
                 if let Err(e) = r {
                     if let Ok(mut slot) = err.lock() {
@@ -461,6 +646,14 @@ impl Writer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// Waits until everything sent so far is written.
+    fn drain(&self) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Msg::Barrier(tx))?;
+        rx.recv().map_err(|_| Error::new(crate::error::Class::Io, "the file writer stopped"))?;
+        self.check()
     }
 
     /// Waits for every write, and reports the first error.

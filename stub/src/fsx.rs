@@ -12,6 +12,7 @@ pub fn with_retry<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T>
         match op() {
             Err(e) if e.transient => {
                 eprintln!("  {what}: {}; retry {attempt} of 3 in {} ms", e.msg, delay.as_millis());
+                crate::events::retry(what, attempt, 3, delay, &e.msg);
                 std::thread::sleep(delay);
                 delay *= 2;
             }

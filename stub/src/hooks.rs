@@ -36,6 +36,13 @@ pub fn run(hook: &Hook, root: &Path, state_dir: &StateDir, version: &str, extra_
                     attempt + 1,
                     delay.as_millis()
                 );
+                crate::events::retry(
+                    &format!("hook {}", hook.stage.as_str()),
+                    attempt + 1,
+                    3,
+                    delay,
+                    "the hook asks to retry later (exit 75)",
+                );
                 std::thread::sleep(delay);
                 delay *= 2;
             }
@@ -94,7 +101,10 @@ fn tee(
                 let _ = c.lock().map(|mut c| c.extend_from_slice(&buf[..n]));
             }
             match echo {
-                Some(true) => drop(std::io::stdout().write_all(&buf[..n])),
+                // With --json, stdout holds events only: a child's output
+                // goes to stderr (and its log) instead.
+                Some(true) if !crate::events::json_mode() => drop(std::io::stdout().write_all(&buf[..n])),
+                Some(true) => drop(std::io::stderr().write_all(&buf[..n])),
                 Some(false) => drop(std::io::stderr().write_all(&buf[..n])),
                 None => {}
             }

@@ -199,8 +199,9 @@ impl Layout {
 ///
 /// The staging directory is made here, 0700, and its identity (device and
 /// inode) handed to `created` before a file is written, so the caller can
-/// record it. With `resume`, the staging directory of an interrupted run
-/// of the same payload is kept, if and only if it is still that very
+/// record it; `created` hears again, about once a second, how many frames
+/// are done (format 3). With `resume`, the staging directory of an
+/// interrupted run of the same payload is kept, if and only if it is still that very
 /// directory (the identity recorded then); its files are kept only if each
 /// is a regular file with one link, of this user, whose bytes match.
 ///
@@ -231,18 +232,47 @@ pub fn stage(
         },
         _ => false,
     };
-    if !resuming {
-        // Anything else there is not provably ours: start afresh.
-        layout.remove(&parent, &layout.staging_name)?;
-        parent.sync()?;
-        let d = parent.subdir(&layout.staging_name, true)?.expect("created");
-        let (dev, ino) = d.identity()?;
-        created(Staging { payload_sha256: id, dev, ino })?;
+    let mut staging = match resume {
+        Some(s) if resuming => s.clone(),
+        _ => {
+            // Anything else there is not provably ours: start afresh.
+            layout.remove(&parent, &layout.staging_name)?;
+            parent.sync()?;
+            let d = parent.subdir(&layout.staging_name, true)?.expect("created");
+            let (dev, ino) = d.identity()?;
+            let st = Staging { payload_sha256: id, dev, ino, frames_done: 0 };
+            created(st.clone())?;
+            st
+        }
+    };
+    let m = &b.manifest;
+    // A rerun reads the bundle only from the first frame staging does not
+    // hold intact (format 3); before, it reads it all again.
+    let (start, kept) = match resuming && m.format >= 3 {
+        true => extract::resume_point(m, &layout.staging, staging.frames_done as usize)?,
+        false => (extract::Start::default(), 0),
+    };
+    if start.frame > 0 {
+        let skipped: u64 = m.frames[..start.frame].iter().map(|f| f.compressed).sum();
+        eprintln!(
+            "  resuming at payload frame {} of {}: {kept} file(s) staged before it are intact; {skipped} bytes of the bundle not read again",
+            start.frame,
+            m.frames.len(),
+        );
     }
-    let mut p = Progress::new(progress, b.manifest.files_total());
-    let reused = match extract::run(b, &Sink::Dir { root: &layout.staging, resume: resuming }, &mut p) {
-        Ok(n) => n,
+    let mut p = Progress::start_if(progress, "extract", m.files_total());
+    let mut done = |frames: usize| {
+        staging.frames_done = frames as u64;
+        created(staging.clone())
+    };
+    let sink = Sink::Dir { root: &layout.staging, resume: resuming };
+    let reused = match extract::run_from(b, &sink, &mut p, start, &mut done) {
+        Ok(n) => {
+            p.end();
+            n + kept
+        }
         Err(e) => {
+            // Nothing of a bundle that failed verification stays behind.
             let _ = layout.remove(&parent, &layout.staging_name);
             return Err(e);
         }
@@ -456,6 +486,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn save(&mut self, state: State, error: Option<&Error>) -> Result<()> {
+        crate::events::state(self.checkpoint.state.as_str(), state.as_str());
         self.checkpoint.state = state;
         self.checkpoint.history.push(HistoryRecord { at: crate::unix_now(), state });
         if let Some(e) = error {
@@ -535,6 +566,10 @@ impl Run<'_> {
         let tool = self.layout.root.join(crate::tool::TOOL);
         let bytes = crate::tool::installed(&self.layout.root, &self.bundle().manifest)?;
         let (_memfd, mut cmd) = crate::tool::command(&bytes)?;
+        if crate::events::json_mode() {
+            // stdout holds this run's events only.
+            cmd.stdout(std::io::stderr());
+        }
         let key_flag = if r.passphrase { "--passphrase-file" } else { "--identity" };
         // The child takes this run's lock as its own: the descriptor must
         // survive the exec, for that call only.
@@ -674,6 +709,7 @@ impl Run<'_> {
                         return Err(e);
                     }
                     eprintln!("  staging failed ({}); retrying once in a fresh staging directory", e.msg);
+                    crate::events::retry("staging", 1, 1, std::time::Duration::ZERO, &e.msg);
                     r = stage(&b, &self.layout, true, self.opts.progress, None, &mut created);
                 }
                 self.bundle = Some(b);
@@ -1034,8 +1070,13 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     // is written or locked.
     layout.check_if_present()?;
     crate::preflight::check(&preverified.manifest, &layout.root)?;
+    // A bundle whose payload fails verification (format 3 finds out while
+    // staging) leaves nothing behind: a state directory this run made goes
+    // again, and one that was there gets back the checkpoint it had.
+    let made_state_dir = crate::door::lstat_path(&opts.state_dir).is_none();
     let sd = StateDir::open(&opts.state_dir)?;
     let _lock = sd.lock()?;
+    let found_bytes = sd.checkpoint_bytes()?;
     let previous = match sd.read_checkpoint()? {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {
@@ -1158,6 +1199,19 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         state = tr.next;
         event = match run.perform(tr.action) {
             Ok(ev) => ev,
+            Err(e)
+                if e.class == Class::Verify && matches!(tr.action, Action::InstallFresh | Action::InstallUpgrade) =>
+            {
+                // Staging is gone already (`stage`); so goes every trace.
+                let undo = match made_state_dir {
+                    true => fsx::remove_tree(run.sd.path()),
+                    false => run.sd.restore_checkpoint(found_bytes.as_deref()),
+                };
+                if let Err(u) = undo {
+                    eprintln!("  note: could not undo the run's checkpoint: {}", u.msg);
+                }
+                return Err(e);
+            }
             Err(e) => {
                 let _ = run.save(step(state, &Event::Failed).next, Some(&e));
                 return Err(run.after_failure(e));

@@ -9,6 +9,7 @@ pub mod detect;
 pub mod diag;
 pub mod door;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod fault;
 pub mod fsx;
@@ -37,6 +38,7 @@ pub(crate) fn test_manifest(
     entries: Vec<nxs_format::Entry>,
 ) -> nxs_format::Manifest {
     nxs_format::Manifest {
+        format: 2,
         product: "p".into(),
         version: nxs_format::Version::parse("1").unwrap(),
         tier: "t".into(),

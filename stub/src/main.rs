@@ -3,13 +3,14 @@
 //! safely and runs the bootstrap state machine.
 //!
 //! Kept small on purpose: no argument-parsing or serialisation crates; the
-//! only dependencies are the format crate, a minisign verifier, sha2, tar
-//! and a pure-Rust zstd decoder.
+//! dependencies are the format crate, a minisign verifier, sha2, tar,
+//! libzstd's decoder and the RustCrypto pieces of age.
 
 use nxs_format::json;
 use nxs_format::{hex, EntryKind};
 use nxs_stub::bundle::{self, Bundle, Trust};
 use nxs_stub::error::{Class, Error, Result};
+use nxs_stub::events::{self, Progress};
 use nxs_stub::{detect, extract, fsx, install, preflight, tailnet};
 use std::path::PathBuf;
 
@@ -17,13 +18,13 @@ const USAGE: &str = "\
 usage: BUNDLE.run <command> [flags]
 
 commands:
-  verify [--pubkey FILE]            check the signature, the stub, the payload
+  verify [--pubkey FILE] [--json]   check the signature, the stub, the payload
                                     and every file; write nothing
   list [--json]                     the files the bundle holds
-  extract --to DIR                  verified extraction into a new or empty DIR
+  extract --to DIR [--json]         verified extraction into a new or empty DIR
   install --root DIR [--state-dir DIR] [--allow-downgrade] [--max-start-attempts N] [--retry-failed]
           [--authkey-file F | --authkey-age F [--passphrase-file F]]
-          [--join-attempts N] [--probe-timeout SECONDS] [--up-timeout SECONDS]
+          [--join-attempts N] [--probe-timeout SECONDS] [--up-timeout SECONDS] [--quiet] [--json]
                                     verify and install; running it again resumes;
                                     a failed upgrade is rolled back (exit 7); the
                                     tailnet join waits (exit 8) while the login
@@ -41,6 +42,9 @@ commands:
   rollback [--state-dir DIR]        put the previous install back
   check --root DIR [--json]         re-hash an installed tree against its record
   --version                         this stub's version and target
+
+--json on verify, extract and install: one JSON event a line on stdout
+(docs/EVENTS.md); progress goes to stderr, redrawn on a terminal.
 
 exit codes: 0 ok, 2 usage, 3 verification failed, 4 incompatible,
 5 I/O or resources, 6 locked, 7 rolled back, 8 degraded, 9 hook failed,
@@ -87,6 +91,10 @@ impl Flags {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // How this run reports (events.rs): the commands with an event stream
+    // take --json, and install --quiet turns progress off.
+    let streams = matches!(args.first().map(String::as_str), Some("verify" | "extract" | "install"));
+    events::init(streams && args.iter().any(|a| a == "--json"), args.iter().any(|a| a == "--quiet"));
     let code = match run(&args) {
         Ok(code) => code,
         Err(e) => {
@@ -94,7 +102,17 @@ fn main() {
             if let Some(h) = &e.hint {
                 eprintln!("  hint: {h}");
             }
-            e.class as i32
+            let code = e.class as i32;
+            events::emit(
+                "result",
+                &[
+                    ("ok", "false".into()),
+                    ("exit", code.to_string()),
+                    ("error", json::s(&e.msg)),
+                    ("hint", json::opt(e.hint.as_deref())),
+                ],
+            );
+            code
         }
     };
     std::process::exit(code);
@@ -130,13 +148,26 @@ fn run(args: &[String]) -> Result<i32> {
                 None => Trust::Embedded,
             };
             let b = Bundle::open_verified(&bundle::self_path()?, &trust)?;
-            let mut p = extract::Progress::new(true, b.manifest.files_total());
+            let mut p = Progress::start("verify", b.manifest.files_total());
             extract::run(&b, &extract::Sink::Check, &mut p)?;
+            p.end();
             let m = &b.manifest;
-            if f.has("--json") {
-                println!(
-                    "{{\"ok\":true,\"bundle\":{},\"version\":{},\"tier\":{},\"target\":{},\"signer\":{},\"dev\":{},\"entries\":{},\"payload_sha256\":{}}}",
-                    json::s(&m.bundle_id()), json::s(m.version.as_str()), json::s(&m.tier), json::s(&m.target), json::s(&b.signer), m.dev, m.entries.len(), json::s(&hex::encode(&m.payload.sha256))
+            if events::json_mode() {
+                events::emit(
+                    "result",
+                    &[
+                        ("ok", "true".into()),
+                        ("exit", "0".into()),
+                        ("bundle", json::s(&m.bundle_id())),
+                        ("version", json::s(m.version.as_str())),
+                        ("tier", json::s(&m.tier)),
+                        ("target", json::s(&m.target)),
+                        ("format", m.format.to_string()),
+                        ("signer", json::s(&b.signer)),
+                        ("dev", m.dev.to_string()),
+                        ("entries", m.entries.len().to_string()),
+                        ("payload_sha256", json::s(&hex::encode(&m.payload.sha256))),
+                    ],
                 );
             } else {
                 println!(
@@ -195,7 +226,7 @@ fn run(args: &[String]) -> Result<i32> {
             Ok(0)
         }
         "extract" => {
-            let f = Flags::parse(rest, &["--to"], &[])?;
+            let f = Flags::parse(rest, &["--to"], &["--json"])?;
             let to = f.require("--to")?;
             let layout = install::Layout::new(&to)?;
             layout.check_if_present()?;
@@ -207,7 +238,16 @@ fn run(args: &[String]) -> Result<i32> {
             preflight::check(&b.manifest, &layout.root)?;
             install::stage(&b, &layout, false, true, None, &mut |_| Ok(()))?;
             install::commit(&layout)?;
-            println!("extracted {} entries into {}", b.manifest.entries.len(), layout.root.display());
+            let n = b.manifest.entries.len();
+            if events::json_mode() {
+                let to = json::s(&layout.root.display().to_string());
+                events::emit(
+                    "result",
+                    &[("ok", "true".into()), ("exit", "0".into()), ("entries", n.to_string()), ("root", to)],
+                );
+            } else {
+                println!("extracted {n} entries into {}", layout.root.display());
+            }
             Ok(0)
         }
         "install" => {
@@ -227,7 +267,7 @@ fn run(args: &[String]) -> Result<i32> {
                     "--restore-identity",
                     "--restore-passphrase-file",
                 ],
-                &["--allow-downgrade", "--quiet", "--retry-failed"],
+                &["--allow-downgrade", "--quiet", "--retry-failed", "--json"],
             )?;
             let number = |name: &str, default: u32| -> Result<u32> {
                 match f.value(name) {
@@ -296,7 +336,19 @@ fn run(args: &[String]) -> Result<i32> {
                 ),
             };
             let out = install::install(&opts)?;
-            if out.already {
+            if events::json_mode() {
+                events::emit(
+                    "result",
+                    &[
+                        ("ok", "true".into()),
+                        ("exit", "0".into()),
+                        ("state", json::s(out.state.as_str())),
+                        ("already", out.already.to_string()),
+                        ("root", json::s(&opts.root.display().to_string())),
+                        ("state_dir", json::s(&opts.state_dir.display().to_string())),
+                    ],
+                );
+            } else if out.already {
                 println!("already installed and RUNNING in {}; nothing to do", opts.root.display());
             } else {
                 println!("{} in {} (state dir {})", out.state, opts.root.display(), opts.state_dir.display());

@@ -1,15 +1,24 @@
 //! The payload as a stream of tar bytes: the signed frame table says where
-//! each zstd frame lies and exactly how many bytes it decodes to.
+//! each zstd frame lies, exactly how many bytes it decodes to and (format 3
+//! on) the sha256 of its compressed bytes.
 //!
 //! # Security
+//! Format 3: each frame is read once, hashed and compared with its signed
+//! hash, and only then decoded: no unverified byte reaches the decoder, and
+//! the medium is read once. Formats 1 and 2 sign only the whole payload's
+//! hash, which [`crate::bundle::Bundle::check_regions`] checks before the
+//! first frame is decoded; here the compressed bytes are hashed again as
+//! they are read and the total compared at the end, so bytes changed on the
+//! medium after that check cannot slip through.
+//!
 //! A frame that decodes to more bytes than declared is refused when the
-//! declared size is reached, so a decompression bomb stops there. The
-//! compressed bytes are hashed again as they are read, and the total is
-//! compared with the signed payload hash at the end: bytes changed on the
-//! medium after `verify` cannot slip through.
+//! declared size is reached, so a decompression bomb stops there.
+//!
+//! Frames are decoded by libzstd (the `zstd` crate; its C is compiled for
+//! every platform by the `zig cc` the xtask uses), on up to three threads:
+//! the frames are independent by design.
 
 use nxs_format::{hex, Frame, Manifest};
-use ruzstd::decoding::FrameDecoder;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
@@ -22,13 +31,18 @@ pub struct PayloadReader<'a> {
     /// The next frame to hand to the reader, and the next to read from disk.
     next: usize,
     submitted: usize,
+    /// File offset of frame `submitted`, and of the payload region.
     offset: u64,
     start: u64,
-    want_sha256: [u8; 32],
+    /// Formats 1 and 2: the whole payload's hash, computed as frames are
+    /// read and compared once the last one is.
+    whole: Option<(Sha256, [u8; 32])>,
     out: Vec<u8>,
     out_pos: usize,
-    hasher: Sha256,
-    /// Set when the last frame is read from disk and its hash is wrong.
+    /// Decoded bytes of the first frame to drop: a reader that starts at a
+    /// frame starts at the member the index names.
+    skip: usize,
+    /// Set when the last frame is read from disk and the whole hash is wrong.
     hash_error: Option<String>,
     decoders: Decoders,
     /// Decoded frames that arrived ahead of their turn, by index.
@@ -36,11 +50,8 @@ pub struct PayloadReader<'a> {
     /// Buffers to reuse: a fresh multi-MiB allocation per frame costs page
     /// faults and zeroing every time.
     spare_out: Vec<Vec<u8>>,
-    /// With decoding threads, the compressed bytes are hashed on a thread
-    /// of their own too, in file order; the digest comes back at the end.
-    hash_tx: Option<mpsc::Sender<Arc<Vec<u8>>>>,
-    hasher_thread: Option<std::thread::JoinHandle<[u8; 32]>>,
     in_flight_raw: u64,
+    read: u64,
     done: bool,
 }
 
@@ -49,16 +60,17 @@ pub struct PayloadReader<'a> {
 const READ_AHEAD: u64 = 12 << 20;
 
 /// Where frames are decoded: on this thread, or on a few workers that
-/// decode independent frames in parallel (ruzstd decodes one stream on one
-/// core; the frames are independent by design).
+/// verify and decode independent frames in parallel.
 enum Decoders {
-    Inline(Box<FrameDecoder>),
+    Inline(Box<zstd::bulk::Decompressor<'static>>),
     Pool { jobs: Option<mpsc::Sender<Job>>, results: mpsc::Receiver<Done> },
 }
 
 struct Job {
     index: usize,
-    comp: Arc<Vec<u8>>,
+    comp: Vec<u8>,
+    /// The signed hash to check before decoding (format 3).
+    sha256: Option<[u8; 32]>,
     /// A buffer to decode into, reused.
     out: Vec<u8>,
     raw: u64,
@@ -70,15 +82,28 @@ struct Done {
     out: io::Result<Vec<u8>>,
 }
 
-fn decoder() -> FrameDecoder {
-    let mut d = FrameDecoder::new();
-    d.set_max_window_size(nxs_format::manifest::MAX_FRAME_RAW);
-    d
+fn decoder() -> io::Result<zstd::bulk::Decompressor<'static>> {
+    let mut d = zstd::bulk::Decompressor::new()?;
+    // A frame may not ask for a window larger than a frame may decode to.
+    let log = nxs_format::manifest::MAX_FRAME_RAW.trailing_zeros();
+    d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(log))?;
+    Ok(d)
 }
 
-/// Decodes one frame into `out`, which ends up exactly its declared size,
-/// or says why not.
-fn decode(d: &mut FrameDecoder, comp: &[u8], mut out: Vec<u8>, raw: u64, where_: &str) -> io::Result<Vec<u8>> {
+/// Checks one frame against its signed hash, then decodes it into `out`,
+/// which ends up exactly its declared size; or says why not.
+fn verify_and_decode(d: &mut zstd::bulk::Decompressor<'static>, job: Job) -> io::Result<Vec<u8>> {
+    let Job { comp, sha256, mut out, raw, where_, .. } = job;
+    if let Some(want) = sha256 {
+        let got: [u8; 32] = Sha256::digest(&comp).into();
+        if got != want {
+            return Err(bad(format!(
+                "{where_}: sha256 is {}, the signed manifest says {}; nothing of it was decoded",
+                hex::encode(&got),
+                hex::encode(&want)
+            )));
+        }
+    }
     // A reused buffer already holds initialised bytes: only grow it (and
     // zero the growth); the decoder overwrites what is kept.
     if out.len() < raw as usize {
@@ -86,7 +111,7 @@ fn decode(d: &mut FrameDecoder, comp: &[u8], mut out: Vec<u8>, raw: u64, where_:
     }
     out.truncate(raw as usize);
     let n = d
-        .decode_all(comp, &mut out)
+        .decompress_to_buffer(&comp[..], &mut out[..])
         .map_err(|e| bad(format!("{where_}: does not decode within its declared {raw} bytes: {e}")))?;
     if n as u64 != raw {
         return Err(bad(format!("{where_}: decodes to {n} bytes, the signed manifest says {raw}")));
@@ -104,103 +129,107 @@ fn workers() -> usize {
 }
 
 impl<'a> PayloadReader<'a> {
-    pub fn new(file: &'a File, payload_offset: u64, manifest: &'a Manifest) -> Self {
-        let n = if manifest.frames.len() > 1 { workers() } else { 0 };
+    /// Reads the whole payload, from its first frame.
+    pub fn new(file: &'a File, payload_offset: u64, manifest: &'a Manifest) -> io::Result<Self> {
+        Self::from_frame(file, payload_offset, manifest, 0)
+    }
+
+    /// Reads the payload from frame `first`, which must name its first
+    /// member (format 3): the tar stream then starts at that member. The
+    /// frames before it are not read at all.
+    pub fn from_frame(file: &'a File, payload_offset: u64, manifest: &'a Manifest, first: usize) -> io::Result<Self> {
+        let frames = &manifest.frames;
+        let per_frame = manifest.format >= 3;
+        let skip = match (first, frames.get(first).and_then(|f| f.first)) {
+            (0, _) => 0,
+            (_, Some(m)) if per_frame => m.offset as usize,
+            _ => return Err(bad(format!("payload frame {first}: no member begins there to start from"))),
+        };
+        let offset = payload_offset + frames[..first].iter().map(|f| f.compressed).sum::<u64>();
+        let n = if frames.len() - first > 1 { workers() } else { 0 };
         let decoders = if n < 2 {
-            Decoders::Inline(Box::new(decoder()))
+            Decoders::Inline(Box::new(decoder()?))
         } else {
             let (jobs, rx) = mpsc::channel::<Job>();
             let rx = Arc::new(Mutex::new(rx));
             let (tx, results) = mpsc::channel();
             for _ in 0..n {
                 let (rx, tx) = (rx.clone(), tx.clone());
-                std::thread::spawn(move || {
-                    let mut d = decoder();
-                    loop {
-                        let job = match rx.lock().map(|r| r.recv()) {
-                            Ok(Ok(job)) => job,
-                            _ => return,
-                        };
-                        let out = decode(&mut d, &job.comp, job.out, job.raw, &job.where_);
-                        if tx.send(Done { index: job.index, out }).is_err() {
-                            return;
-                        }
+                let mut d = decoder()?;
+                std::thread::spawn(move || loop {
+                    let job = match rx.lock().map(|r| r.recv()) {
+                        Ok(Ok(job)) => job,
+                        _ => return,
+                    };
+                    let index = job.index;
+                    let out = verify_and_decode(&mut d, job);
+                    if tx.send(Done { index, out }).is_err() {
+                        return;
                     }
                 });
             }
             Decoders::Pool { jobs: Some(jobs), results }
         };
-        let (hash_tx, hasher_thread) = match decoders {
-            Decoders::Inline(_) => (None, None),
-            Decoders::Pool { .. } => {
-                let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>();
-                let t = std::thread::spawn(move || {
-                    let mut h = Sha256::new();
-                    for comp in rx {
-                        h.update(&comp[..]);
-                    }
-                    h.finalize().into()
-                });
-                (Some(tx), Some(t))
-            }
-        };
-        PayloadReader {
+        Ok(PayloadReader {
             file,
-            frames: &manifest.frames,
-            next: 0,
-            submitted: 0,
-            offset: payload_offset,
+            frames,
+            next: first,
+            submitted: first,
+            offset,
             start: payload_offset,
-            want_sha256: manifest.payload.sha256,
+            whole: (!per_frame).then(|| (Sha256::new(), manifest.payload.sha256)),
             out: Vec::new(),
             out_pos: 0,
-            hasher: Sha256::new(),
+            skip,
             hash_error: None,
             decoders,
             ready: std::collections::BTreeMap::new(),
             spare_out: Vec::new(),
-            hash_tx,
-            hasher_thread,
             in_flight_raw: 0,
-            done: false,
-        }
+            read: 0,
+            done: first == frames.len(),
+        })
     }
 
-    /// Reads frame `submitted` from disk, hashing its compressed bytes in
-    /// file order, and returns it as a job.
+    /// Bytes of the bundle read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Reads frame `submitted` from disk and returns it as a job.
     fn read_frame(&mut self) -> io::Result<Job> {
         let i = self.submitted;
         let f = self.frames[i];
-        let at = self.offset - self.start;
-        let where_ = format!("payload frame {i} at payload offset {at} ({} compressed bytes)", f.compressed);
+        let where_ = format!(
+            "payload frame {i} of {} (bytes {}..{} of the bundle)",
+            self.frames.len(),
+            self.offset,
+            self.offset + f.compressed
+        );
         let mut comp = vec![0u8; f.compressed as usize];
         self.file.read_exact_at(&mut comp, self.offset).map_err(|e| bad(format!("{where_}: read failed: {e}")))?;
-        let comp = Arc::new(comp);
-        match &self.hash_tx {
-            Some(tx) => tx.send(comp.clone()).map_err(|_| bad("payload hasher stopped".into()))?,
-            None => self.hasher.update(&comp[..]),
+        self.read += f.compressed;
+        if let Some((h, _)) = &mut self.whole {
+            h.update(&comp);
         }
         self.offset += f.compressed;
         self.submitted += 1;
         if self.submitted == self.frames.len() {
-            let got: [u8; 32] = match (self.hash_tx.take(), self.hasher_thread.take()) {
-                // Closing the queue ends the hasher, which returns the digest.
-                (Some(tx), Some(t)) => {
-                    drop(tx);
-                    t.join().map_err(|_| bad("payload hasher stopped".into()))?
+            if let Some((h, want)) = self.whole.take() {
+                let got: [u8; 32] = h.finalize().into();
+                if got != want {
+                    self.hash_error = Some(format!(
+                        "payload (bytes {}..{} of the bundle) changed while it was read: sha256 {} is not the signed {}",
+                        self.start,
+                        self.offset,
+                        hex::encode(&got),
+                        hex::encode(&want)
+                    ));
                 }
-                _ => std::mem::take(&mut self.hasher).finalize().into(),
-            };
-            if got != self.want_sha256 {
-                self.hash_error = Some(format!(
-                    "payload changed while it was read: sha256 {} is not the signed {}",
-                    hex::encode(&got),
-                    hex::encode(&self.want_sha256)
-                ));
             }
         }
         let out = self.spare_out.pop().unwrap_or_default();
-        Ok(Job { index: i, comp, out, raw: f.raw, where_ })
+        Ok(Job { index: i, comp, sha256: f.sha256, out, raw: f.raw, where_ })
     }
 
     fn decode_next(&mut self) -> io::Result<()> {
@@ -208,7 +237,7 @@ impl<'a> PayloadReader<'a> {
             Decoders::Inline(_) => {
                 let job = self.read_frame()?;
                 let Decoders::Inline(d) = &mut self.decoders else { unreachable!() };
-                decode(d, &job.comp, job.out, job.raw, &job.where_)?
+                verify_and_decode(d, job)?
             }
             Decoders::Pool { .. } => {
                 // Keep the workers busy up to the read-ahead bound.
@@ -239,12 +268,12 @@ impl<'a> PayloadReader<'a> {
         let used = std::mem::replace(&mut self.out, frame);
         self.spare_out.push(used);
         self.next += 1;
-        self.out_pos = 0;
+        self.out_pos = std::mem::take(&mut self.skip);
         self.done = self.next == self.frames.len();
         Ok(())
     }
 
-    /// True once every frame was read and the payload hash matched.
+    /// True once every frame was read and verified.
     pub fn finished(&self) -> bool {
         self.done && self.out_pos == self.out.len()
     }
@@ -277,18 +306,20 @@ impl Read for PayloadReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nxs_format::Region;
+    use nxs_format::{FirstMember, Region};
 
     fn manifest(frames: Vec<Frame>, len: u64, sha256: [u8; 32]) -> Manifest {
         crate::test_manifest(frames, Region { len, sha256 }, vec![])
     }
 
+    /// Format 2 frames (sizes only), and format 3 frames of the same bytes
+    /// (each with its hash, and a member at `offset` of every frame).
     fn payload_file(parts: &[&[u8]]) -> (tempfile::NamedTempFile, Vec<Frame>, Vec<u8>) {
         let mut bytes = Vec::new();
         let mut frames = Vec::new();
         for p in parts {
             let c = zstd::bulk::compress(p, 3).unwrap();
-            frames.push(Frame { compressed: c.len() as u64, raw: p.len() as u64 });
+            frames.push(Frame::sized(c.len() as u64, p.len() as u64));
             bytes.extend_from_slice(&c);
         }
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -296,15 +327,26 @@ mod tests {
         (f, frames, bytes)
     }
 
+    fn format3(m: &mut Manifest, bytes: &[u8], offset: u64) {
+        m.format = 3;
+        let mut at = 0usize;
+        for (i, f) in m.frames.iter_mut().enumerate() {
+            f.sha256 = Some(Sha256::digest(&bytes[at..at + f.compressed as usize]).into());
+            f.first = Some(FirstMember { entry: i as u64, offset: if i == 0 { 0 } else { offset } });
+            at += f.compressed as usize;
+        }
+    }
+
     #[test]
     fn reads_frames_in_order_and_checks_the_payload_hash_at_the_end() {
         let (f, frames, bytes) = payload_file(&[b"hello ", b"world"]);
         let m = manifest(frames, bytes.len() as u64, Sha256::digest(&bytes).into());
-        let mut r = PayloadReader::new(f.as_file(), 0, &m);
+        let mut r = PayloadReader::new(f.as_file(), 0, &m).unwrap();
         let mut out = String::new();
         r.read_to_string(&mut out).unwrap();
         assert_eq!(out, "hello world");
         assert!(r.finished());
+        assert_eq!(r.bytes_read(), bytes.len() as u64);
     }
 
     #[test]
@@ -313,8 +355,51 @@ mod tests {
         let (f, frames, bytes) = payload_file(&[b"hello ", b"world"]);
         let m = manifest(frames, bytes.len() as u64, [7; 32]);
         let mut out = Vec::new();
-        let e = PayloadReader::new(f.as_file(), 0, &m).read_to_end(&mut out).unwrap_err();
-        assert!(e.to_string().contains("payload changed while it was read"), "{e}");
+        let e = PayloadReader::new(f.as_file(), 0, &m).unwrap().read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("changed while it was read"), "{e}");
+    }
+
+    #[test]
+    fn a_format_3_frame_is_checked_before_it_is_decoded_and_named_with_its_bytes() {
+        let parts: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 100_000]).collect();
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let (f, frames, bytes) = payload_file(&refs);
+        let mut m = manifest(frames, bytes.len() as u64, [0; 32]);
+        format3(&mut m, &bytes, 0);
+        let mut out = Vec::new();
+        PayloadReader::new(f.as_file(), 0, &m).unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out, parts.concat());
+        // One flipped bit in frame 3: refused as that frame, with its range.
+        let mut evil = bytes.clone();
+        let at: u64 = m.frames[..3].iter().map(|f| f.compressed).sum();
+        evil[at as usize + 5] ^= 1;
+        let mut g = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut g, &evil).unwrap();
+        let mut r = PayloadReader::new(g.as_file(), 0, &m).unwrap();
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err().to_string();
+        let range = format!("payload frame 3 of 6 (bytes {at}..{} of the bundle)", at + m.frames[3].compressed);
+        assert!(e.contains(&range) && e.contains("nothing of it was decoded"), "{e}");
+        // What came out before it was the good frames only.
+        assert_eq!(out, parts[..3].concat());
+    }
+
+    #[test]
+    fn a_reader_can_start_at_a_frame_and_reads_nothing_before_it() {
+        let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'a' + i; 50_000]).collect();
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let (f, frames, bytes) = payload_file(&refs);
+        let mut m = manifest(frames, bytes.len() as u64, [0; 32]);
+        format3(&mut m, &bytes, 10);
+        let mut r = PayloadReader::from_frame(f.as_file(), 0, &m, 3).unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, [&parts[3][10..], &parts[4][..]].concat());
+        assert_eq!(r.bytes_read(), m.frames[3].compressed + m.frames[4].compressed);
+        drop(r);
+        // Formats 1 and 2 have no per-frame hash: only a whole read.
+        m.format = 2;
+        assert!(PayloadReader::from_frame(f.as_file(), 0, &m, 3).is_err());
     }
 
     #[test]
@@ -322,11 +407,11 @@ mod tests {
         let (f, mut frames, bytes) = payload_file(&[b"hello world"]);
         frames[0].raw = 5;
         let m = manifest(frames.clone(), bytes.len() as u64, Sha256::digest(&bytes).into());
-        let e = PayloadReader::new(f.as_file(), 0, &m).read_to_end(&mut Vec::new()).unwrap_err();
+        let e = PayloadReader::new(f.as_file(), 0, &m).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("does not decode within its declared 5 bytes"), "{e}");
         frames[0].raw = 20;
         let m = manifest(frames, bytes.len() as u64, Sha256::digest(&bytes).into());
-        let e = PayloadReader::new(f.as_file(), 0, &m).read_to_end(&mut Vec::new()).unwrap_err();
+        let e = PayloadReader::new(f.as_file(), 0, &m).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("decodes to 11 bytes, the signed manifest says 20"), "{e}");
     }
 
@@ -339,7 +424,7 @@ mod tests {
         let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
         let (f, frames, bytes) = payload_file(&refs);
         let m = manifest(frames, bytes.len() as u64, Sha256::digest(&bytes).into());
-        let mut r = PayloadReader::new(f.as_file(), 0, &m);
+        let mut r = PayloadReader::new(f.as_file(), 0, &m).unwrap();
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
         assert_eq!(out, parts.concat());
@@ -348,7 +433,7 @@ mod tests {
         let mut frames = m.frames.clone();
         frames[17].raw += 1;
         let m = manifest(frames, bytes.len() as u64, Sha256::digest(&bytes).into());
-        let e = PayloadReader::new(f.as_file(), 0, &m).read_to_end(&mut Vec::new()).unwrap_err();
+        let e = PayloadReader::new(f.as_file(), 0, &m).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("payload frame 17 "), "{e}");
     }
 }

@@ -145,6 +145,15 @@ impl StateDir {
         self.dir.write_atomic(CHECKPOINT, cp.to_text().as_bytes(), 0o600)
     }
 
+    /// Puts back the checkpoint a run found (its bytes as they were), or
+    /// none: what a run that must leave nothing behind does last.
+    pub fn restore_checkpoint(&self, bytes: Option<&[u8]>) -> Result<()> {
+        match bytes {
+            Some(b) => self.dir.write_atomic(CHECKPOINT, b, 0o600),
+            None => self.dir.remove_file(CHECKPOINT).map(|_| ()),
+        }
+    }
+
     /// The highest version ever installed with this state directory.
     pub fn highest(&self) -> Result<Option<nxs_format::Version>> {
         Ok(self

@@ -96,11 +96,25 @@ pub struct TarWalk<R> {
     left: u64,
     pad: u64,
     ended: bool,
+    /// Where the end-of-archive marker began, once it was read.
+    end_at: Option<u64>,
 }
 
 impl<R: Read> TarWalk<R> {
     pub fn new(inner: R) -> TarWalk<R> {
-        TarWalk { inner, offset: 0, index: 0, left: 0, pad: 0, ended: false }
+        TarWalk::resume(inner, 0, 0)
+    }
+
+    /// A walk of a stream that `inner` gives from byte `offset` on, where
+    /// member `index` begins: a reader that starts at a frame (format 3).
+    /// Offsets in errors are the whole stream's.
+    pub fn resume(inner: R, offset: u64, index: usize) -> TarWalk<R> {
+        TarWalk { inner, offset, index, left: 0, pad: 0, ended: false, end_at: None }
+    }
+
+    /// The byte offset of the end-of-archive marker, once it was read.
+    pub fn end_offset(&self) -> Option<u64> {
+        self.end_at
     }
 
     /// Bytes of the tar stream consumed so far.
@@ -161,6 +175,7 @@ impl<R: Read> TarWalk<R> {
                     return Err(fail("a lone zero block; the bundler ends the archive with two".into()));
                 }
                 self.ended = true;
+                self.end_at = Some(at);
                 return Ok(None);
             }
             let h = check_header(&block).map_err(fail)?;

@@ -57,9 +57,14 @@ pub fn load() -> Result<Vec<u8>> {
     }
     let b = Bundle::open_verified(&me, &Trust::Embedded)?;
     let (size, sha256) = expected(&b.manifest)?;
-    let reader = crate::payload::PayloadReader::new(&b.file, b.trailer.payload_offset(), &b.manifest);
-    let mut ar = tar::Archive::new(reader);
     let label = format!("{}: payload {TOOL}", b.path.display());
+    // Format 3: read from the frame the program's member begins in, and
+    // nothing before it.
+    let entry = b.manifest.entries.iter().position(|e| e.path.as_str() == TOOL).unwrap_or(0);
+    let frame = crate::extract::frame_of(&b.manifest, entry);
+    let reader = crate::payload::PayloadReader::from_frame(&b.file, b.trailer.payload_offset(), &b.manifest, frame)
+        .map_err(|e| Error::verify(format!("{label}: {e}")))?;
+    let mut ar = tar::Archive::new(reader);
     for e in ar.entries().map_err(|e| Error::verify(format!("{label}: {e}")))? {
         let e = e.map_err(|e| Error::verify(format!("{label}: {e}")))?;
         if &*e.path_bytes() == TOOL.as_bytes() {

@@ -405,16 +405,54 @@ pub mod hostile {
         tar
     }
 
-    /// Frames `tar` honestly (each frame declares what it decodes to).
+    /// Frames `tar` honestly, as format 3 does: each frame declares what
+    /// it decodes to, the sha256 of its bytes, and the first member that
+    /// begins in it (found by a plain walk of 512-byte headers).
     pub fn frames_of(tar: &[u8]) -> (Vec<u8>, Vec<Frame>) {
+        let starts = member_starts(tar);
         let mut payload = Vec::new();
         let mut frames = Vec::new();
+        let mut at = 0u64;
         for chunk in tar.chunks(1 << 20) {
             let c = zstd::bulk::compress(chunk, 3).unwrap();
-            frames.push(Frame { compressed: c.len() as u64, raw: chunk.len() as u64 });
+            let end = at + chunk.len() as u64;
+            let first = starts
+                .iter()
+                .enumerate()
+                .find(|&(_, &s)| s >= at && s < end)
+                .map(|(i, &s)| nxs_format::FirstMember { entry: i as u64, offset: s - at });
+            frames.push(Frame {
+                compressed: c.len() as u64,
+                raw: chunk.len() as u64,
+                sha256: Some(Sha256::digest(&c).into()),
+                first,
+            });
             payload.extend_from_slice(&c);
+            at = end;
         }
         (payload, frames)
+    }
+
+    /// Where each member (with its long-name records) begins, then the
+    /// end marker: sizes read from octal header fields only.
+    fn member_starts(tar: &[u8]) -> Vec<u64> {
+        let (mut starts, mut at, mut in_member) = (Vec::new(), 0usize, false);
+        while at + 512 <= tar.len() {
+            let h = &tar[at..at + 512];
+            if !in_member {
+                starts.push(at as u64);
+            }
+            if h.iter().all(|&b| b == 0) {
+                break;
+            }
+            let size = std::str::from_utf8(&h[124..135])
+                .ok()
+                .and_then(|s| u64::from_str_radix(s.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok())
+                .unwrap_or(0);
+            in_member = matches!(h[156], b'L' | b'K');
+            at += 512 + (size as usize).div_ceil(512) * 512;
+        }
+        starts
     }
 
     /// Assembles and signs a bundle; `edit` may change the manifest text
@@ -429,6 +467,7 @@ pub mod hostile {
     ) -> PathBuf {
         let stub_bytes = std::fs::read(stub()).unwrap();
         let m = Manifest {
+            format: nxs_format::FORMAT_VERSION,
             product: "demo".into(),
             version: Version::parse("2.0.1").unwrap(),
             tier: "hostile".into(),
@@ -643,4 +682,152 @@ pub mod tailnet {
             self.stop();
         }
     }
+}
+
+/// The event kinds docs/EVENTS.md documents, each with the fields it may
+/// carry (besides `schema`, `event` and `t`): read from the page's tables,
+/// so the page is what events are checked against.
+pub fn documented_events() -> BTreeMap<String, Vec<String>> {
+    let doc = std::fs::read_to_string(workspace().join("docs/EVENTS.md")).unwrap();
+    let body = doc.split("## Kinds").nth(1).expect("a Kinds section").split("\n## ").next().unwrap();
+    let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix('`') {
+            if let Some((kind, _)) = rest.split_once("`:") {
+                current = Some(kind.to_string());
+                kinds.insert(kind.to_string(), Vec::new());
+                continue;
+            }
+        }
+        if let (Some(k), Some(first)) = (&current, line.strip_prefix("| ")) {
+            let cell = first.split(" |").next().unwrap_or("");
+            for name in cell.split(',').filter_map(|c| c.trim().strip_prefix('`')?.strip_suffix('`')) {
+                kinds.get_mut(k).unwrap().push(name.to_string());
+            }
+        }
+    }
+    kinds
+}
+
+/// Checks `--json` output against docs/EVENTS.md: every line one JSON
+/// object of schema 1, of a documented kind with documented fields only,
+/// `t` never going back, and a last `result` whose `exit` is `code`.
+/// Returns the events.
+pub fn check_events(out: &str, code: i32) -> Vec<nxs_format::json::Value> {
+    use nxs_format::json::Value;
+    let kinds = documented_events();
+    assert!(kinds.len() >= 6 && kinds["progress"].contains(&"eta".to_string()), "{kinds:?}");
+    let mut events = Vec::new();
+    let mut last_t = 0.0f64;
+    for line in out.lines() {
+        let v = nxs_format::json::parse(line).unwrap_or_else(|| panic!("not JSON: {line}"));
+        let Value::Obj(fields) = &v else { panic!("not an object: {line}") };
+        assert_eq!(v.get("schema"), Some(&Value::Num("1".into())), "{line}");
+        let kind = v.get("event").and_then(Value::as_str).unwrap_or_else(|| panic!("no event kind: {line}"));
+        let allowed = kinds.get(kind).unwrap_or_else(|| panic!("kind `{kind}` is not in docs/EVENTS.md: {line}"));
+        for (k, _) in fields {
+            assert!(
+                ["schema", "event", "t"].contains(&k.as_str()) || allowed.contains(k),
+                "field `{k}` of `{kind}` is not in docs/EVENTS.md: {line}"
+            );
+        }
+        let Some(Value::Num(t)) = v.get("t") else { panic!("no time: {line}") };
+        let t: f64 = t.parse().unwrap();
+        assert!(t >= last_t, "time went back: {line}");
+        last_t = t;
+        events.push(v);
+    }
+    let last = events.last().expect("at least a result");
+    assert_eq!(last.get("event").and_then(Value::as_str), Some("result"), "the last event is the result: {out}");
+    assert_eq!(last.get("exit"), Some(&Value::Num(code.to_string())), "{out}");
+    assert_eq!(last.get("ok").and_then(Value::as_bool), Some(code == 0), "{out}");
+    events
+}
+
+/// The events of kind `kind`.
+pub fn events_of<'a>(events: &'a [nxs_format::json::Value], kind: &str) -> Vec<&'a nxs_format::json::Value> {
+    events.iter().filter(|e| e.get("event").and_then(|v| v.as_str()) == Some(kind)).collect()
+}
+
+/// The built bundle `from`, written to `to` as a bundle of format 1 or 2
+/// would be: the same stub and payload, its manifest in that format (no
+/// per-frame hashes; format 1 without the Headscale client lines), signed
+/// with the test key, under a trailer of that version. What a stick made
+/// by an older release holds.
+pub fn as_format(from: &Path, format: u32, to: &Path) {
+    let bytes = std::fs::read(from).unwrap();
+    let (t, mut m) = read_manifest(from);
+    m.format = format;
+    for f in &mut m.frames {
+        *f = nxs_format::Frame::sized(f.compressed, f.raw);
+    }
+    let text = m.to_text();
+    assert!(text.starts_with(&format!("nxs-manifest {format}\n")));
+    let key = nxs_bundler::sign::SigningKey::load(&test_key().0, None).unwrap();
+    let sig = key.sign(text.as_bytes(), &format!("nxs-manifest {}", m.bundle_id())).unwrap();
+    let trailer = nxs_format::Trailer {
+        format_version: format,
+        stub_len: t.stub_len,
+        payload_len: t.payload_len,
+        manifest_len: text.len() as u64,
+        signature_len: sig.len() as u64,
+    };
+    let mut out = bytes[..(t.stub_len + t.payload_len) as usize].to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(sig.as_bytes());
+    out.extend_from_slice(&trailer.encode());
+    write(to, &out, 0o755);
+}
+
+/// Where each frame of a built bundle lies in its file: (start, end).
+pub fn frame_ranges(bundle: &Path) -> Vec<(u64, u64)> {
+    let (t, m) = read_manifest(bundle);
+    let mut start = t.stub_len;
+    m.frames
+        .iter()
+        .map(|f| {
+            let r = (start, start + f.compressed);
+            start += f.compressed;
+            r
+        })
+        .collect()
+}
+
+/// The trailer and the (unverified) manifest of a bundle file.
+pub fn read_manifest(bundle: &Path) -> (nxs_format::Trailer, nxs_format::Manifest) {
+    let bytes = std::fs::read(bundle).unwrap();
+    let t = nxs_format::Trailer::decode(bytes[bytes.len() - 64..].try_into().unwrap(), bytes.len() as u64).unwrap();
+    let at = t.manifest_offset() as usize;
+    (t, nxs_format::Manifest::parse(&bytes[at..at + t.manifest_len as usize]).unwrap())
+}
+
+/// Runs `cmd` under strace and returns its output and how many bytes its
+/// reads of `file` returned (every read, pread and readv of it, by any
+/// thread): what a run takes from the medium.
+pub fn bytes_read_from(file: &Path, cmd: &mut Command) -> (Output, u64) {
+    require_tool("strace");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut traced = Command::new("strace");
+    traced
+        .args(["-f", "-qq", "-y", "-e", "trace=read,pread64,readv,preadv,preadv2", "-e", "signal=none", "-o"])
+        .arg(log.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => traced.env(k, v),
+            None => traced.env_remove(k),
+        };
+    }
+    let o = output(&mut traced).unwrap();
+    let name = format!("<{}>", file.canonicalize().unwrap().display());
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let n = text
+        .lines()
+        .filter(|l| l.contains(&name))
+        .filter_map(|l| l.rsplit_once(" = ")?.1.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(n > 0, "strace saw no read of {name}");
+    (o, n)
 }

@@ -446,6 +446,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("bsdtar", "libarchive-tools"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("strace", "strace"),
 ];
 
 /// Installs missing stock tools from Debian's packages when we are root,

@@ -25,7 +25,7 @@ pub fn ensure_zig() -> Result<()> {
     if have {
         return Ok(());
     }
-    eprintln!("installing {ZIGLANG} from PyPI (zig cc links the armv7 and riscv64 stubs)");
+    eprintln!("installing {ZIGLANG} from PyPI (zig cc compiles libzstd for every platform and links the armv7 and riscv64 stubs)");
     let st = Command::new("python3")
         .args(["-m", "pip", "install", "--quiet", ZIGLANG])
         .status()
@@ -42,6 +42,19 @@ pub fn ensure_zig() -> Result<()> {
 pub fn zig_wrapper(root: &Path, platform: &Platform) -> Result<PathBuf> {
     let cpu = if platform.zig_cpu.is_empty() { String::new() } else { format!(" -mcpu={}", platform.zig_cpu) };
     zig_script(root, &format!("cc-{}", platform.triple), &format!("cc -target {}{cpu}", platform.zig_target))
+}
+
+/// The C compiler and archiver for `platform`, as cc-rs reads them
+/// (`CC_<triple>`, `AR_<triple>`): libzstd, in the stub and in nxs-backup,
+/// is C, and `zig cc` compiles it for every target.
+pub fn c_toolchain(root: &Path, platform: &Platform) -> Result<Vec<(String, String)>> {
+    if platform.zig_target.is_empty() {
+        bail!("platforms/{}.toml: zig_target is missing (libzstd's C is compiled by zig cc)", platform.triple);
+    }
+    let triple = platform.triple.replace('-', "_");
+    let cc = zig_wrapper(root, platform)?.display().to_string();
+    let ar = zig_ar(root)?.display().to_string();
+    Ok(vec![(format!("CC_{triple}"), cc), (format!("AR_{triple}"), ar)])
 }
 
 /// `zig ar`, the archiver that goes with [`zig_wrapper`].
@@ -148,16 +161,18 @@ pub fn build_with_features(
         dir_name.push_str(f);
     }
     let keys: Vec<&str> = trust.iter().map(|k| k.base64.as_str()).collect();
+    let mut env = vec![
+        ("NXS_TRUST_ROOT".into(), keys.join(",")),
+        ("NXS_PLATFORM_MACHINES".into(), platform.machines.join(",")),
+        ("NXS_MIN_KERNEL".into(), platform.min_kernel.clone()),
+    ];
+    env.extend(c_toolchain(root, platform)?);
     let job = CrossBuild {
         package: "nxs-stub",
         bin: "nxs-stub",
         profile: "stub",
         target_dir: root.join("target").join("stubs").join(dir_name),
-        env: vec![
-            ("NXS_TRUST_ROOT".into(), keys.join(",")),
-            ("NXS_PLATFORM_MACHINES".into(), platform.machines.join(",")),
-            ("NXS_MIN_KERNEL".into(), platform.min_kernel.clone()),
-        ],
+        env,
         build_std_features: "optimize_for_size",
         // Panics keep their messages but not their file:line:column, which
         // name build paths and cost about 3 KiB of strings.

@@ -21,19 +21,12 @@ fn target_dir(root: &Path, features: &[&str]) -> PathBuf {
 
 /// Builds `nxs-backup` for `platform`; tests ask for `fault-injection`.
 pub fn build_backup(root: &Path, platform: &Platform, features: &[&str], quiet: bool) -> Result<PathBuf> {
-    // libzstd is C: `zig cc` compiles it for every target, with zig's ar.
-    if platform.zig_target.is_empty() {
-        anyhow::bail!("platforms/{}.toml: nxs-backup needs zig_target (its C is compiled by zig cc)", platform.triple);
-    }
-    let triple = platform.triple.replace('-', "_");
-    let cc = crate::stub::zig_wrapper(root, platform)?.display().to_string();
-    let ar = crate::stub::zig_ar(root)?.display().to_string();
     let job = CrossBuild {
         package: "nxs-backup",
         bin: "nxs-backup",
         profile: "tool",
         target_dir: target_dir(root, features),
-        env: vec![(format!("CC_{triple}"), cc), (format!("AR_{triple}"), ar)],
+        env: crate::stub::c_toolchain(root, platform)?,
         build_std_features: "",
         rustflags: &[],
         features,
