@@ -218,6 +218,26 @@ fn restore_over_live_state_keeps_it_and_the_machines_own_files() {
     chmod_tree_writable(t.path());
 }
 
+/// A restore reads its backup once (strace adds up every read of it):
+/// decrypted, checked and staged in the same pass.
+#[test]
+fn a_restore_reads_the_backup_once() {
+    let (t, key, recipient, state) = populated("one pass");
+    let out = t.path().join("stick");
+    let o = ok(&["backup", "--state-dir", s(&state), "--to", s(&out), "-r", &recipient, "--json"], &[]);
+    let file = PathBuf::from(json(&o).get("backup").unwrap().as_str().unwrap());
+    let target = t.path().join("elsewhere/nxs");
+    let mut cmd = Command::new(tool());
+    cmd.args(["restore", "--from", s(&file), "--state-dir", s(&target), "-i", s(&key)]);
+    let (o, n) = bytes_read_from(&file, &mut cmd);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(n as f64 <= size as f64 * 1.05, "restore read {n} bytes of a {size}-byte backup");
+    assert_eq!(data(&target), data(&state));
+    let names: Vec<_> = std::fs::read_dir(target.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("nxs")], "no staging is left beside it");
+}
+
 #[test]
 fn stock_age_zstd_tar_and_sha256sum_read_our_backups() {
     require_tool("age");

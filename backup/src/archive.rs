@@ -25,6 +25,9 @@ use std::rc::Rc;
 #[derive(Debug)]
 pub struct Opened {
     pub manifest: Manifest,
+    /// The sha256 of the backup file, every byte of it, hashed as it was
+    /// read: the restore's journal names the file it staged by it.
+    pub sha256: [u8; 32],
     /// Encrypted to a passphrase (age scrypt), not to X25519 recipients.
     pub passphrase: bool,
     /// Members under a bootstrap-owned name (a hand-made backup of a whole
@@ -36,7 +39,8 @@ pub struct Opened {
 /// told apart from corruption found in what it returned.
 struct Medium {
     file: File,
-    pos: u64,
+    pos: Rc<std::cell::Cell<u64>>,
+    hash: Rc<RefCell<Sha256>>,
     failed: Rc<RefCell<Option<(u64, io::Error)>>>,
 }
 
@@ -44,12 +48,13 @@ impl Read for Medium {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.file.read(buf) {
             Ok(n) => {
-                self.pos += n as u64;
+                self.pos.set(self.pos.get() + n as u64);
+                self.hash.borrow_mut().update(&buf[..n]);
                 Ok(n)
             }
             Err(e) => {
                 let copy = io::Error::new(e.kind(), e.to_string());
-                *self.failed.borrow_mut() = Some((self.pos, copy));
+                *self.failed.borrow_mut() = Some((self.pos.get(), copy));
                 Err(e)
             }
         }
@@ -159,12 +164,26 @@ impl Stage<'_> {
     }
 }
 
-/// Opens, checks and (with `stage`) writes out a backup. `stage` must be a
-/// new, empty directory.
+/// Opens, checks and (with `stage`) writes out a backup, in one pass over
+/// the file. `stage` must be a new, empty directory.
 pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened> {
+    open_with(path, keys, stage, &|_| Ok(()))
+}
+
+/// As [`open`]; `room` hears the bytes the manifest declares as soon as it
+/// is read, before any file is written, and may refuse.
+pub fn open_with(
+    path: &Path,
+    keys: &Decrypt,
+    stage: Option<&Path>,
+    room: &dyn Fn(u64) -> Result<()>,
+) -> Result<Opened> {
     let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let reread = file.try_clone().map_err(|e| Error::io("cannot open", path, e))?;
     let failed = Rc::new(RefCell::new(None));
-    let medium = BufReader::with_capacity(1 << 20, Medium { file, pos: 0, failed: failed.clone() });
+    let (pos, hash) = (Rc::new(std::cell::Cell::new(0)), Rc::new(RefCell::new(Sha256::new())));
+    let medium = Medium { file, pos: pos.clone(), hash: hash.clone(), failed: failed.clone() };
+    let medium = BufReader::with_capacity(1 << 20, medium);
     let medium_error = |what: Error| -> Error {
         match failed.borrow_mut().take() {
             Some((at, e)) => Error::io(&format!("cannot read (at byte {at})"), path, e)
@@ -248,6 +267,7 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
             });
             // From here the stream may hold what the manifest declares.
             budget.set(declared(&parsed, size).saturating_sub(size.div_ceil(512) * 512 + 512));
+            room(parsed.files().map(|(_, s)| s).sum())?;
             progress = crate::Progress::new(
                 if stage.is_some() { "restored" } else { "checked" },
                 parsed.files().map(|(_, s)| s).sum(),
@@ -365,6 +385,15 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
     // cut file fails here if not before.
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+    drop(rest);
+    // The file's hash: what the layers above left unread (nothing, or
+    // bytes past age's last chunk, which it refuses) is read here.
+    let mut sink = crate::HashSink(std::mem::take(&mut *hash.borrow_mut()));
+    let mut reread = reread;
+    io::Seek::seek(&mut reread, io::SeekFrom::Start(pos.get()))
+        .and_then(|_| io::copy(&mut reread, &mut sink))
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    let sha256: [u8; 32] = sink.0.finalize().into();
     let missing: Vec<&String> = m.entries.keys().filter(|p| !seen.contains(*p)).collect();
     if let Some(first) = missing.first() {
         return Err(Error::verify(format!(
@@ -384,7 +413,7 @@ pub fn open(path: &Path, keys: &Decrypt, stage: Option<&Path>) -> Result<Opened>
         fs::set_permissions(s.root, fs::Permissions::from_mode(m.root_mode & 0o1777))
             .map_err(|e| Error::io("cannot set the mode of", s.root, e))?;
     }
-    Ok(Opened { manifest: m, passphrase, dropped })
+    Ok(Opened { manifest: m, sha256, passphrase, dropped })
 }
 
 /// sha256 of a whole file, and its length.

@@ -11,7 +11,12 @@
 //! ```
 //!
 //! Nothing touches the state directory until the backup has been read to
-//! its last byte and every hash has matched. The bootstrap's own files
+//! its last byte and every hash has matched. The backup is read once: it
+//! is decrypted, decompressed and staged in one pass into
+//! `<parent>/.<name>.nxs-restore.stage-<pid>/new`, every size and hash
+//! checked on the way; one that fails is removed with all it staged (and in
+//! a directory the next-newest is tried). Only then is the lock taken and
+//! the staged directory renamed to be the work directory. The bootstrap's own files
 //! (lock, checkpoint, downgrade guard) are hard-linked into `new/`, so the
 //! lock a restore holds is the lock of the directory swapped in. The swap is
 //! `renameat2(RENAME_EXCHANGE)`: at every instant the state directory is the
@@ -399,30 +404,67 @@ fn same_request(from: &Path, j: &Journal) -> bool {
     j.backup == from || j.backup.parent() == Some(from.as_path())
 }
 
-/// The first of `list` that verifies to its last byte, read without
-/// writing anything; the others, with why they were passed over.
-fn pick(list: &[PathBuf], is_dir: bool, keys: &Decrypt, skipped: &mut Vec<(String, String)>) -> Result<(PathBuf, u64)> {
+/// Stages the first of `list` that verifies to its last byte into `dir`
+/// (made here, 0700: `dir/new` holds the backup), in one pass over each
+/// file: decrypted, decompressed and written, every size and hash checked
+/// on the way. One that fails is removed with all it staged, and in a
+/// directory the next-newest is tried; the others are reported with why
+/// they were passed over.
+fn stage_newest(
+    list: &[PathBuf],
+    is_dir: bool,
+    keys: &Decrypt,
+    dir: &Path,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<(PathBuf, archive::Opened)> {
     let mut classes = Vec::new();
     for path in list {
-        eprintln!("  checking {}", path.display());
-        match archive::open(path, keys, None) {
-            Ok(o) => return Ok((path.clone(), o.manifest.files().map(|(_, s)| s).sum())),
-            // In a directory, an unreadable file (a bad sector) is passed
-            // over like a corrupt one: an older copy may read.
-            Err(e) if is_dir && matches!(e.class, Class::Verify | Class::Incompatible | Class::Io) => {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                eprintln!("  skipped {name}: {}", e.msg);
-                classes.push(e.class);
-                skipped.push((name, e.msg));
+        eprintln!("  restoring from {}", path.display());
+        remove_tree(dir)?;
+        let new = dir.join("new");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&new)
+            .map_err(|e| Error::io("cannot create", &new, e))?;
+        // The swap needs RENAME_EXCHANGE on this filesystem: find out now,
+        // on two directories of our own, rather than after staging.
+        let probe = dir.join("probe");
+        let swappable = fs::create_dir(&probe)
+            .map_err(|e| Error::io("cannot create", &probe, e))
+            .and_then(|_| exchange(&new, &probe))
+            .and_then(|_| fs::remove_dir(&probe).map_err(|e| Error::io("cannot remove", &probe, e)));
+        if let Err(e) = swappable {
+            let _ = remove_tree(dir);
+            return Err(e);
+        }
+        // Too big for the disk: refused as soon as the manifest says so,
+        // whatever else the directory holds.
+        let full = std::cell::Cell::new(false);
+        let room = |need: u64| room_for(path, need, dir).inspect_err(|_| full.set(true));
+        match archive::open_with(path, keys, Some(&new), &room) {
+            Ok(o) => return Ok((path.clone(), o)),
+            Err(e) => {
+                let _ = remove_tree(dir);
+                match e.class {
+                    // In a directory, an unreadable file (a bad sector) is
+                    // passed over like a corrupt one: an older copy may read.
+                    Class::Verify | Class::Incompatible | Class::Io if is_dir && !full.get() => {
+                        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        eprintln!("  skipped {name}: {}", e.msg);
+                        classes.push(e.class);
+                        skipped.push((name, e.msg));
+                    }
+                    _ => return Err(e),
+                }
             }
-            Err(e) => return Err(e),
         }
     }
     // A newer format everywhere is "upgrade" (4); anything corrupt or
     // undecryptable is "verification" (3); only unreadable files, "I/O" (5).
     let class = if classes.iter().all(|c| *c == Class::Incompatible) {
         Class::Incompatible
-    } else if classes.iter().any(|c| *c == Class::Verify) {
+    } else if classes.contains(&Class::Verify) {
         Class::Verify
     } else {
         classes.first().copied().unwrap_or(Class::Verify)
@@ -432,18 +474,61 @@ fn pick(list: &[PathBuf], is_dir: bool, keys: &Decrypt, skipped: &mut Vec<(Strin
         .hint("each one's reason is above; the state directory is untouched"))
 }
 
+/// Staging directories of runs that died before the lock (their process
+/// is gone): `<parent>/.<name>.nxs-restore.stage-<pid>`.
+fn stage_dir(w: &Work, pid: u32) -> PathBuf {
+    let name = w.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    w.dir.with_file_name(format!("{name}.stage-{pid}"))
+}
+
+/// Removes a run's staging directory when the run ends, unless it was
+/// renamed into the work directory (then nothing is at its path).
+struct Unstage<'a>(&'a Path);
+
+impl Drop for Unstage<'_> {
+    fn drop(&mut self) {
+        let _ = remove_tree(self.0);
+    }
+}
+
+fn remove_dead_stages(state_dir: &Path, w: &Work) {
+    let name = w.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefix = format!("{name}.stage-");
+    let Ok(rd) = fs::read_dir(parent(state_dir)) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+        if !alive && not_ours(&e.path()).is_none() {
+            let _ = remove_tree(&e.path());
+        }
+    }
+}
+
 pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     let state_dir = &o.state_dir;
     let w = Work::for_state_dir(state_dir)?;
     let mut out = Restored::default();
-    // Nothing is written, the lock included, until a backup has verified to
-    // its last byte; only a restore that a crash interrupted goes first.
-    let picked = if exists(&w.dir) {
-        None
-    } else {
+    // Nothing is written in the state directory, the lock included, until
+    // a backup has been staged beside it and verified to its last byte, in
+    // one pass; only a restore that a crash interrupted goes first. A
+    // backup that fails leaves nothing behind.
+    remove_dead_stages(state_dir, &w);
+    let stage = stage_dir(&w, std::process::id());
+    // Whatever ends this run before the staged backup becomes the work
+    // directory takes the staging with it.
+    let _unstage = Unstage(&stage);
+    let mut staged = None;
+    // A state directory that cannot be swapped is refused before staging.
+    if exists(state_dir) {
+        swappable(state_dir)?;
+    }
+    if !exists(&w.dir) {
         let (list, is_dir) = choose(&o.from)?;
-        Some(pick(&list, is_dir, &o.keys, &mut out.skipped)?)
-    };
+        fault::effect("restore:stage")?;
+        staged = Some(stage_newest(&list, is_dir, &o.keys, &stage, &mut out.skipped)?);
+    }
     // A state directory that is a link: the restore's own refusal, which
     // names the real path, before the lock's.
     if fs::symlink_metadata(state_dir).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -516,52 +601,29 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
         }
     }
 
-    let (path, need) = match picked {
+    let (path, opened) = match staged {
         Some(p) => p,
         None => {
             let (list, is_dir) = choose(&o.from)?;
-            pick(&list, is_dir, &o.keys, &mut out.skipped)?
+            stage_newest(&list, is_dir, &o.keys, &stage, &mut out.skipped)?
         }
     };
-    swappable(state_dir)?;
     let abs = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-    if abs.to_string_lossy().contains('\n') {
-        return Err(Error::usage(format!("{:?}: a backup's path may not hold a newline", abs)));
-    }
-    // Read again, into the staging directory: every byte written is
-    // checked again on the way.
-    remove_tree(&w.dir)?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&w.new)
-        .map_err(|e| Error::io("cannot create", &w.new, e))?;
-    // The swap needs RENAME_EXCHANGE on this filesystem: find out now, on
-    // two directories of our own, rather than after staging.
-    let probe = w.dir.join("probe");
-    let swappable = fs::create_dir(&probe)
-        .map_err(|e| Error::io("cannot create", &probe, e))
-        .and_then(|_| exchange(&w.new, &probe));
-    if let Err(e) = swappable {
-        let _ = remove_tree(&w.dir);
-        return Err(e);
-    }
-    let _ = fs::remove_dir(&probe);
-    if let Err(e) = room_for(&path, need, &w.dir) {
-        let _ = remove_tree(&w.dir);
-        return Err(e);
-    }
-    let opened = archive::open(&path, &o.keys, Some(&w.new)).inspect_err(|_| {
-        let _ = remove_tree(&w.dir);
-    })?;
+    let checked = swappable(state_dir).and_then(|_| match abs.to_string_lossy().contains('\n') {
+        true => Err(Error::usage(format!("{:?}: a backup's path may not hold a newline", abs))),
+        false => Ok(()),
+    });
+    checked?;
+    // The staged backup becomes the work directory, under the lock.
+    fs::rename(&stage, &w.dir).map_err(|e| Error::io("cannot rename", &stage, e))?;
+    fsync_dir(parent(state_dir))?;
     for d in &opened.dropped {
         eprintln!("  not restored: {d} (the bootstrap's own; this machine keeps its own)");
     }
     // Everything checked: make it durable, then write the journal.
     fault::effect("restore:staged")?;
     sync_tree(&w.new)?;
-    let (sha256, _) = archive::sha256_file(&path)?;
-    let j = Journal { backup: abs.clone(), sha256, new_ino: ino(&w.new).unwrap_or(0) };
+    let j = Journal { backup: abs.clone(), sha256: opened.sha256, new_ino: ino(&w.new).unwrap_or(0) };
     write_synced(&w.manifest, &opened.manifest.to_text())?;
     fault::effect("restore:journal")?;
     write_synced(&w.journal, &j.to_text())?;
