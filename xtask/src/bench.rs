@@ -32,7 +32,15 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("minisign", "minisign"),
     ("makeself", "makeself"),
     ("age", "age"),
+    ("strace", "strace"),
 ];
+
+/// The unverified extraction of the same payload: the floor an install
+/// that verifies everything is compared with.
+const UNVERIFIED_INSTALL: &str = "mkdir \"$R\"\nzstd -q -d -T0 -c \"$A\" | tar -xf - -C \"$R\"\nsync";
+
+/// USB 2.0 stick read speed, for the estimate from bytes read.
+const USB_BYTES_PER_SEC: f64 = 30e6;
 
 /// The backup anchor: what an operator would type without us.
 const ANCHOR_BACKUP: &str = "tar -cf - -C \"$C\" . | zstd -q -T0 -3 | age -R \"$RF\" > \"$W/backup.age\"\nsync";
@@ -269,6 +277,7 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
 
     let mut build = (Vec::new(), Vec::new(), Vec::new());
     let mut install = (Vec::new(), Vec::new(), Vec::new());
+    let mut unverified = Vec::new();
     let mut verify = (Vec::new(), Vec::new());
     for round in 0..a.runs {
         eprintln!("round {} of {}", round + 1, a.runs);
@@ -294,10 +303,14 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
             }
         }
         // Install: each into a fresh root.
-        for k in 0..3 {
+        for k in 0..4 {
             clear(&w)?;
             run_sh("sync", "sync", &[])?;
-            match (k + round) % 3 {
+            match (k + round) % 4 {
+                3 => {
+                    unverified.push(run_sh("unverified install", UNVERIFIED_INSTALL, &a_vars)?);
+                    eprintln!("  install  zstd -d|tar -x      {:7.2} s", unverified.last().unwrap());
+                }
                 0 => {
                     install.0.push(run_sh(
                         "our install",
@@ -433,6 +446,25 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
         }
     }
 
+    // Bytes read from the bundle: a whole install, and the rerun after a
+    // kill half-way through the payload.
+    clear(&w)?;
+    let bundle_len = std::fs::metadata(&ours_run)?.len();
+    let read_full = bundle_reads(&ours_run, &w.join("root"), &w.join("state"))?;
+    clear(&w)?;
+    let read_rerun = match kill_half_way(&ours_run, &w.join("root"), &w.join("state"))? {
+        true => Some(bundle_reads(&ours_run, &w.join("root"), &w.join("state"))?),
+        false => None,
+    };
+    clear(&w)?;
+    eprintln!(
+        "  bundle reads: install {:.3} x its size, rerun after a kill at half {}",
+        read_full as f64 / bundle_len as f64,
+        read_rerun
+            .map(|r| format!("{:.3} x", r as f64 / bundle_len as f64))
+            .unwrap_or_else(|| "(not caught half-way)".into())
+    );
+
     let stubs = stub_sizes(root, &a.platforms)?;
 
     let rows = [
@@ -451,6 +483,14 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
             makeself: Some(median(&install.2)),
             goal_pipeline: Some(0.5),
             goal_makeself: Some(0.4),
+        },
+        Row {
+            name: "install vs unverified zstd -d | tar -x",
+            ours: median(&install.0),
+            pipeline: Some(median(&unverified)),
+            makeself: None,
+            goal_pipeline: Some(1.0),
+            goal_makeself: None,
         },
         Row {
             name: "verify",
@@ -487,6 +527,7 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
         sha2,
         rss: &rss,
         stubs: &stubs,
+        reads: Reads { bundle: bundle_len, install: read_full, rerun: read_rerun },
     };
     let md = report.markdown();
     std::fs::write(dir.join("report.md"), &md)?;
@@ -506,6 +547,78 @@ struct Report<'a> {
     sha2: f64,
     rss: &'a BTreeMap<u64, u64>,
     stubs: &'a BTreeMap<String, u64>,
+    reads: Reads,
+}
+
+/// Bytes read from the bundle file (strace of every read of it).
+struct Reads {
+    bundle: u64,
+    install: u64,
+    /// `None` when the install ended before it could be killed half-way.
+    rerun: Option<u64>,
+}
+
+/// Runs `install` of `bundle` under strace and adds up what every read and
+/// pread of the bundle file returned: the bytes taken from the medium.
+fn bundle_reads(bundle: &Path, root: &Path, state: &Path) -> Result<u64> {
+    let log = state.with_extension("strace");
+    let st = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=read,pread64,readv,preadv,preadv2", "-e", "signal=none", "-o"])
+        .arg(&log)
+        .arg(bundle)
+        .arg("install")
+        .arg("--root")
+        .arg(root)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("the install under strace failed ({st})");
+    }
+    let text = std::fs::read_to_string(&log)?;
+    let _ = std::fs::remove_file(&log);
+    let name = format!("<{}>", bundle.canonicalize()?.display());
+    Ok(text
+        .lines()
+        .filter(|l| l.contains(&name))
+        .filter_map(|l| l.rsplit_once(" = ")?.1.split(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// Starts an install of `bundle` and kills it (SIGKILL) once it has read
+/// half of the bundle's bytes (`rchar` in /proc/PID/io, polled). False if
+/// it ended first (a corpus too small to catch it half-way).
+fn kill_half_way(bundle: &Path, root: &Path, state: &Path) -> Result<bool> {
+    let half = std::fs::metadata(bundle)?.len() / 2;
+    let mut child = Command::new(bundle)
+        .arg("install")
+        .arg("--root")
+        .arg(root)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let io = format!("/proc/{}/io", child.id());
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(false);
+        }
+        let read = std::fs::read_to_string(&io)
+            .ok()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("rchar: ")?.trim().parse::<u64>().ok()))
+            .unwrap_or(0);
+        if read >= half {
+            child.kill()?;
+            child.wait()?;
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
 }
 
 const RSS_GOAL: u64 = 64 << 20;
@@ -555,7 +668,8 @@ impl Report<'_> {
             "\nThe shell pipeline: build `tar -c | zstd -T0 -3` + `sha256sum` of every file + `minisign -S`; \
              install `minisign -V` + `zstd -d -T0 | tar -x` + `sha256sum -c`; verify `minisign -V` + `sha256sum` \
              of the archive; backup `tar -c | zstd -T0 -3 | age -R`; restore `age -d | zstd -d | tar -x` (ours \
-             reads the backup twice: all of it is checked before anything is written). makeself: `makeself --zstd --sha256`, and the archive extracting itself (`--noexec`).\n\n\
+             stages and checks in one pass, and swaps in only what matched); the unverified floor \
+             `zstd -d -T0 | tar -x` of the same payload, nothing checked. makeself: `makeself --zstd --sha256`, and the archive extracting itself (`--noexec`).\n\n\
              Ceilings on this machine: `zstd -d -T0 > /dev/null` {:.0} MB/s of tar; `sha256sum` {:.0} MB/s; \
              the sha2 crate {:.0} MB/s. Our install at this size: {:.0} MB/s of tar.\n\n\
              | peak RSS of the stub during install | |\n|---|---|\n",
@@ -572,6 +686,22 @@ impl Report<'_> {
                 if *rss <= RSS_GOAL { "(≤ 64 MiB: met)" } else { "(> 64 MiB: NOT met)" }
             ));
         }
+        let r = &self.reads;
+        let x = |n: u64| n as f64 / r.bundle as f64;
+        s.push_str(&format!(
+            "\n| bytes read from the bundle ({}) | bytes | × its size | goal | at 30 MB/s (USB 2.0) |\n|---|---|---|---|---|\n\
+             | install | {} | {:.3} | ≤ 1.05 {} | {:.1} s |\n\
+             | rerun after a kill half-way through its reads | {} | {} | ≤ 0.6 {} | {} |\n",
+            mib(r.bundle),
+            r.install,
+            x(r.install),
+            verdict(Some(x(r.install)), Some(1.05)),
+            r.install as f64 / USB_BYTES_PER_SEC,
+            r.rerun.map(|n| n.to_string()).unwrap_or_else(|| "not caught half-way".into()),
+            r.rerun.map(|n| format!("{:.3}", x(n))).unwrap_or_default(),
+            verdict(r.rerun.map(x), Some(0.6)),
+            r.rerun.map(|n| format!("{:.1} s", n as f64 / USB_BYTES_PER_SEC)).unwrap_or_default(),
+        ));
         s.push_str("\n| stub | bytes | ≤ 1 MiB |\n|---|---|---|\n");
         for (t, n) in self.stubs {
             s.push_str(&format!("| {t} | {n} | {} |\n", if *n <= STUB_GOAL { "met" } else { "NOT met" }));
@@ -602,11 +732,14 @@ impl Report<'_> {
             self.rss.iter().map(|(s, r)| format!("{{\"corpus_bytes\":{s},\"peak_rss_bytes\":{r}}}")).collect();
         let stubs: Vec<String> = self.stubs.iter().map(|(t, n)| format!("{}:{n}", json::s(t))).collect();
         format!(
-            "{{\"corpus_bytes\":{},\"files\":{},\"runs\":{},{},\"ceilings_mb_s\":{{\"zstd_decode\":{:.1},\"sha256sum\":{:.1},\"sha2\":{:.1}}},\"peak_rss\":[{}],\"stub_bytes\":{{{}}}}}\n",
+            "{{\"corpus_bytes\":{},\"files\":{},\"runs\":{},{},\"bundle_reads\":{{\"bundle_bytes\":{},\"install_bytes\":{},\"rerun_after_kill_at_half_bytes\":{}}},\"ceilings_mb_s\":{{\"zstd_decode\":{:.1},\"sha256sum\":{:.1},\"sha2\":{:.1}}},\"peak_rss\":[{}],\"stub_bytes\":{{{}}}}}\n",
             self.size,
             self.files,
             self.runs,
             rows.join(","),
+            self.reads.bundle,
+            self.reads.install,
+            self.reads.rerun.map(|n| n.to_string()).unwrap_or_else(|| "null".into()),
             self.zstd_decode,
             self.sha256sum,
             self.sha2,
