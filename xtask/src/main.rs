@@ -761,8 +761,25 @@ fn big(root: &Path, size: &str) -> Result<()> {
     let o = verify(&damaged, &format!("byte {at} flipped"))?;
     std::fs::remove_file(&damaged)?;
     let err = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() != Some(3) || !err.contains("payload at bytes") {
-        bail!("a flipped byte past 4 GiB was not refused as payload damage: {err}");
+    // Format 3 names the frame that holds the byte, with its 64-bit range.
+    let mut start = b.manifest.stub.len;
+    let (i, f) = b
+        .manifest
+        .frames
+        .iter()
+        .enumerate()
+        .find(|(_, f)| {
+            start += f.compressed;
+            at < start
+        })
+        .expect("the byte lies in the payload");
+    let range = format!(
+        "payload frame {i} of {} (bytes {}..{start} of the bundle)",
+        b.manifest.frames.len(),
+        start - f.compressed
+    );
+    if o.status.code() != Some(3) || !err.contains(&range) {
+        bail!("a flipped byte past 4 GiB was not refused as damage to {range}: {err}");
     }
     let work = dir.join("work");
     if work.exists() {
