@@ -804,30 +804,10 @@ pub fn read_manifest(bundle: &Path) -> (nxs_format::Trailer, nxs_format::Manifes
 
 /// Runs `cmd` under strace and returns its output and how many bytes its
 /// reads of `file` returned (every read, pread and readv of it, by any
-/// thread): what a run takes from the medium.
+/// thread): what a run takes from the medium. The benchmark's own count.
 pub fn bytes_read_from(file: &Path, cmd: &mut Command) -> (Output, u64) {
     require_tool("strace");
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut traced = Command::new("strace");
-    traced
-        .args(["-f", "-qq", "-y", "-e", "trace=read,pread64,readv,preadv,preadv2", "-e", "signal=none", "-o"])
-        .arg(log.path())
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => traced.env(k, v),
-            None => traced.env_remove(k),
-        };
-    }
-    let o = output(&mut traced).unwrap();
-    let name = format!("<{}>", file.canonicalize().unwrap().display());
-    let text = std::fs::read_to_string(log.path()).unwrap();
-    let n = text
-        .lines()
-        .filter(|l| l.contains(&name))
-        .filter_map(|l| l.rsplit_once(" = ")?.1.split(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(n > 0, "strace saw no read of {name}");
+    let (o, n) = xtask::bench::reads_of(file, cmd).unwrap();
+    assert!(n > 0, "strace saw no read of {}", file.display());
     (o, n)
 }
