@@ -1,9 +1,12 @@
 //! The project's build tasks, as a library so that the end-to-end tests
 //! build stubs exactly the way `cargo xtask bundle` does.
 //!
-//! One module a task: [`platform`] reads `platforms/*.toml`, [`stub`] builds
-//! the static stub for one of them, [`devkey`] makes the development key,
-//! [`double`] builds the TEST DOUBLE of the Tailscale client.
+//! [`platform`] reads `platforms/*.toml`, [`stub`] builds the static stub
+//! for one of them, [`tool`] builds nxs-backup the same way, [`devkey`]
+//! makes the development key, [`tailscale`] fetches the real Tailscale
+//! client, [`double`] runs the TEST DOUBLE of the Headscale server in a
+//! network namespace, [`corpus`] makes seeded corpora and [`bench`] is the
+//! benchmark. Some tasks (soak, big, fuzz) live in `main.rs`.
 
 pub mod bench;
 pub mod corpus;
