@@ -244,6 +244,8 @@ fn stock_age_zstd_tar_and_sha256sum_read_our_backups() {
     require_tool("zstd");
     require_tool("sha256sum");
     let (t, key, recipient, state) = populated("interop");
+    // A name with a backslash: NXS-SUMS escapes it as sha256sum does.
+    write(&state.join("sessions/back\\slash"), b"escaped", 0o600);
     let out = t.path().join("stick");
     ok(&["backup", "--state-dir", s(&state), "--to", s(&out), "-r", &recipient], &[]);
     let file = &backups_in(&out)[0];
@@ -256,6 +258,7 @@ fn stock_age_zstd_tar_and_sha256sum_read_our_backups() {
     let listing = stdout(&o);
     let names: Vec<&str> = listing.lines().filter_map(|l| l.split_whitespace().nth(5)).collect();
     assert_eq!(names.first(), Some(&"NXS-BACKUP"), "the manifest leads: {listing}");
+    assert_eq!(names.last(), Some(&"NXS-SUMS"), "the sums end it: {listing}");
     for want in ["state/config.toml", "state/db/store.bin", "state/sessions/2026/11/run.sh", "state/latest"] {
         assert!(names.contains(&want), "{want} missing from {listing}");
     }
@@ -267,19 +270,169 @@ fn stock_age_zstd_tar_and_sha256sum_read_our_backups() {
         &[("KEY", s(&key)), ("F", s(file))],
     );
     let manifest = stdout(&o);
-    assert!(manifest.starts_with("nxs-backup 1\n"), "{manifest}");
+    assert!(manifest.starts_with("nxs-backup 2\n"), "{manifest}");
     let big = std::fs::read(state.join("db/store.bin")).unwrap();
-    let line = format!("file 0600 {} {} db/store.bin", big.len(), sha256(&big));
+    let line = format!("file 0600 {} - db/store.bin", big.len());
     assert!(manifest.contains(&line), "{line} not in {manifest}");
+    // The stock sha256sum checks every file against NXS-SUMS as it stands,
+    // the escaped name included, and they are what the files hold.
+    // (docs/FORMAT.md's recipe, verbatim).
+    let o = sh(&documented("backup-check-by-hand"), t.path(), &[("KEY", s(&key)), ("FILE", s(file))]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let checked = stdout(&o);
+    assert!(checked.contains("state/db/store.bin: OK"), "{checked}");
+    assert!(checked.contains("back\\slash: OK"), "{checked}");
+    assert!(checked.starts_with("nxs-backup 2\n"), "{checked}");
+    let sums = std::fs::read_to_string(t.path().join("check/NXS-SUMS")).unwrap();
+    assert!(sums.contains(&format!("{}  state/db/store.bin\n", sha256(&big))), "{sums}");
+    assert_eq!(sums.lines().count(), manifest.lines().filter(|l| l.starts_with("file ")).count(), "{sums}");
     chmod_tree_writable(t.path());
 }
 
-/// The by-hand recipe of docs/FORMAT.md, verbatim.
-fn recipe() -> String {
+/// A backup reads each file of the state once (strace adds up every read
+/// of the biggest): hashed on its way into the archive.
+#[test]
+fn a_backup_reads_each_file_once() {
+    let (t, _key, recipient, state) = populated("one read");
+    let big = state.join("db/store.bin");
+    let out = t.path().join("stick");
+    let mut cmd = Command::new(tool());
+    cmd.args(["backup", "--state-dir", s(&state), "--to", s(&out), "-r", &recipient]);
+    let (o, n) = bytes_read_from(&big, &mut cmd);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let size = std::fs::metadata(&big).unwrap().len();
+    assert!(n as f64 <= size as f64 * 1.05, "backup read {n} bytes of a {size}-byte file");
+    chmod_tree_writable(t.path());
+}
+
+/// A file written by something that ignores the lock, between the walk and
+/// its read or while it is read, even keeping its size and mtime, fails the
+/// backup (its ctime moved): no finished backup, no temporary, exit 5.
+#[test]
+fn a_file_written_during_its_backup_fails_the_backup_and_leaves_nothing() {
+    for (at, what) in [("backup:create-temporary", "after the walk"), ("backup:read-file", "while it is read")] {
+        let (t, _key, recipient, state) = populated("changing");
+        let victim = state.join("config.toml");
+        let pause = t.path().join("paused");
+        let out = t.path().join("stick");
+        let mut cmd = Command::new(tool());
+        cmd.args(["backup", "--state-dir", s(&state), "--to", s(&out), "-r", &recipient])
+            .env("NXS_FAULT_PAUSE", at)
+            .env("NXS_FAULT_PAUSE_FILE", &pause)
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !pause.exists() {
+            assert!(std::time::Instant::now() < until, "{what}: the backup never reached {at}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Same size, same mtime: only the inode's ctime tells.
+        let before = std::fs::metadata(&victim).unwrap();
+        let text = std::fs::read(&victim).unwrap();
+        let flipped: Vec<u8> = text.iter().map(|b| if *b == b'"' { b'\'' } else { *b }).collect();
+        assert_ne!(flipped, text);
+        std::fs::write(&victim, &flipped).unwrap();
+        std::fs::File::options().write(true).open(&victim).unwrap().set_modified(before.modified().unwrap()).unwrap();
+        std::fs::remove_file(&pause).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(5), "{what}: {err}");
+        assert!(err.contains("config.toml changed while it was being backed up"), "{what}: {err}");
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{what}: {left:?} left in the backup directory");
+        chmod_tree_writable(t.path());
+    }
+}
+
+/// A format 2 backup's files are trusted only by its NXS-SUMS, read last:
+/// a sum altered, a line dropped, the sums missing or a member after them,
+/// each re-sealed with the stock age so that only our check can tell, is
+/// refused with exit 3 and nothing touched.
+#[test]
+fn a_backup_whose_sums_disagree_is_refused_and_touches_nothing() {
+    require_tool("age");
+    let (t, key, recipient, state) = populated("sums");
+    let out = t.path().join("stick");
+    ok(&["backup", "--state-dir", s(&state), "--to", s(&out), "-r", &recipient], &[]);
+    let file = &backups_in(&out)[0];
+    let o = Command::new("age").arg("-d").arg("-i").arg(&key).arg(file).output().unwrap();
+    assert!(o.status.success());
+    let plain = zstd::decode_all(&o.stdout[..]).unwrap();
+    let members: Vec<(tar::Header, Vec<u8>)> = tar::Archive::new(&plain[..])
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            (e.header().clone(), data)
+        })
+        .collect();
+    assert_eq!(members.last().unwrap().0.path().unwrap().to_str(), Some("NXS-SUMS"));
+    let sums = String::from_utf8(members.last().unwrap().1.clone()).unwrap();
+    let flip = |text: &str| {
+        let (first, rest) = text.split_at(1);
+        format!("{}{rest}", if first == "0" { "1" } else { "0" })
+    };
+    let seal = |list: Vec<(tar::Header, Vec<u8>)>| -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (mut h, data) in list {
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, &data[..]).unwrap();
+        }
+        let plain = t.path().join("resealed.tar.zst");
+        std::fs::write(&plain, zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()).unwrap();
+        let o = Command::new("age").arg("-r").arg(&recipient).arg(&plain).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let with_sums = |text: String| {
+        let mut list = members.clone();
+        list.last_mut().unwrap().1 = text.into_bytes();
+        list
+    };
+    let mut cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = vec![
+        ("a sum altered", with_sums(flip(&sums)), "does not match its sha256 in NXS-SUMS"),
+        ("a line dropped", with_sums(sums.lines().skip(1).map(|l| format!("{l}\n")).collect()), "has no line for"),
+        ("the sums missing", members[..members.len() - 1].to_vec(), "ends without NXS-SUMS"),
+    ];
+    let mut after = members.clone();
+    after.push(members[members.len() - 2].clone());
+    cases.push(("a member after the sums", after, "follows NXS-SUMS"));
+    // The control: re-sealed as it was, it restores.
+    let same = t.path().join("resealed.tar.zst.age");
+    std::fs::write(&same, seal(members.clone())).unwrap();
+    let into = t.path().join("control/nxs");
+    ok(&["restore", "--from", s(&same), "--state-dir", s(&into), "-i", s(&key)], &[]);
+    assert_eq!(data(&into), data(&state));
+
+    let machine = t.path().join("machine");
+    populate(&machine.join("nxs"), "live");
+    let before = untouched(&machine);
+    for (what, list, says) in cases {
+        let f = t.path().join("bad.tar.zst.age");
+        std::fs::write(&f, seal(list)).unwrap();
+        let o = nxs_backup(&["restore", "--from", s(&f), "--state-dir", s(&machine.join("nxs")), "-i", s(&key)], &[]);
+        assert_eq!(code(&o), 3, "{what}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{what}: {}", stderr(&o));
+        assert_eq!(untouched(&machine), before, "{what}: the machine was touched");
+    }
+    chmod_tree_writable(t.path());
+}
+
+/// A recipe of docs/FORMAT.md, verbatim: the bash block between
+/// `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+fn documented(name: &str) -> String {
     let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
-    let block =
-        doc.split("<!-- backup-by-hand:begin -->").nth(1).unwrap().split("<!-- backup-by-hand:end -->").next().unwrap();
+    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    let block = doc.split(&begin).nth(1).unwrap().split(&end).next().unwrap();
     block.trim().trim_start_matches("```bash").trim_end_matches("```").to_string()
+}
+
+/// The by-hand backup recipe of docs/FORMAT.md, verbatim.
+fn recipe() -> String {
+    documented("backup-by-hand")
 }
 
 #[test]
@@ -349,7 +502,7 @@ fn a_newer_backup_format_is_refused_with_exit_4_and_says_what_to_upgrade() {
     require_tool("age");
     let t = tempfile::tempdir().unwrap();
     let (key, recipient) = keypair(t.path(), "key.txt");
-    let manifest = "nxs-backup 2\ncreated 2031-01-01T00:00:00Z\nsource-version 9.0.0\nroot 0700\nfuture-line x\n";
+    let manifest = "nxs-backup 3\ncreated 2031-01-01T00:00:00Z\nsource-version 9.0.0\nroot 0700\nfuture-line x\n";
     let mut tar = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_size(manifest.len() as u64);
@@ -367,7 +520,7 @@ fn a_newer_backup_format_is_refused_with_exit_4_and_says_what_to_upgrade() {
     let before = untouched(&machine);
     let o = nxs_backup(&["restore", "--from", s(&file), "--state-dir", s(&machine.join("nxs")), "-i", s(&key)], &[]);
     assert_eq!(code(&o), 4, "{}", stderr(&o));
-    assert!(stderr(&o).contains("format 2") && stderr(&o).contains("newer nxs-survival"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("format 3") && stderr(&o).contains("newer nxs-survival"), "{}", stderr(&o));
     assert_eq!(untouched(&machine), before);
     chmod_tree_writable(t.path());
 }

@@ -1,6 +1,9 @@
 //! Reading a backup: age, then zstd, then tar, then every member against
-//! the manifest that leads it. With a staging directory, members are
-//! written there as they are checked; without one, nothing is written.
+//! the manifest that leads it, and in format 2 every file's hash against
+//! the `NXS-SUMS` that ends it. With a staging directory, members are
+//! written there as they are checked; without one, nothing is written. A
+//! staged file whose sum comes only at the end is trusted only once the
+//! end has been read: the restore swaps nothing in before that.
 //!
 //! The age layer authenticates every 64 KiB chunk and the last one is
 //! marked, so a flipped bit or a cut file fails there; the manifest's
@@ -221,6 +224,9 @@ pub fn open_with(
     let mut seen = BTreeSet::new();
     let mut dropped = Vec::new();
     let mut manifest: Option<Manifest> = None;
+    // Format 2: each file's hash as read, for NXS-SUMS at the end.
+    let mut hashed: Vec<(String, [u8; 32])> = Vec::new();
+    let mut sums: Option<Vec<u8>> = None;
     let mut progress = crate::Progress::new("checked", 0);
     let mut buf = vec![0u8; 256 << 10];
     for entry in tar.entries().map_err(corrupt)? {
@@ -275,7 +281,25 @@ pub fn open_with(
             manifest = Some(parsed);
             continue;
         };
+        if sums.is_some() {
+            return Err(Error::verify(format!(
+                "{}: member `{name}` follows {}, which ends a backup",
+                path.display(),
+                manifest::SUMS
+            ))
+            .hint("the archive was altered after it was made; use another backup"));
+        }
         if bare == manifest::ROOT {
+            continue;
+        }
+        if bare == manifest::SUMS && m.format >= 2 && kind.is_file() {
+            let size = entry.header().size().map_err(corrupt)?;
+            if size > manifest::MAX_LEN {
+                return Err(Error::verify(format!("{}: {} claims {size} bytes", path.display(), manifest::SUMS)));
+            }
+            let mut text = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut text).map_err(corrupt)?;
+            sums = Some(text);
             continue;
         }
         let rel = bare
@@ -358,12 +382,16 @@ pub fn open_with(
                         f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", p, e))?;
                     }
                 }
-                if got != *size || <[u8; 32]>::from(h.finalize()) != *sha256 {
+                let digest: [u8; 32] = h.finalize().into();
+                if got != *size || sha256.is_some_and(|want| want != digest) {
                     return Err(Error::verify(format!(
                         "{}: `{name}` does not match its manifest line (size {got} of {size}, or its sha256)",
                         path.display()
                     ))
                     .hint("the backup was altered after it was made; use another"));
+                }
+                if sha256.is_none() {
+                    hashed.push((rel.to_string(), digest));
                 }
                 if let Some((f, p)) = out {
                     // Modes come from the manifest; setuid and setgid never.
@@ -378,7 +406,7 @@ pub fn open_with(
             _ => return Err(mismatch()),
         }
     }
-    let Some(m) = manifest else {
+    let Some(mut m) = manifest else {
         return Err(Error::verify(format!("{}: holds no manifest (an empty archive)", path.display())));
     };
     // Read to the very end: the last age chunk's tag is checked there, and a
@@ -402,6 +430,24 @@ pub fn open_with(
             missing.len()
         ))
         .hint("the archive was cut short or altered; use another backup"));
+    }
+    if m.format >= 2 {
+        let text = sums.ok_or_else(|| {
+            Error::verify(format!("{}: ends without {}, the sums of its files", path.display(), manifest::SUMS))
+                .hint("the archive was cut short or altered; use another backup")
+        })?;
+        m.apply_sums(&text).map_err(|e| Error { msg: format!("{}: {}", path.display(), e.msg), ..e })?;
+        for (rel, digest) in &hashed {
+            if !matches!(m.entries.get(rel), Some(manifest::Entry { kind: Kind::File { sha256: Some(h), .. }, .. }) if h == digest)
+            {
+                return Err(Error::verify(format!(
+                    "{}: `state/{rel}` does not match its sha256 in {}",
+                    path.display(),
+                    manifest::SUMS
+                ))
+                .hint("the backup was altered after it was made; use another"));
+            }
+        }
     }
     if let Some(s) = stage {
         // Deepest first, so that a read-only directory is closed last.
@@ -452,7 +498,7 @@ pub fn check_tree(root: &Path, m: &Manifest) -> Result<()> {
             Kind::Link { target } => {
                 meta.file_type().is_symlink() && fs::read_link(&p).ok().as_deref() == Some(Path::new(target))
             }
-            Kind::File { size, sha256 } => meta.is_file() && meta.len() == *size && sha256_file(&p)?.0 == *sha256,
+            Kind::File { size, sha256 } => meta.is_file() && meta.len() == *size && Some(sha256_file(&p)?.0) == *sha256,
         };
         if !ok {
             return Err(Error::verify(format!("staged {} does not match the backup's manifest", p.display())));

@@ -1,12 +1,15 @@
 //! `backup`: the state directory, under its lock, into one age file.
 //!
-//! Two passes. The first walks the state directory and hashes every file
-//! into the manifest, which leads the archive; the second streams the same
-//! files into tar, then zstd, then age, into a temporary name, and checks
-//! each file's hash again on the way: a file that changed between the two
-//! reads (a writer that ignores the lock) fails the backup instead of
-//! storing a mix. Then fsync, rename to the final name, fsync the directory,
-//! write the `.sha256` beside it, and prune by the retention policy.
+//! One read of each file. A walk of the state directory `lstat`s
+//! everything (no file is read) into the manifest, which leads the archive
+//! with every size; then each file is opened, `fstat`ed, streamed into
+//! tar, zstd and age and hashed on the way, and `fstat`ed again. A file
+//! whose size, mtime, ctime or inode differs between the walk, the open and
+//! the end of its read (a writer that ignores the lock) fails the backup
+//! instead of storing a mix. The hashes follow the files, in `NXS-SUMS`,
+//! the archive's last member (backup format 2). Then fsync, rename to the
+//! final name, fsync the directory, write the `.sha256` beside it, and
+//! prune by the retention policy.
 
 use crate::error::{Class, Error, Result};
 use crate::manifest::{self, Entry, Kind, Manifest};
@@ -67,9 +70,40 @@ pub fn source_version(state_dir: &Path) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Pass one: what the state directory holds, every file hashed. Sockets,
+/// What `stat` says of a file, as far as a change to it shows: the same
+/// inode, size, mtime and ctime (to the nanosecond) means nobody wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// One thing the walk found: its manifest entry, its mtime for the tar
+/// header, and for a file its stamp.
+struct Found {
+    entry: Entry,
+    mtime: i64,
+    stamp: Option<Stamp>,
+}
+
+/// The walk: what the state directory holds, from `lstat` alone. Sockets,
 /// FIFOs and devices are skipped and named.
-fn scan(state_dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, (Entry, i64)>> {
+fn scan(state_dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, Found>> {
     let mut out = BTreeMap::new();
     let walk = walkdir::WalkDir::new(state_dir).min_depth(1).follow_links(false).sort_by_file_name();
     let walk = walk
@@ -94,11 +128,12 @@ fn scan(state_dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, 
         })?;
         let mode = meta.permissions().mode() & 0o7777;
         let ft = meta.file_type();
+        let mut stamp = None;
         let kind = if ft.is_dir() {
             Kind::Dir
         } else if ft.is_file() {
-            let (size, sha256) = hash_file(item.path(), &meta)?;
-            Kind::File { size, sha256 }
+            stamp = Some(Stamp::of(&meta));
+            Kind::File { size: meta.len(), sha256: None }
         } else if ft.is_symlink() {
             let target = fs::read_link(item.path()).map_err(|e| Error::io("cannot read the link", item.path(), e))?;
             let target = target
@@ -116,21 +151,22 @@ fn scan(state_dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, 
             skipped.push(rel.to_string());
             continue;
         };
-        out.insert(rel.to_string(), (Entry { mode, kind }, meta.mtime()));
+        out.insert(rel.to_string(), Found { entry: Entry { mode, kind }, mtime: meta.mtime(), stamp });
     }
     Ok(out)
 }
 
-/// Opens a file the scan found regular: never through a link, and never
-/// blocking on a FIFO swapped in since (which is then "changed").
-fn open_nofollow(path: &Path) -> Result<File> {
+/// Opens a file the walk found regular, as the walk found it: never
+/// through a link, never blocking on a FIFO swapped in since, and with the
+/// same stamp, or it is "changed".
+fn open_unchanged(path: &Path, walked: Stamp) -> Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| Error::io("cannot open", path, e))?;
     match f.metadata() {
-        Ok(m) if m.is_file() => Ok(f),
+        Ok(m) if m.is_file() && Stamp::of(&m) == walked => Ok(f),
         _ => Err(changed(path)),
     }
 }
@@ -141,18 +177,7 @@ fn changed(path: &Path) -> Error {
     )
 }
 
-fn hash_file(path: &Path, meta: &fs::Metadata) -> Result<(u64, [u8; 32])> {
-    let mut f = open_nofollow(path)?;
-    let mut h = crate::HashSink(Sha256::new());
-    let n = std::io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
-    if n != meta.len() {
-        return Err(changed(path));
-    }
-    Ok((n, h.0.finalize().into()))
-}
-
-/// Reads a file for the archive, hashing as it goes; the hash is checked
-/// against pass one when the reader is done.
+/// Reads a file for the archive, hashing as it goes: its one read.
 struct Checked {
     file: File,
     hash: Sha256,
@@ -186,8 +211,9 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: i64) -> tar::Header
     h
 }
 
-/// Pass two: the archive, written into `out`.
-fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, mtimes: &BTreeMap<String, i64>, out: W) -> Result<W> {
+/// The archive, written into `out`: the manifest, the state directory, and
+/// the sums of what was read.
+fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, found: &BTreeMap<String, Found>, out: W) -> Result<W> {
     let io = |e: std::io::Error| Error::new(Class::Io, format!("cannot write the archive: {e}"));
     let mut tar = tar::Builder::new(out);
     let mut progress = crate::Progress::new("archived", m.files().map(|(_, s)| s).sum());
@@ -196,9 +222,10 @@ fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, mtimes: &BTreeMap<String,
     tar.append_data(&mut h, manifest::NAME, text.as_bytes()).map_err(io)?;
     let mut h = header(tar::EntryType::Directory, m.root_mode, 0, 0);
     tar.append_data(&mut h, format!("{}/", manifest::ROOT), std::io::empty()).map_err(io)?;
+    let mut sums: Vec<(&str, [u8; 32])> = Vec::new();
     for (rel, e) in &m.entries {
         let name = format!("{}/{rel}", manifest::ROOT);
-        let mtime = mtimes.get(rel).copied().unwrap_or(0);
+        let mtime = found.get(rel).map(|f| f.mtime).unwrap_or(0);
         match &e.kind {
             Kind::Dir => {
                 let mut h = header(tar::EntryType::Directory, e.mode, 0, mtime);
@@ -208,9 +235,11 @@ fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, mtimes: &BTreeMap<String,
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
                 tar.append_link(&mut h, &name, target).map_err(io)?;
             }
-            Kind::File { size, sha256 } => {
+            Kind::File { size, .. } => {
                 let path = state_dir.join(rel);
-                let file = open_nofollow(&path)?;
+                let walked = found.get(rel).and_then(|f| f.stamp).ok_or_else(|| changed(&path))?;
+                let file = open_unchanged(&path, walked)?;
+                fault::effect("backup:read-file")?;
                 let mut r = Checked { file, hash: Sha256::new(), left: *size };
                 let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
                 tar.append_data(&mut h, &name, &mut r).map_err(|err| {
@@ -222,14 +251,20 @@ fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, mtimes: &BTreeMap<String,
                 })?;
                 let mut extra = [0u8; 1];
                 let grew = r.file.read(&mut extra).map(|n| n > 0).unwrap_or(true);
-                if grew || <[u8; 32]>::from(r.hash.finalize()) != *sha256 {
+                // Written to while it was read: the bytes stored may be a mix.
+                let after = r.file.metadata().map(|m| Stamp::of(&m)).ok();
+                if grew || after != Some(walked) {
                     return Err(changed(&path));
                 }
+                sums.push((rel, r.hash.finalize().into()));
                 progress.add(*size);
             }
         }
         fault::effect("backup:archive-entry")?;
     }
+    let text = Manifest::sums_text(&sums);
+    let mut h = header(tar::EntryType::Regular, 0o600, text.len() as u64, 0);
+    tar.append_data(&mut h, manifest::SUMS, text.as_bytes()).map_err(io)?;
     tar.into_inner().map_err(io)
 }
 
@@ -297,12 +332,12 @@ pub fn backup(o: &BackupOptions) -> Result<Created> {
         eprintln!("  skipped {s}: not a file, directory or link (a socket or FIFO is not data)");
     }
     let source_version = source_version(&o.state_dir);
-    let mtimes: BTreeMap<String, i64> = scanned.iter().map(|(p, (_, t))| (p.clone(), *t)).collect();
     let m = Manifest {
+        format: manifest::FORMAT,
         created: clock::rfc3339(o.now),
         source_version: source_version.clone(),
         root_mode: meta.permissions().mode() & 0o7777,
-        entries: scanned.into_iter().map(|(p, (e, _))| (p, e)).collect(),
+        entries: scanned.iter().map(|(p, f)| (p.clone(), f.entry.clone())).collect(),
     };
     let files = m.files().count();
     let bytes: u64 = m.files().map(|(_, s)| s).sum();
@@ -318,7 +353,7 @@ pub fn backup(o: &BackupOptions) -> Result<Created> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io("cannot create", &tmp, e))?;
-    let written = write_encrypted(&o.state_dir, &m, &mtimes, &o.encrypt, file, &tmp);
+    let written = write_encrypted(&o.state_dir, &m, &scanned, &o.encrypt, file, &tmp);
     let (file, sha256) = match written {
         Ok(v) => v,
         Err(e) => {
@@ -384,7 +419,7 @@ impl<W: Write> Write for Hashing<W> {
 fn write_encrypted(
     state_dir: &Path,
     m: &Manifest,
-    mtimes: &BTreeMap<String, i64>,
+    found: &BTreeMap<String, Found>,
     encrypt: &Encrypt,
     file: File,
     tmp: &Path,
@@ -402,7 +437,7 @@ fn write_encrypted(
     if workers > 1 {
         zstd.multithread(workers).map_err(io)?;
     }
-    let zstd = write_tar(state_dir, m, mtimes, zstd)?;
+    let zstd = write_tar(state_dir, m, found, zstd)?;
     let out = zstd.finish().map_err(io)?.finish().map_err(io)?;
     let sha256: [u8; 32] = out.hash.finalize().into();
     let file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;

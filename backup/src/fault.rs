@@ -4,7 +4,8 @@
 //! The same switches as the stub's: every mutating step calls [`effect`]
 //! with a name. `NXS_FAULT_CRASH_AT=N` kills the process with SIGKILL at
 //! the Nth effect (a power cut), `NXS_FAULT_FAIL=prefix` fails every effect
-//! whose name starts with it, `NXS_FAULT_TRACE=1` prints each effect.
+//! whose name starts with it, `NXS_FAULT_PAUSE=prefix` waits at the first
+//! matching effect, `NXS_FAULT_TRACE=1` prints each effect.
 
 use crate::error::Result;
 
@@ -15,6 +16,19 @@ pub fn effect(name: &str) -> Result<()> {
     let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
     if std::env::var_os("NXS_FAULT_TRACE").is_some() {
         eprintln!("fault: effect {n} {name}");
+    }
+    // NXS_FAULT_PAUSE=prefix, as in the stub: at the first matching effect,
+    // create NXS_FAULT_PAUSE_FILE and wait (up to 60 s) until it is
+    // removed, so a test can change the world at that instant.
+    if let (Ok(prefix), Some(file)) = (std::env::var("NXS_FAULT_PAUSE"), std::env::var_os("NXS_FAULT_PAUSE_FILE")) {
+        static PAUSED: AtomicU64 = AtomicU64::new(0);
+        if !prefix.is_empty() && name.starts_with(&prefix) && PAUSED.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = std::fs::write(&file, name);
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::path::Path::new(&file).exists() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     }
     if std::env::var("NXS_FAULT_CRASH_AT").ok().and_then(|v| v.parse::<u64>().ok()) == Some(n) {
         eprintln!("fault: SIGKILL at effect {n} ({name})");

@@ -2,9 +2,12 @@
 //! restore on a machine that may never see a network.
 //!
 //! A backup is `age(zstd(tar))`: the tar's first member is a manifest
-//! (`NXS-BACKUP`) with every file's path, size, mode and sha256, and the
-//! source version; the state directory follows under `state/`. The stock
-//! `age`, `zstd` and `tar` open it (docs/FORMAT.md, "Backups").
+//! (`NXS-BACKUP`) with every file's path, size and mode, and the source
+//! version; the state directory follows under `state/`, and the last
+//! member, `NXS-SUMS`, holds every file's sha256 as `sha256sum` writes it
+//! (backup format 2; format 1 had them in the manifest). The stock `age`,
+//! `zstd`, `tar` and `sha256sum` open and check it (docs/FORMAT.md,
+//! "Backups").
 //!
 //! This program travels in the bundle's payload (`bin/nxs-backup`), built
 //! for every platform as the stub is; `BUNDLE.run backup|restore` runs it

@@ -70,7 +70,7 @@ pub fn list(dir: &Path, keys: Option<&Decrypt>) -> Result<Vec<Listed>> {
                 match archive::open(&c.path, k, None) {
                     Ok(o) => {
                         l.status = "verified";
-                        l.format = Some(crate::manifest::FORMAT);
+                        l.format = Some(o.manifest.format);
                         if let Some(t) = clock::parse_rfc3339(&o.manifest.created) {
                             l.date = clock::rfc3339(t);
                         }

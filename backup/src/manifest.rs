@@ -1,29 +1,37 @@
-//! The manifest inside every backup: the first tar member, `NXS-BACKUP`.
+//! The manifest inside every backup: the first tar member, `NXS-BACKUP`,
+//! and in format 2 the sums that end it, `NXS-SUMS`.
 //!
 //! ```text
-//! nxs-backup 1
+//! nxs-backup 2
 //! created 2026-11-29T14:46:37Z
 //! source-version 1.4.0
 //! root 0700
 //! dir 0700 sessions
-//! file 0600 1234 <sha256 hex> sessions/a.json
+//! file 0600 1234 - sessions/a.json        format 1: the sha256 hex instead of `-`
 //! link sessions/latest -> a.json
 //! ```
 //!
 //! Paths are relative to the state directory (the tar holds them under
 //! `state/`) and come last on their line, so they may hold spaces; a link
-//! line is `link PATH -> TARGET`, so neither may hold ` -> `. See
-//! docs/FORMAT.md, "Backups".
+//! line is `link PATH -> TARGET`, so neither may hold ` -> `.
+//!
+//! Format 2 exists so that a backup reads each file once: the manifest
+//! that leads the tar can know sizes but not hashes, so the hashes follow
+//! the files, in a last member `NXS-SUMS` that `sha256sum -c` reads as it
+//! is (`HEX  state/PATH`). See docs/FORMAT.md, "Backups".
 
 use crate::error::{Class, Error, Result};
 use nxs_format::hex;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// The backup format this tool writes, and the newest it reads.
-pub const FORMAT: u32 = 1;
+/// The backup format this tool writes, and the newest it reads. Format 1
+/// carried each file's hash in the manifest; format 2 in `NXS-SUMS`.
+pub const FORMAT: u32 = 2;
 /// The manifest's tar member name; it must be the archive's first member.
 pub const NAME: &str = "NXS-BACKUP";
+/// Format 2's last member: every file's sha256, in `sha256sum` form.
+pub const SUMS: &str = "NXS-SUMS";
 /// The tar directory that holds the state directory's contents.
 pub const ROOT: &str = "state";
 /// Between a link's path and its target on a `link` line.
@@ -40,8 +48,14 @@ pub const MAX_DEPTH: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { size: u64, sha256: [u8; 32] },
-    Link { target: String },
+    /// `sha256` is `None` in a format 2 manifest until `NXS-SUMS` is read.
+    File {
+        size: u64,
+        sha256: Option<[u8; 32]>,
+    },
+    Link {
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +66,9 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The format its text is written in: 1 (hashes inline) or 2 (hashes
+    /// in `NXS-SUMS`).
+    pub format: u32,
     pub created: String,
     pub source_version: String,
     pub root_mode: u32,
@@ -85,13 +102,19 @@ pub fn path_problem(p: &str) -> Option<&'static str> {
 impl Manifest {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "nxs-backup {FORMAT}\ncreated {}\nsource-version {}\nroot {:04o}\n",
-            self.created, self.source_version, self.root_mode
+            "nxs-backup {}\ncreated {}\nsource-version {}\nroot {:04o}\n",
+            self.format, self.created, self.source_version, self.root_mode
         );
         for (path, e) in &self.entries {
             let _ = match &e.kind {
                 Kind::Dir => writeln!(s, "dir {:04o} {path}", e.mode),
-                Kind::File { size, sha256 } => writeln!(s, "file {:04o} {size} {} {path}", e.mode, hex::encode(sha256)),
+                Kind::File { size, sha256 } => {
+                    let sum = match (self.format, sha256) {
+                        (1, Some(h)) => hex::encode(h),
+                        _ => "-".to_string(),
+                    };
+                    writeln!(s, "file {:04o} {size} {sum} {path}", e.mode)
+                }
                 Kind::Link { target } => writeln!(s, "link {path}{LINK_ARROW}{target}"),
             };
         }
@@ -123,6 +146,7 @@ impl Manifest {
             return Err(bad(1, "format 0 does not exist".into()));
         }
         let mut m = Manifest {
+            format: version,
             created: String::new(),
             source_version: String::new(),
             root_mode: 0o700,
@@ -159,7 +183,18 @@ impl Manifest {
                         return Err(bad(n, "expected `file MODE SIZE SHA256 PATH`".into()));
                     };
                     let size = size.parse().map_err(|_| bad(n, format!("`{size}` is not a size")))?;
-                    let sha256 = hex::decode_sha256(sha).ok_or_else(|| bad(n, format!("`{sha}` is not a sha256")))?;
+                    // Format 1 names the hash here; format 2 says `-`, and
+                    // NXS-SUMS names it after the file.
+                    let sha256 = match version {
+                        1 => Some(hex::decode_sha256(sha).ok_or_else(|| bad(n, format!("`{sha}` is not a sha256")))?),
+                        _ if sha == "-" => None,
+                        _ => {
+                            return Err(bad(
+                                n,
+                                format!("expected `-` for the sha256 in format {version}, found `{sha}`"),
+                            ))
+                        }
+                    };
                     (path, Entry { mode: mode(n, md)?, kind: Kind::File { size, sha256 } })
                 }
                 "link" => {
@@ -198,12 +233,80 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Format 2's `NXS-SUMS`: a line per file, in manifest order, as
+    /// `sha256sum` writes them for the tar's names. A name holding a
+    /// backslash is escaped as coreutils does (a leading `\\`, and `\\\\`
+    /// for each backslash: src/md5sum.c, `print_filename` and its callers'
+    /// `needs_escape`), so `sha256sum -c NXS-SUMS` reads it back.
+    pub fn sums_text(sums: &[(&str, [u8; 32])]) -> String {
+        let mut s = String::new();
+        for (path, h) in sums {
+            let name = format!("{ROOT}/{path}");
+            let _ = match name.contains('\\') {
+                true => writeln!(s, "\\{}  {}", hex::encode(h), name.replace('\\', "\\\\")),
+                false => writeln!(s, "{}  {name}", hex::encode(h)),
+            };
+        }
+        s
+    }
+
+    /// Fills in a format 2 manifest's hashes from its `NXS-SUMS`: exactly
+    /// one line for each listed file, and none for anything else.
+    pub fn apply_sums(&mut self, bytes: &[u8]) -> Result<()> {
+        let bad = |n: usize, why: String| Error::verify(format!("{SUMS} line {n}: {why}"));
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::verify(format!("{SUMS} is not UTF-8")))?;
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let (escaped, line) = match line.strip_prefix('\\') {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            let (sum, name) = line
+                .split_once("  ")
+                .or_else(|| line.split_once(" *"))
+                .ok_or_else(|| bad(n, "expected `SHA256  state/PATH`".into()))?;
+            let sha = hex::decode_sha256(sum).ok_or_else(|| bad(n, format!("`{sum}` is not a sha256")))?;
+            let name = match escaped {
+                true => unescape(name).ok_or_else(|| bad(n, format!("`{name}` is badly escaped")))?,
+                false => name.to_string(),
+            };
+            let rel = name.strip_prefix("state/").unwrap_or("");
+            match self.entries.get_mut(rel) {
+                Some(Entry { kind: Kind::File { sha256: sha256 @ None, .. }, .. }) => *sha256 = Some(sha),
+                Some(Entry { kind: Kind::File { .. }, .. }) => return Err(bad(n, format!("`{name}` is listed twice"))),
+                _ => return Err(bad(n, format!("`{name}` is not a file of {NAME}"))),
+            }
+        }
+        if let Some((p, _)) = self.entries.iter().find(|(_, e)| matches!(e.kind, Kind::File { sha256: None, .. })) {
+            return Err(Error::verify(format!("{SUMS} has no line for `state/{p}`")));
+        }
+        Ok(())
+    }
+
     pub fn files(&self) -> impl Iterator<Item = (&String, u64)> {
         self.entries.iter().filter_map(|(p, e)| match e.kind {
             Kind::File { size, .. } => Some((p, size)),
             _ => None,
         })
     }
+}
+
+/// `\\\\` is a backslash, `\\n` a newline (which no backup path holds);
+/// anything else after a backslash is not sha256sum's.
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                _ => return None,
+            },
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -213,21 +316,78 @@ mod tests {
     fn sample() -> Manifest {
         let mut entries = BTreeMap::new();
         entries.insert("a b".to_string(), Entry { mode: 0o750, kind: Kind::Dir });
-        entries.insert("a b/c.txt".to_string(), Entry { mode: 0o600, kind: Kind::File { size: 3, sha256: [7; 32] } });
+        let file = Kind::File { size: 3, sha256: Some([7; 32]) };
+        entries.insert("a b/c.txt".to_string(), Entry { mode: 0o600, kind: file });
         entries.insert("l".to_string(), Entry { mode: 0o777, kind: Kind::Link { target: "a b/c.txt".into() } });
-        Manifest { created: "2026-11-29T14:46:37Z".into(), source_version: "1.4.0".into(), root_mode: 0o700, entries }
+        Manifest {
+            format: 1,
+            created: "2026-11-29T14:46:37Z".into(),
+            source_version: "1.4.0".into(),
+            root_mode: 0o700,
+            entries,
+        }
+    }
+
+    /// The same, in format 2: hashes unknown until its sums are applied.
+    fn sample2() -> Manifest {
+        let mut m = sample();
+        m.format = 2;
+        for e in m.entries.values_mut() {
+            if let Kind::File { sha256, .. } = &mut e.kind {
+                *sha256 = None;
+            }
+        }
+        m
     }
 
     #[test]
     fn round_trip() {
         let m = sample();
         assert_eq!(Manifest::parse(m.to_text().as_bytes()).unwrap(), m);
+        let m2 = sample2();
+        let text = m2.to_text();
+        assert!(text.starts_with("nxs-backup 2\n") && text.contains("file 0600 3 - a b/c.txt\n"), "{text}");
+        let mut parsed = Manifest::parse(text.as_bytes()).unwrap();
+        assert_eq!(parsed, m2);
+        parsed.apply_sums(Manifest::sums_text(&[("a b/c.txt", [7; 32])]).as_bytes()).unwrap();
+        assert_eq!(parsed.entries, sample().entries);
+    }
+
+    #[test]
+    fn sums_escape_a_backslash_as_sha256sum_does() {
+        let text = Manifest::sums_text(&[("a\\b", [1; 32]), ("c", [2; 32])]);
+        assert_eq!(text, format!("\\{}  state/a\\\\b\n{}  state/c\n", "01".repeat(32), "02".repeat(32)));
+        let mut m = sample2();
+        m.entries.clear();
+        for p in ["a\\b", "c"] {
+            m.entries.insert(p.into(), Entry { mode: 0o600, kind: Kind::File { size: 0, sha256: None } });
+        }
+        m.apply_sums(text.as_bytes()).unwrap();
+        assert_eq!(m.entries["a\\b"].kind, Kind::File { size: 0, sha256: Some([1; 32]) });
+    }
+
+    #[test]
+    fn sums_must_name_each_file_once_and_nothing_else() {
+        let good = Manifest::sums_text(&[("a b/c.txt", [7; 32])]);
+        let h = "07".repeat(32);
+        for (what, bad) in [
+            ("a file left out", String::new()),
+            ("a file twice", format!("{good}{good}")),
+            ("a directory", format!("{good}{h}  state/a b\n")),
+            ("an unlisted name", format!("{good}{h}  state/zzz\n")),
+            ("outside state/", format!("{h}  a b/c.txt\n")),
+            ("no hash", "state/a b/c.txt\n".to_string()),
+            ("a bad escape", format!("\\{h}  state/a b/c.txt\\q\n")),
+        ] {
+            let e = sample2().apply_sums(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.class, Class::Verify, "{what}: {e}");
+        }
     }
 
     #[test]
     fn refusals() {
         let t = sample().to_text();
-        let newer = t.replacen("nxs-backup 1", "nxs-backup 2", 1);
+        let newer = t.replacen("nxs-backup 1", "nxs-backup 3", 1);
         assert_eq!(Manifest::parse(newer.as_bytes()).unwrap_err().class, Class::Incompatible);
         for bad in [
             t.replace("a b/c.txt", "../c.txt"),
@@ -237,6 +397,9 @@ mod tests {
             t.replace("0600", "0999"),
             t.replace("nxs-backup 1", "tar"),
             format!("{t}fifo x\n"),
+            // format 1 needs the hash inline, format 2 refuses one there
+            t.replace(&"07".repeat(32), "-"),
+            t.replacen("nxs-backup 1", "nxs-backup 2", 1),
         ] {
             let e = Manifest::parse(bad.as_bytes()).unwrap_err();
             assert_eq!(e.class, Class::Verify, "{bad}: {e}");

@@ -624,7 +624,9 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     fault::effect("restore:staged")?;
     sync_tree(&w.new)?;
     let j = Journal { backup: abs.clone(), sha256: opened.sha256, new_ino: ino(&w.new).unwrap_or(0) };
-    write_synced(&w.manifest, &opened.manifest.to_text())?;
+    // The work directory's copy names every hash inline (format 1's
+    // text), whatever format the backup was: a rerun re-checks `new/` by it.
+    write_synced(&w.manifest, &Manifest { format: 1, ..opened.manifest.clone() }.to_text())?;
     fault::effect("restore:journal")?;
     write_synced(&w.journal, &j.to_text())?;
     eprintln!("  verified; swapping it in for {}", state_dir.display());
