@@ -145,8 +145,10 @@ fn backups_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The result of a `--json` run: its last event, once every event has been
+/// checked against docs/EVENTS.md.
 fn json(o: &Output) -> nxs_format::json::Value {
-    nxs_format::json::parse(stdout(o).trim()).unwrap_or_else(|| panic!("not JSON: {}", stdout(o)))
+    check_events(&stdout(o), code(o)).pop().unwrap()
 }
 
 /// Everything under `parent`, for "nothing was touched" checks.
@@ -289,6 +291,42 @@ fn stock_age_zstd_tar_and_sha256sum_read_our_backups() {
     chmod_tree_writable(t.path());
 }
 
+/// `backup --json` and `restore --json` print the documented events: the
+/// phase with its bytes, and the result, of a refusal too.
+#[test]
+fn backup_and_restore_report_their_phase_and_result_as_documented() {
+    use nxs_format::json::Value;
+    let (t, key, recipient, state) = populated("events");
+    let out = t.path().join("stick");
+    let o = ok(&["backup", "--state-dir", s(&state), "--to", s(&out), "-r", &recipient, "--json"], &[]);
+    let events = check_events(&stdout(&o), 0);
+    let end = events_of(&events, "phase-end");
+    assert_eq!(end.len(), 1, "{}", stdout(&o));
+    assert_eq!(end[0].get("phase").and_then(Value::as_str), Some("backup"));
+    assert_eq!(end[0].get("ok").and_then(Value::as_bool), Some(true));
+    let bytes = events.last().unwrap().get("bytes").cloned().unwrap();
+    assert_eq!(end[0].get("done"), Some(&bytes), "every byte read: {}", stdout(&o));
+    assert_eq!(end[0].get("total"), Some(&bytes));
+    let into = t.path().join("r/nxs");
+    let o = ok(&["restore", "--from", s(&out), "--state-dir", s(&into), "-i", s(&key), "--json"], &[]);
+    let events = check_events(&stdout(&o), 0);
+    let end = events_of(&events, "phase-end");
+    assert_eq!(end.len(), 1, "{}", stdout(&o));
+    assert_eq!(end[0].get("phase").and_then(Value::as_str), Some("restore"));
+    assert_eq!(end[0].get("done"), Some(&bytes), "{}", stdout(&o));
+    assert_eq!(events.last().unwrap().get("files"), Some(&Value::Num("7".into())), "{}", stdout(&o));
+    // A wrong key: the result says so, with its exit code, and the hint.
+    let (other, _) = keypair(t.path(), "other.txt");
+    let o = nxs_backup(&["restore", "--from", s(&out), "--state-dir", s(&into), "-i", s(&other), "--json"], &[]);
+    let events = check_events(&stdout(&o), 3);
+    let err = events.last().unwrap().get("error").and_then(Value::as_str).unwrap().to_string();
+    assert!(err.contains("no backup in"), "{err}");
+    // A usage error under --json ends with a result too.
+    let o = nxs_backup(&["restore", "--state-dir", s(&into), "--json"], &[]);
+    check_events(&stdout(&o), 2);
+    chmod_tree_writable(t.path());
+}
+
 /// A backup reads each file of the state once (strace adds up every read
 /// of the biggest): hashed on its way into the archive.
 #[test]
@@ -358,7 +396,8 @@ fn a_backup_whose_sums_disagree_is_refused_and_touches_nothing() {
     let o = Command::new("age").arg("-d").arg("-i").arg(&key).arg(file).output().unwrap();
     assert!(o.status.success());
     let plain = zstd::decode_all(&o.stdout[..]).unwrap();
-    let members: Vec<(tar::Header, Vec<u8>)> = tar::Archive::new(&plain[..])
+    type Members = Vec<(tar::Header, Vec<u8>)>;
+    let members: Members = tar::Archive::new(&plain[..])
         .entries()
         .unwrap()
         .map(|e| {
@@ -374,7 +413,7 @@ fn a_backup_whose_sums_disagree_is_refused_and_touches_nothing() {
         let (first, rest) = text.split_at(1);
         format!("{}{rest}", if first == "0" { "1" } else { "0" })
     };
-    let seal = |list: Vec<(tar::Header, Vec<u8>)>| -> Vec<u8> {
+    let seal = |list: Members| -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (mut h, data) in list {
             h.set_size(data.len() as u64);
@@ -392,7 +431,7 @@ fn a_backup_whose_sums_disagree_is_refused_and_touches_nothing() {
         list.last_mut().unwrap().1 = text.into_bytes();
         list
     };
-    let mut cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = vec![
+    let mut cases: Vec<(&str, Members, &str)> = vec![
         ("a sum altered", with_sums(flip(&sums)), "does not match its sha256 in NXS-SUMS"),
         ("a line dropped", with_sums(sums.lines().skip(1).map(|l| format!("{l}\n")).collect()), "has no line for"),
         ("the sums missing", members[..members.len() - 1].to_vec(), "ends without NXS-SUMS"),

@@ -236,8 +236,19 @@ fn a_rerun_after_a_kill_late_in_the_payload_reads_only_the_frames_left() {
     }
     std::fs::remove_file(&copy).unwrap();
     write(&copy, &bytes, 0o755);
-    let o = install(&copy, &root, &state, &[]);
+    let mut c = Command::new(&copy);
+    c.args(["install", "--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--json"]);
+    let o = output(&mut c).unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // The rerun's `check` phase re-hashed what staging held before it read on.
+    let events = check_events(&stdout(&o), 0);
+    let check = events_of(&events, "phase-end")
+        .into_iter()
+        .find(|e| e.get("phase").and_then(|v| v.as_str()) == Some("check"))
+        .unwrap_or_else(|| panic!("no check phase: {}", stdout(&o)));
+    let Some(nxs_format::json::Value::Num(done)) = check.get("done") else { panic!("{}", stdout(&o)) };
+    let done: u64 = done.parse().unwrap();
+    assert!(done > 0, "{}", stdout(&o));
     let skipped = ranges[k].0 - ranges[0].0;
     let want = format!("resuming at payload frame {k} of {}", ranges.len());
     assert!(stderr(&o).contains(&want), "{want}: {}", stderr(&o));

@@ -15,6 +15,7 @@ use crate::error::{Class, Error, Result};
 use crate::fault;
 use crate::keys::Decrypt;
 use crate::manifest::{self, Kind, Manifest};
+use nxs_sys::events::Progress;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -227,7 +228,8 @@ pub fn open_with(
     // Format 2: each file's hash as read, for NXS-SUMS at the end.
     let mut hashed: Vec<(String, [u8; 32])> = Vec::new();
     let mut sums: Option<Vec<u8>> = None;
-    let mut progress = crate::Progress::new("checked", 0);
+    // The phase begins once the manifest says how much there is.
+    let mut progress = Progress::silent();
     let mut buf = vec![0u8; 256 << 10];
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -274,8 +276,8 @@ pub fn open_with(
             // From here the stream may hold what the manifest declares.
             budget.set(declared(&parsed, size).saturating_sub(size.div_ceil(512) * 512 + 512));
             room(parsed.files().map(|(_, s)| s).sum())?;
-            progress = crate::Progress::new(
-                if stage.is_some() { "restored" } else { "checked" },
+            progress = Progress::start(
+                if stage.is_some() { "restore" } else { "check" },
                 parsed.files().map(|(_, s)| s).sum(),
             );
             manifest = Some(parsed);
@@ -449,6 +451,7 @@ pub fn open_with(
             }
         }
     }
+    progress.end();
     if let Some(s) = stage {
         // Deepest first, so that a read-only directory is closed last.
         for (rel, mode) in s.dir_modes.iter().rev() {

@@ -15,6 +15,7 @@ use crate::error::{Class, Error, Result};
 use crate::manifest::{self, Entry, Kind, Manifest};
 use crate::{clock, fault, keys::Encrypt, lock, naming, rotate};
 use nxs_format::hex;
+use nxs_sys::events::Progress;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -178,13 +179,14 @@ fn changed(path: &Path) -> Error {
 }
 
 /// Reads a file for the archive, hashing as it goes: its one read.
-struct Checked {
+struct Checked<'a> {
     file: File,
     hash: Sha256,
     left: u64,
+    progress: &'a mut Progress,
 }
 
-impl Read for Checked {
+impl Read for Checked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let want = buf.len().min(self.left as usize);
         if want == 0 {
@@ -196,6 +198,7 @@ impl Read for Checked {
         }
         self.hash.update(&buf[..n]);
         self.left -= n as u64;
+        self.progress.add(n as u64);
         Ok(n)
     }
 }
@@ -216,7 +219,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: i64) -> tar::Header
 fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, found: &BTreeMap<String, Found>, out: W) -> Result<W> {
     let io = |e: std::io::Error| Error::new(Class::Io, format!("cannot write the archive: {e}"));
     let mut tar = tar::Builder::new(out);
-    let mut progress = crate::Progress::new("archived", m.files().map(|(_, s)| s).sum());
+    let mut progress = Progress::start("backup", m.files().map(|(_, s)| s).sum());
     let text = m.to_text();
     let mut h = header(tar::EntryType::Regular, 0o600, text.len() as u64, 0);
     tar.append_data(&mut h, manifest::NAME, text.as_bytes()).map_err(io)?;
@@ -240,7 +243,7 @@ fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, found: &BTreeMap<String, 
                 let walked = found.get(rel).and_then(|f| f.stamp).ok_or_else(|| changed(&path))?;
                 let file = open_unchanged(&path, walked)?;
                 fault::effect("backup:read-file")?;
-                let mut r = Checked { file, hash: Sha256::new(), left: *size };
+                let mut r = Checked { file, hash: Sha256::new(), left: *size, progress: &mut progress };
                 let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
                 tar.append_data(&mut h, &name, &mut r).map_err(|err| {
                     if err.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -257,7 +260,6 @@ fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, found: &BTreeMap<String, 
                     return Err(changed(&path));
                 }
                 sums.push((rel, r.hash.finalize().into()));
-                progress.add(*size);
             }
         }
         fault::effect("backup:archive-entry")?;
@@ -265,6 +267,7 @@ fn write_tar<W: Write>(state_dir: &Path, m: &Manifest, found: &BTreeMap<String, 
     let text = Manifest::sums_text(&sums);
     let mut h = header(tar::EntryType::Regular, 0o600, text.len() as u64, 0);
     tar.append_data(&mut h, manifest::SUMS, text.as_bytes()).map_err(io)?;
+    progress.end();
     tar.into_inner().map_err(io)
 }
 

@@ -39,31 +39,3 @@ impl std::io::Write for HashSink {
         Ok(())
     }
 }
-
-/// Progress on stderr for long work: a line at every tenth, once the work
-/// is 64 MiB or more.
-pub struct Progress {
-    what: &'static str,
-    total: u64,
-    done: u64,
-    next: u64,
-}
-
-impl Progress {
-    pub fn new(what: &'static str, total: u64) -> Progress {
-        Progress { what, total, done: 0, next: total / 10 }
-    }
-    pub fn add(&mut self, n: u64) {
-        self.done += n;
-        if self.total >= 64 << 20 && self.done >= self.next && self.next > 0 {
-            eprintln!(
-                "  {} {} of {} MiB ({}%)",
-                self.what,
-                self.done >> 20,
-                self.total >> 20,
-                self.done * 100 / self.total
-            );
-            self.next += self.total / 10;
-        }
-    }
-}

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use nxs_backup::error::{Error, Result};
 use nxs_backup::{clock, create, keys, list, restore, rotate};
 use nxs_format::{hex, json};
+use nxs_sys::events;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -107,10 +108,14 @@ struct Common {
     /// Seconds to wait for the state directory's lock.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     lock_timeout: u64,
-    /// Print the result as JSON on stdout.
+    /// Print events on stdout, one JSON object a line, ending with the
+    /// result (docs/EVENTS.md).
     #[arg(long)]
     json: bool,
 }
+
+/// The `result` event's fields beyond `ok` and `exit`, rendered as JSON.
+type Fields = Vec<(&'static str, String)>;
 
 fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     let dir = match flag {
@@ -126,7 +131,7 @@ fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     std::path::absolute(&dir).map_err(|e| Error::io("cannot resolve", &dir, e))
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<Fields> {
     match cli.cmd {
         Cmd::Backup(BackupCmd { sub: Some(BackupSub::List(l)), .. }) => {
             let keys = keys::decrypt(&l.identities, l.passphrase_file.as_deref())?;
@@ -139,7 +144,7 @@ fn run(cli: Cli) -> Result<()> {
                     eprintln!("  note: without --identity or --passphrase-file only the .sha256 files are checked");
                 }
             }
-            Ok(())
+            Ok(Fields::new())
         }
         Cmd::Backup(b) => {
             let opts = create::BackupOptions {
@@ -151,22 +156,21 @@ fn run(cli: Cli) -> Result<()> {
                 now: clock::now()?,
             };
             let c = create::backup(&opts)?;
-            if b.common.json {
-                let pruned: Vec<String> = c.pruned.iter().map(|p| json::s(&p.to_string_lossy())).collect();
-                let skipped: Vec<String> = c.skipped.iter().map(|s| json::s(s)).collect();
-                println!(
-                    "{{\"backup\":{},\"size\":{},\"sha256\":{},\"files\":{},\"bytes\":{},\"source_version\":{},\"consistency\":\"lock\",\"skipped\":[{}],\"pruned\":[{}],\"kept\":{}}}",
-                    json::s(&c.path.to_string_lossy()),
-                    c.size,
-                    json::s(&hex::encode(&c.sha256)),
-                    c.files,
-                    c.bytes,
-                    json::s(&c.source_version),
-                    skipped.join(","),
-                    pruned.join(","),
-                    c.kept
-                );
-            } else {
+            let pruned: Vec<String> = c.pruned.iter().map(|p| json::s(&p.to_string_lossy())).collect();
+            let skipped: Vec<String> = c.skipped.iter().map(|s| json::s(s)).collect();
+            let fields = vec![
+                ("backup", json::s(&c.path.to_string_lossy())),
+                ("size", c.size.to_string()),
+                ("sha256", json::s(&hex::encode(&c.sha256))),
+                ("files", c.files.to_string()),
+                ("bytes", c.bytes.to_string()),
+                ("source_version", json::s(&c.source_version)),
+                ("consistency", json::s("lock")),
+                ("skipped", format!("[{}]", skipped.join(","))),
+                ("pruned", format!("[{}]", pruned.join(","))),
+                ("kept", c.kept.to_string()),
+            ];
+            if !b.common.json {
                 println!(
                     "backed up {} files ({} bytes, source version {}) to {}; {} kept, {} pruned",
                     c.files,
@@ -177,7 +181,7 @@ fn run(cli: Cli) -> Result<()> {
                     c.pruned.len()
                 );
             }
-            Ok(())
+            Ok(fields)
         }
         Cmd::Restore(r) => {
             let keys = keys::decrypt(&r.identities, r.passphrase_file.as_deref())?.ok_or_else(|| {
@@ -194,25 +198,23 @@ fn run(cli: Cli) -> Result<()> {
             };
             let out = restore::restore(&opts)?;
             let kept = out.pre_restore.as_ref().map(|p| p.to_string_lossy().into_owned());
-            if r.common.json {
-                let skipped: Vec<String> = out
-                    .skipped
-                    .iter()
-                    .map(|(n, why)| format!("{{\"name\":{},\"reason\":{}}}", json::s(n), json::s(why)))
-                    .collect();
-                println!(
-                    "{{\"restored\":{},\"state_dir\":{},\"created\":{},\"source_version\":{},\"files\":{},\"bytes\":{},\"pre_restore\":{},\"resumed\":{},\"skipped\":[{}]}}",
-                    json::s(&out.backup.to_string_lossy()),
-                    json::s(&opts.state_dir.to_string_lossy()),
-                    json::s(&out.created),
-                    json::s(&out.source_version),
-                    out.files,
-                    out.bytes,
-                    json::opt(kept.as_deref()),
-                    out.resumed,
-                    skipped.join(",")
-                );
-            } else {
+            let skipped: Vec<String> = out
+                .skipped
+                .iter()
+                .map(|(n, why)| format!("{{\"name\":{},\"reason\":{}}}", json::s(n), json::s(why)))
+                .collect();
+            let fields = vec![
+                ("restored", json::s(&out.backup.to_string_lossy())),
+                ("state_dir", json::s(&opts.state_dir.to_string_lossy())),
+                ("created", json::s(&out.created)),
+                ("source_version", json::s(&out.source_version)),
+                ("files", out.files.to_string()),
+                ("bytes", out.bytes.to_string()),
+                ("pre_restore", json::opt(kept.as_deref())),
+                ("resumed", out.resumed.to_string()),
+                ("skipped", format!("[{}]", skipped.join(","))),
+            ];
+            if !r.common.json {
                 println!(
                     "restored {} ({} files, {} bytes, made {} from version {}) into {}{}",
                     out.backup.display(),
@@ -227,18 +229,55 @@ fn run(cli: Cli) -> Result<()> {
                     println!("the previous state is kept in {k}");
                 }
             }
-            Ok(())
+            Ok(fields)
         }
     }
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {}", e.msg);
-        if let Some(h) = &e.hint {
-            eprintln!("  hint: {h}");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A usage error under --json still ends with a result event.
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                events::init(true, false);
+                let msg = e.kind().to_string();
+                events::emit(
+                    "result",
+                    &[("ok", "false".into()), ("exit", "2".into()), ("error", json::s(&msg)), ("hint", "null".into())],
+                );
+            }
+            e.exit()
         }
-        std::process::exit(e.class as i32);
+    };
+    // `backup` and `restore` report as the stub's long commands do: a
+    // redrawn line on a terminal, plain lines elsewhere, events with --json.
+    let json = match &cli.cmd {
+        Cmd::Backup(b) => b.sub.is_none() && b.common.json,
+        Cmd::Restore(r) => r.common.json,
+    };
+    events::init(json, false);
+    match run(cli) {
+        Ok(fields) => {
+            let mut all = vec![("ok", "true".to_string()), ("exit", "0".to_string())];
+            all.extend(fields);
+            events::emit("result", &all);
+        }
+        Err(e) => {
+            events::emit(
+                "result",
+                &[
+                    ("ok", "false".into()),
+                    ("exit", (e.class as i32).to_string()),
+                    ("error", json::s(&e.msg)),
+                    ("hint", json::opt(e.hint.as_deref())),
+                ],
+            );
+            eprintln!("error: {}", e.msg);
+            if let Some(h) = &e.hint {
+                eprintln!("  hint: {h}");
+            }
+            std::process::exit(e.class as i32);
+        }
     }
 }

@@ -109,9 +109,23 @@ pub fn run_from(b: &Bundle, sink: &Sink, progress: &mut Progress, start: Start, 
 /// with one link and the manifest's bytes; a real directory; the declared
 /// link). `hint` is the frames the checkpoint says were done: only a note
 /// when staging holds less (a power cut before the data reached the disk).
-pub fn resume_point(m: &Manifest, root: &Path, hint: usize) -> Result<(Start, usize)> {
+pub fn resume_point(m: &Manifest, root: &Path, hint: usize, progress: bool) -> Result<(Start, usize)> {
     let mut kept = Vec::new();
     let mut first_bad = m.entries.len();
+    // The `check` phase: the bytes of what staging holds at the right size
+    // (a first look with lstat alone), each re-hashed below.
+    let staged: u64 = m
+        .entries
+        .iter()
+        .filter_map(|e| match e.kind {
+            EntryKind::File { size, .. } => fs::symlink_metadata(root.join(e.path.as_str()))
+                .ok()
+                .filter(|md| md.is_file() && md.len() == size)
+                .map(|_| size),
+            _ => None,
+        })
+        .sum();
+    let mut check = Progress::start_if(progress, "check", staged);
     for (i, e) in m.entries.iter().enumerate() {
         let p = root.join(e.path.as_str());
         let ok = match &e.kind {
@@ -123,6 +137,7 @@ pub fn resume_point(m: &Manifest, root: &Path, hint: usize) -> Result<(Start, us
                 Some(f) => {
                     seal(&f, &p, e.mode)?;
                     kept.push(i);
+                    check.add(*size);
                     true
                 }
                 None => false,
@@ -133,6 +148,7 @@ pub fn resume_point(m: &Manifest, root: &Path, hint: usize) -> Result<(Start, us
             break;
         }
     }
+    check.end();
     let start = Start::at_frame(m, frame_of(m, first_bad)).expect("a frame where a member begins");
     if start.frame < hint {
         eprintln!(

@@ -249,7 +249,7 @@ pub fn stage(
     // A rerun reads the bundle only from the first frame staging does not
     // hold intact (format 3); before, it reads it all again.
     let (start, kept) = match resuming && m.format >= 3 {
-        true => extract::resume_point(m, &layout.staging, staging.frames_done as usize)?,
+        true => extract::resume_point(m, &layout.staging, staging.frames_done as usize, progress)?,
         false => (extract::Start::default(), 0),
     };
     if start.frame > 0 {

@@ -9,7 +9,7 @@ pub mod detect;
 pub mod diag;
 pub mod door;
 pub mod error;
-pub mod events;
+pub use nxs_sys::events;
 pub mod extract;
 pub mod fault;
 pub mod fsx;
