@@ -17,13 +17,14 @@ use crate::keys::Decrypt;
 use crate::manifest::{self, Kind, Manifest};
 use nxs_sys::events::Progress;
 use sha2::{Digest, Sha256};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What a backup holds, once every byte of it has been checked.
 #[derive(Debug)]
@@ -40,29 +41,34 @@ pub struct Opened {
 }
 
 /// The file being read; remembers its own read errors, so that they are
-/// told apart from corruption found in what it returned.
+/// told apart from corruption found in what it returned. It is read on the
+/// decoder's thread ([`crate::pipe::reader`]), and looked at from this one.
 struct Medium {
     file: File,
-    pos: Rc<std::cell::Cell<u64>>,
-    hash: Rc<RefCell<Sha256>>,
-    failed: Rc<RefCell<Option<(u64, io::Error)>>>,
+    pos: Arc<AtomicU64>,
+    hash: Arc<Mutex<Sha256>>,
+    failed: Arc<Mutex<Option<(u64, io::Error)>>>,
 }
 
 impl Read for Medium {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.file.read(buf) {
             Ok(n) => {
-                self.pos.set(self.pos.get() + n as u64);
-                self.hash.borrow_mut().update(&buf[..n]);
+                self.pos.fetch_add(n as u64, Ordering::Relaxed);
+                lock(&self.hash).update(&buf[..n]);
                 Ok(n)
             }
             Err(e) => {
                 let copy = io::Error::new(e.kind(), e.to_string());
-                *self.failed.borrow_mut() = Some((self.pos.get(), copy));
+                *lock(&self.failed) = Some((self.pos.load(Ordering::Relaxed), copy));
                 Err(e)
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The decompressed stream, capped: at first at what a manifest may take,
@@ -184,12 +190,12 @@ pub fn open_with(
 ) -> Result<Opened> {
     let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     let reread = file.try_clone().map_err(|e| Error::io("cannot open", path, e))?;
-    let failed = Rc::new(RefCell::new(None));
-    let (pos, hash) = (Rc::new(std::cell::Cell::new(0)), Rc::new(RefCell::new(Sha256::new())));
+    let failed = Arc::new(Mutex::new(None));
+    let (pos, hash) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Sha256::new())));
     let medium = Medium { file, pos: pos.clone(), hash: hash.clone(), failed: failed.clone() };
     let medium = BufReader::with_capacity(1 << 20, medium);
     let medium_error = |what: Error| -> Error {
-        match failed.borrow_mut().take() {
+        match lock(&failed).take() {
             Some((at, e)) => Error::io(&format!("cannot read (at byte {at})"), path, e)
                 .hint("the medium fails to read: copy the backup off the stick, or try another copy"),
             None => what,
@@ -212,6 +218,9 @@ pub fn open_with(
     // skippable frames are skipped.
     let frames = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, plain))
         .map_err(|e| Error::new(Class::Io, format!("cannot start the zstd decoder: {e}")))?;
+    // age and zstd on a thread of their own, while this one parses the tar,
+    // hashes each file and writes it.
+    let frames = crate::pipe::reader(frames);
     let budget = Rc::new(std::cell::Cell::new(manifest::MAX_LEN + (64 << 10)));
     let frames = Budget { inner: frames, left: budget.clone() };
     let corrupt = |e: io::Error| -> Error {
@@ -418,9 +427,10 @@ pub fn open_with(
     drop(rest);
     // The file's hash: what the layers above left unread (nothing, or
     // bytes past age's last chunk, which it refuses) is read here.
-    let mut sink = crate::HashSink(std::mem::take(&mut *hash.borrow_mut()));
+    // (The decoder's thread has read its last byte: it sent the end.)
+    let mut sink = crate::HashSink(std::mem::take(&mut *lock(&hash)));
     let mut reread = reread;
-    io::Seek::seek(&mut reread, io::SeekFrom::Start(pos.get()))
+    io::Seek::seek(&mut reread, io::SeekFrom::Start(pos.load(Ordering::Relaxed)))
         .and_then(|_| io::copy(&mut reread, &mut sink))
         .map_err(|e| Error::io("cannot read", path, e))?;
     let sha256: [u8; 32] = sink.0.finalize().into();

@@ -418,7 +418,8 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// tar | zstd (libzstd, one worker per core) | age | the file.
+/// tar | zstd (libzstd, one worker per core) | age | the file, the last
+/// two on a thread of their own.
 fn write_encrypted(
     state_dir: &Path,
     m: &Manifest,
@@ -435,7 +436,10 @@ fn write_encrypted(
     let io = |e: std::io::Error| Error::io("cannot write", tmp, e);
     let out = Hashing { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new() };
     let aged = encryptor.wrap_output(out).map_err(io)?;
-    let mut zstd = zstd::stream::write::Encoder::new(aged, LEVEL).map_err(io)?;
+    // age, the file's hash and the writes on a thread of their own, while
+    // this one reads and hashes the state and zstd's workers compress.
+    let piped = crate::pipe::writer(aged, |aged| aged.finish());
+    let mut zstd = zstd::stream::write::Encoder::new(piped, LEVEL).map_err(io)?;
     let workers = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     if workers > 1 {
         zstd.multithread(workers).map_err(io)?;

@@ -24,6 +24,7 @@ pub mod list;
 pub mod lock;
 pub mod manifest;
 pub mod naming;
+pub mod pipe;
 pub mod restore;
 pub mod rotate;
 

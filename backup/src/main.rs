@@ -7,6 +7,9 @@ use nxs_backup::{clock, create, keys, list, restore, rotate};
 use nxs_format::{hex, json};
 use nxs_sys::events;
 use std::path::PathBuf;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
 
 /// Encrypted backups of an NXS state directory, and their restore.
