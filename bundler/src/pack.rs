@@ -323,7 +323,7 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
         .prefix(&format!(".{}.partial-", plan.file_name))
         .tempfile_in(out_dir)
         .with_context(|| format!("cannot create a temp file in {}", out_dir.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let mut out = Tee::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
 
     let stub_file = File::open(stub).with_context(|| format!("cannot open stub {}", stub.display()))?;
     let stub_region =
@@ -388,25 +388,76 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
         signature_len: sig.len() as u64,
     };
     out.write_all(&trailer.encode())?;
-    out.flush()?;
-    drop(out);
+    let (mut written, sha256, prehash) = out.finish();
+    written.flush()?;
+    drop(written);
     let size = trailer.total_len().expect("lengths we just wrote");
     crate::fsutil::finish_atomic(tmp, &final_path, 0o755)?;
 
     // The detached signature covers the whole file, for `minisign -V` on a
-    // machine that does not trust the stub yet. Its hash (BLAKE2b) and the
-    // file's sha256 for SHA256SUMS are two passes over the file: run them
-    // side by side.
+    // machine that does not trust the stub yet; SHA256SUMS lists the file's
+    // sha256. Both were hashed as the file was written.
     let comment = format!("file:{} {}", plan.file_name, manifest.bundle_id());
-    let (detached, sha256) = std::thread::scope(|s| {
-        let sums = s.spawn(|| crate::sha256_file(&final_path));
-        let detached = File::open(&final_path).map_err(anyhow::Error::from).and_then(|f| key.sign(f, &comment));
-        (detached, sums.join().expect("hashing thread panicked"))
-    });
-    let (detached, sha256) = (detached?, sha256?);
+    let detached = key.sign_prehashed(&prehash, &comment)?;
     let signature_path = PathBuf::from(format!("{}.minisig", final_path.display()));
     crate::fsutil::write_atomic(&signature_path, detached.as_bytes(), 0o644)?;
     Ok(Packed { path: final_path, signature_path, size, stub_len: manifest.stub.len, manifest, sha256 })
+}
+
+/// Passes writes through, and hashes what was written (sha256 for
+/// SHA256SUMS, BLAKE2b-512 for the detached minisign signature) on a
+/// thread of its own, so that the finished file is never read again.
+struct Tee<W> {
+    inner: W,
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    hashes: Option<std::thread::JoinHandle<([u8; 32], [u8; 64])>>,
+}
+
+impl<W: Write> Tee<W> {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(inner: W) -> Tee<W> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let hashes = std::thread::spawn(move || {
+            let (mut sha, mut blake) = (Sha256::new(), blake2::Blake2b512::new());
+            for chunk in rx {
+                sha.update(&chunk);
+                blake2::Digest::update(&mut blake, &chunk);
+            }
+            (sha.finalize().into(), blake.finalize().into())
+        });
+        Tee { inner, buf: Vec::with_capacity(Self::CHUNK), tx: Some(tx), hashes: Some(hashes) }
+    }
+
+    fn send(&mut self) {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK));
+        if let Some(tx) = &self.tx {
+            tx.send(chunk).expect("the hashing thread lives until finish");
+        }
+    }
+
+    /// The writer, and the sha256 and BLAKE2b-512 of everything written.
+    fn finish(mut self) -> (W, [u8; 32], [u8; 64]) {
+        self.send();
+        self.tx = None;
+        let (sha, blake) = self.hashes.take().expect("finished once").join().expect("hashing thread panicked");
+        (self.inner, sha, blake)
+    }
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= Self::CHUNK {
+            self.send();
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]

@@ -89,13 +89,18 @@ impl SigningKey {
 
     /// Signs `data` in prehashed mode and returns the `.minisig` text.
     pub fn sign(&self, mut data: impl Read, trusted_comment: &str) -> Result<String> {
+        let mut h = blake2::Blake2b512::new();
+        std::io::copy(&mut data, &mut HashWriter(&mut h))?;
+        self.sign_prehashed(&h.finalize().into(), trusted_comment)
+    }
+
+    /// As [`SigningKey::sign`], of data whose BLAKE2b-512 is `prehash`
+    /// (hashed as it was written, rather than read again).
+    pub fn sign_prehashed(&self, prehash: &[u8; 64], trusted_comment: &str) -> Result<String> {
         if trusted_comment.contains(['\n', '\r']) {
             bail!("a trusted comment is one line");
         }
-        let mut h = blake2::Blake2b512::new();
-        std::io::copy(&mut data, &mut HashWriter(&mut h))?;
-        let prehash = h.finalize();
-        let sig = self.key.sign(&prehash).to_bytes();
+        let sig = self.key.sign(prehash).to_bytes();
         let mut sig_line = Vec::with_capacity(74);
         sig_line.extend_from_slice(b"ED");
         sig_line.extend_from_slice(&self.keynum);
