@@ -50,6 +50,8 @@ pub struct PayloadReader<'a> {
     /// Buffers to reuse: a fresh multi-MiB allocation per frame costs page
     /// faults and zeroing every time.
     spare_out: Vec<Vec<u8>>,
+    /// Likewise for the compressed frames read from disk.
+    spare_comp: Vec<Vec<u8>>,
     in_flight_raw: u64,
     read: u64,
     done: bool,
@@ -80,6 +82,8 @@ struct Job {
 struct Done {
     index: usize,
     out: io::Result<Vec<u8>>,
+    /// The compressed frame's buffer, back for the next read.
+    comp: Vec<u8>,
 }
 
 fn decoder() -> io::Result<zstd::bulk::Decompressor<'static>> {
@@ -91,11 +95,24 @@ fn decoder() -> io::Result<zstd::bulk::Decompressor<'static>> {
 }
 
 /// Checks one frame against its signed hash, then decodes it into `out`,
-/// which ends up exactly its declared size; or says why not.
-fn verify_and_decode(d: &mut zstd::bulk::Decompressor<'static>, job: Job) -> io::Result<Vec<u8>> {
-    let Job { comp, sha256, mut out, raw, where_, .. } = job;
+/// which ends up exactly its declared size; or says why not. The
+/// compressed buffer comes back either way, to be read into again.
+fn verify_and_decode(d: &mut zstd::bulk::Decompressor<'static>, job: Job) -> (io::Result<Vec<u8>>, Vec<u8>) {
+    let Job { comp, sha256, out, raw, where_, .. } = job;
+    let out = verify_and_decode_into(d, &comp, sha256, out, raw, &where_);
+    (out, comp)
+}
+
+fn verify_and_decode_into(
+    d: &mut zstd::bulk::Decompressor<'static>,
+    comp: &[u8],
+    sha256: Option<[u8; 32]>,
+    mut out: Vec<u8>,
+    raw: u64,
+    where_: &str,
+) -> io::Result<Vec<u8>> {
     if let Some(want) = sha256 {
-        let got: [u8; 32] = Sha256::digest(&comp).into();
+        let got: [u8; 32] = Sha256::digest(comp).into();
         if got != want {
             return Err(bad(format!(
                 "{where_}: sha256 is {}, the signed manifest says {}; nothing of it was decoded",
@@ -111,7 +128,7 @@ fn verify_and_decode(d: &mut zstd::bulk::Decompressor<'static>, job: Job) -> io:
     }
     out.truncate(raw as usize);
     let n = d
-        .decompress_to_buffer(&comp[..], &mut out[..])
+        .decompress_to_buffer(comp, &mut out[..])
         .map_err(|e| bad(format!("{where_}: does not decode within its declared {raw} bytes: {e}")))?;
     if n as u64 != raw {
         return Err(bad(format!("{where_}: decodes to {n} bytes, the signed manifest says {raw}")));
@@ -162,8 +179,8 @@ impl<'a> PayloadReader<'a> {
                         _ => return,
                     };
                     let index = job.index;
-                    let out = verify_and_decode(&mut d, job);
-                    if tx.send(Done { index, out }).is_err() {
+                    let (out, comp) = verify_and_decode(&mut d, job);
+                    if tx.send(Done { index, out, comp }).is_err() {
                         return;
                     }
                 });
@@ -185,6 +202,7 @@ impl<'a> PayloadReader<'a> {
             decoders,
             ready: std::collections::BTreeMap::new(),
             spare_out: Vec::new(),
+            spare_comp: Vec::new(),
             in_flight_raw: 0,
             read: 0,
             done: first == frames.len(),
@@ -206,7 +224,10 @@ impl<'a> PayloadReader<'a> {
             self.offset,
             self.offset + f.compressed
         );
-        let mut comp = vec![0u8; f.compressed as usize];
+        // A reused buffer is only grown (the growth zeroed); the read
+        // overwrites all of it.
+        let mut comp = self.spare_comp.pop().unwrap_or_default();
+        comp.resize(f.compressed as usize, 0);
         self.file.read_exact_at(&mut comp, self.offset).map_err(|e| bad(format!("{where_}: read failed: {e}")))?;
         self.read += f.compressed;
         if let Some((h, _)) = &mut self.whole {
@@ -237,7 +258,9 @@ impl<'a> PayloadReader<'a> {
             Decoders::Inline(_) => {
                 let job = self.read_frame()?;
                 let Decoders::Inline(d) = &mut self.decoders else { unreachable!() };
-                verify_and_decode(d, job)?
+                let (out, comp) = verify_and_decode(d, job);
+                self.spare_comp.push(comp);
+                out?
             }
             Decoders::Pool { .. } => {
                 // Keep the workers busy up to the read-ahead bound.
@@ -256,6 +279,7 @@ impl<'a> PayloadReader<'a> {
                         break r;
                     }
                     let done = results.recv().map_err(|_| bad("payload decoder stopped".into()))?;
+                    self.spare_comp.push(done.comp);
                     self.ready.insert(done.index, done.out);
                 };
                 self.in_flight_raw -= self.frames[self.next].raw;
