@@ -267,10 +267,8 @@ pub fn open_with(
             }
             let mut text = Vec::with_capacity(size as usize);
             entry.read_to_end(&mut text).map_err(corrupt)?;
-            let mut parsed = Manifest::parse(&text).map_err(|e| {
-                let class = e.class;
-                Error { class, msg: format!("{}: {}", path.display(), e.msg), hint: e.hint }
-            })?;
+            let mut parsed =
+                Manifest::parse(&text).map_err(|e| Error { msg: format!("{}: {}", path.display(), e.msg), ..e })?;
             // A hand-made backup of a whole state directory carries the
             // bootstrap's own files too; they are checked against nothing
             // and never restored over the machine's own.

@@ -16,6 +16,7 @@ use crate::manifest::{self, Entry, Kind, Manifest};
 use crate::{clock, fault, keys::Encrypt, lock, naming, rotate};
 use nxs_format::hex;
 use nxs_sys::events::Progress;
+use nxs_sys::fs::fsync_dir;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -307,10 +308,6 @@ fn resolve(p: &Path) -> PathBuf {
     }
 }
 
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot fsync", dir, e))
-}
-
 pub fn backup(o: &BackupOptions) -> Result<Created> {
     let meta = fs::metadata(&o.state_dir).map_err(|e| Error::io("cannot read the state directory", &o.state_dir, e))?;
     if !meta.is_dir() {
@@ -385,20 +382,8 @@ pub fn backup(o: &BackupOptions) -> Result<Created> {
 /// Writes `<backup>.sha256`, as `sha256sum` writes and checks it.
 fn write_sidecar(backup: &Path, sha256: &[u8; 32]) -> Result<()> {
     let name = backup.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let side = naming::sidecar(backup);
-    let tmp = side.with_file_name(format!(".{name}.sha256.tmp-{}", std::process::id()));
     let text = format!("{}  {name}\n", hex::encode(sha256));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &side)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("cannot write", &side, e)
-    })?;
-    fsync_dir(side.parent().unwrap_or(Path::new(".")))
+    nxs_sys::fs::write_atomic(&naming::sidecar(backup), text.as_bytes(), 0o644)
 }
 
 /// Hashes what passes through to the file, for the `.sha256`.

@@ -120,19 +120,7 @@ struct Common {
 /// The `result` event's fields beyond `ok` and `exit`, rendered as JSON.
 type Fields = Vec<(&'static str, String)>;
 
-fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
-    let dir = match flag {
-        Some(d) => d,
-        None => match std::env::var_os("NXS_HOME").filter(|h| !h.is_empty()) {
-            Some(h) => PathBuf::from(h),
-            None => match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-                Some(home) => PathBuf::from(home).join(".nxs"),
-                None => return Err(Error::usage("no state directory: set NXS_HOME or HOME, or pass --state-dir DIR")),
-            },
-        },
-    };
-    std::path::absolute(&dir).map_err(|e| Error::io("cannot resolve", &dir, e))
-}
+use nxs_sys::fs::state_dir;
 
 fn run(cli: Cli) -> Result<Fields> {
     match cli.cmd {

@@ -28,12 +28,11 @@ use crate::archive;
 use crate::error::{Class, Error, Result};
 use crate::keys::Decrypt;
 use crate::manifest::Manifest;
-use crate::{clock, create::fsync_dir, fault, lock, naming};
+use crate::{clock, fault, lock, naming};
 use nxs_format::hex;
 use nxs_format::state::{BOOTSTRAP_DIRS, BOOTSTRAP_FILES};
-use std::ffi::CString;
+use nxs_sys::fs::{exchange, fsync_dir, parent, remove_tree};
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -117,10 +116,6 @@ impl Work {
     }
 }
 
-fn parent(p: &Path) -> &Path {
-    p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
-}
-
 /// Why what is at `p` is not a work directory this user made, if it is
 /// not: it must be absent, or a real directory (not a link) of this user,
 /// not writable by group or others. Its parent may be `/tmp`, a home or a
@@ -144,78 +139,6 @@ fn not_ours(p: &Path) -> Option<String> {
 
 fn exists(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok()
-}
-
-/// Removes a tree, read-only directories included.
-pub fn remove_tree(p: &Path) -> Result<()> {
-    let Ok(meta) = fs::symlink_metadata(p) else { return Ok(()) };
-    if meta.is_dir() {
-        // Read-only directories of ours are made writable through their own
-        // descriptor, opened without following a link: one swapped in for
-        // a directory is never chmodded.
-        {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::fs::OpenOptionsExt;
-            if let Ok(d) = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(p)
-            {
-                // SAFETY: fchmod on a descriptor just opened.
-                unsafe { libc::fchmod(d.as_raw_fd(), 0o700) };
-            }
-        }
-        for e in fs::read_dir(p).map_err(|e| Error::io("cannot list", p, e))? {
-            let e = e.map_err(|e| Error::io("cannot list", p, e))?;
-            remove_tree(&e.path())?;
-        }
-        fs::remove_dir(p).map_err(|e| Error::io("cannot remove", p, e))
-    } else {
-        fs::remove_file(p).map_err(|e| Error::io("cannot remove", p, e))
-    }
-}
-
-fn write_synced(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    // A leftover temp file is removed (never followed), then made anew.
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|e| Error::io("cannot create", &tmp, e))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io("cannot write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))?;
-    fsync_dir(parent(path))
-}
-
-/// Swaps two paths in one step.
-fn exchange(a: &Path, b: &Path) -> Result<()> {
-    let ca = CString::new(a.as_os_str().as_bytes()).map_err(|_| Error::usage("a path holds NUL"))?;
-    let cb = CString::new(b.as_os_str().as_bytes()).map_err(|_| Error::usage("a path holds NUL"))?;
-    // SAFETY: two NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    let err = Error::io(&format!("cannot swap {} with", a.display()), b, e);
-    Err(match err.hint {
-        None => err.hint(
-            "the atomic swap needs renameat2(RENAME_EXCHANGE): Linux 3.15 or newer, on ext4, xfs, btrfs or tmpfs",
-        ),
-        Some(_) => err,
-    })
 }
 
 fn ino(p: &Path) -> Option<u64> {
@@ -626,9 +549,13 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     let j = Journal { backup: abs.clone(), sha256: opened.sha256, new_ino: ino(&w.new).unwrap_or(0) };
     // The work directory's copy names every hash inline (format 1's
     // text), whatever format the backup was: a rerun re-checks `new/` by it.
-    write_synced(&w.manifest, &Manifest { format: 1, ..opened.manifest.clone() }.to_text())?;
+    nxs_sys::fs::write_atomic(
+        &w.manifest,
+        Manifest { format: 1, ..opened.manifest.clone() }.to_text().as_bytes(),
+        0o600,
+    )?;
     fault::effect("restore:journal")?;
-    write_synced(&w.journal, &j.to_text())?;
+    nxs_sys::fs::write_atomic(&w.journal, j.to_text().as_bytes(), 0o600)?;
     eprintln!("  verified; swapping it in for {}", state_dir.display());
     out.pre_restore = finish(state_dir, &w, &j, o.now)?;
     out.backup = abs;
@@ -647,13 +574,7 @@ fn describe(out: &mut Restored, m: &Manifest) {
 /// Refuses, before staging, a backup whose files would not fit beside the
 /// state directory (the verification pass has read its manifest).
 fn room_for(path: &Path, need: u64, dir: &Path) -> Result<()> {
-    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| Error::usage("a path holds NUL"))?;
-    // SAFETY: statvfs fills the zeroed struct for a NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Ok(());
-    }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let Ok(free) = nxs_sys::fs::free_bytes(dir) else { return Ok(()) };
     // Files round up to blocks; a margin of 1 % and 1 MiB covers it.
     let want = need + need / 100 + (1 << 20);
     if free < want {

@@ -86,7 +86,7 @@ pub fn prune(dir: &Path, k: &Keep, just_written: &Path) -> Result<(Vec<PathBuf>,
         pruned.push(c.path.clone());
     }
     if !pruned.is_empty() {
-        crate::create::fsync_dir(dir)?;
+        nxs_sys::fs::fsync_dir(dir)?;
     }
     Ok((pruned, kept.len()))
 }

@@ -48,7 +48,11 @@ pub fn self_path() -> Result<PathBuf> {
 fn read_at(file: &File, path: &Path, offset: u64, len: u64, region: &str) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, offset).map_err(|e| {
-        Error::verify(format!("{}: cannot read the {region} at bytes {offset}..{}: {e}", path.display(), offset + len))
+        crate::error::tampered(format!(
+            "{}: cannot read the {region} at bytes {offset}..{}: {e}",
+            path.display(),
+            offset + len
+        ))
     })?;
     Ok(buf)
 }
@@ -90,7 +94,7 @@ impl Bundle {
         let file = File::open(path).map_err(|e| Error::io("cannot open the bundle", path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io("cannot stat the bundle", path, e))?.len();
         if file_len < TRAILER_LEN as u64 {
-            return Err(Error::verify(format!(
+            return Err(crate::error::tampered(format!(
                 "{}: trailer: file is only {file_len} bytes (truncated?)",
                 path.display()
             )));
@@ -106,7 +110,7 @@ impl Bundle {
             if class == Class::Incompatible {
                 err.hint("this bundle needs a newer stub; use the bundle file built with it")
             } else {
-                Error::verify(err.msg)
+                crate::error::tampered(err.msg)
             }
         })?;
         let manifest_bytes = read_at(&file, path, trailer.manifest_offset(), trailer.manifest_len, "manifest")?;
@@ -117,7 +121,7 @@ impl Bundle {
             trailer.signature_offset() + trailer.signature_len
         );
         let signature = String::from_utf8(sig_bytes)
-            .map_err(|_| Error::verify(format!("{}: {sig_region}: not text", path.display())))?;
+            .map_err(|_| crate::error::tampered(format!("{}: {sig_region}: not text", path.display())))?;
         // minisign leaves the first line unsigned and tolerates stray
         // whitespace; the format does not: four lines, the first fixed.
         let canonical = signature.ends_with('\n')
@@ -125,13 +129,14 @@ impl Bundle {
             && !signature.contains('\r')
             && signature.lines().next() == Some(nxs_format::SIGNATURE_FIRST_LINE);
         if !canonical {
-            return Err(Error::verify(format!(
+            return Err(crate::error::tampered(format!(
                 "{}: {sig_region}: not the four lines of a bundle signature",
                 path.display()
             )));
         }
-        let sig = minisign_verify::Signature::decode(&signature)
-            .map_err(|e| Error::verify(format!("{}: {sig_region}: not a minisign signature: {e}", path.display())))?;
+        let sig = minisign_verify::Signature::decode(&signature).map_err(|e| {
+            crate::error::tampered(format!("{}: {sig_region}: not a minisign signature: {e}", path.display()))
+        })?;
 
         let keys = load_keys(trust)?;
         let mut last = None;
@@ -165,7 +170,7 @@ impl Bundle {
                     Some(e) => format!("the signature does not match ({e})"),
                     None => "no key to check it with".to_string(),
                 };
-                return Err(Error::verify(format!(
+                return Err(crate::error::tampered(format!(
                     "{}: {manifest_region}: signature refused: {why} (trusted keys: {})",
                     path.display(),
                     ids.join(", ")
@@ -177,7 +182,7 @@ impl Bundle {
             Error::new(class, format!("{}: {manifest_region}: {e}", path.display()))
         })?;
         if manifest.stub.len != trailer.stub_len || manifest.payload.len != trailer.payload_len {
-            return Err(Error::verify(format!(
+            return Err(crate::error::tampered(format!(
                 "{}: trailer says stub {} bytes and payload {} bytes, the signed manifest says {} and {}",
                 path.display(),
                 trailer.stub_len,
@@ -211,7 +216,7 @@ impl Bundle {
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
             self.file.read_exact_at(&mut buf[..n], offset + done).map_err(|e| {
-                Error::verify(format!(
+                crate::error::tampered(format!(
                     "{}: {name} at bytes {}..{}: read failed at byte {}: {e}",
                     self.path.display(),
                     offset,
@@ -226,7 +231,7 @@ impl Bundle {
         progress.end();
         let got: [u8; 32] = h.finalize().into();
         if &got != want {
-            return Err(Error::verify(format!(
+            return Err(crate::error::tampered(format!(
                 "{}: {name} at bytes {}..{}: sha256 is {}, the signed manifest says {}",
                 self.path.display(),
                 offset,
@@ -291,17 +296,17 @@ pub fn installed_record(root: &Path) -> Result<Manifest> {
     };
     let bytes = read("manifest")?;
     let sig_text = String::from_utf8(read("manifest.minisig")?)
-        .map_err(|_| Error::verify(format!("{}: not text", rec.join("manifest.minisig").display())))?;
+        .map_err(|_| crate::error::tampered(format!("{}: not text", rec.join("manifest.minisig").display())))?;
     let sig = minisign_verify::Signature::decode(&sig_text)
-        .map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest.minisig").display())))?;
+        .map_err(|e| crate::error::tampered(format!("{}: {e}", rec.join("manifest.minisig").display())))?;
     let trusted = TRUST_ROOT.iter().any(|(_, k)| {
         minisign_verify::PublicKey::from_base64(k).map(|k| k.verify(&bytes, &sig, false).is_ok()).unwrap_or(false)
     });
     if !trusted {
-        return Err(Error::verify(format!(
+        return Err(crate::error::tampered(format!(
             "{}: the install record's signature is not from a trusted key",
             rec.display()
         )));
     }
-    Manifest::parse(&bytes).map_err(|e| Error::verify(format!("{}: {e}", rec.join("manifest").display())))
+    Manifest::parse(&bytes).map_err(|e| crate::error::tampered(format!("{}: {e}", rec.join("manifest").display())))
 }

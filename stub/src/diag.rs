@@ -13,14 +13,10 @@ use std::path::{Path, PathBuf};
 const MAX_LOG: usize = 1 << 20;
 
 fn free_space(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return "?".into() };
-    // SAFETY: statvfs fills a caller-owned struct from a valid path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return "unknown".into();
+    match crate::fsx::free_bytes(path) {
+        Ok(b) => format!("{} MiB free", b >> 20),
+        Err(_) => "unknown".into(),
     }
-    format!("{} MiB free", (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) >> 20)
 }
 
 /// A plain-text summary of this machine and run.

@@ -39,7 +39,7 @@ pub enum Sink<'a> {
 pub use crate::events::Progress;
 
 fn region_err(label: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::verify(format!("{}: {msg}", label.display()))
+    crate::error::tampered(format!("{}: {msg}", label.display()))
 }
 
 /// Where a walk of the payload starts: at its beginning, or (format 3) at

@@ -31,20 +31,6 @@ fn failed_runs(c: &Checkpoint) -> usize {
         .count()
 }
 
-/// The state directory: `--state-dir`, else `$NXS_HOME`, else `~/.nxs`.
-pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(d) = flag {
-        return fsx::absolute(&d);
-    }
-    if let Some(h) = std::env::var_os("NXS_HOME").filter(|h| !h.is_empty()) {
-        return fsx::absolute(Path::new(&h));
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".nxs")),
-        None => Err(Error::usage("no state directory: set NXS_HOME or HOME, or pass --state-dir DIR")),
-    }
-}
-
 /// The root and its two siblings, on the same filesystem, so that the
 /// switch into place is a rename. Every operation on them goes through
 /// their parent directory, held open ([`Layout::parent_dir`]): they are

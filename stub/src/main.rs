@@ -323,7 +323,7 @@ fn run(args: &[String]) -> Result<i32> {
                 restore,
                 bundle: bundle::self_path()?,
                 root: f.require("--root")?,
-                state_dir: install::state_dir(f.value("--state-dir"))?,
+                state_dir: nxs_stub::fsx::state_dir(f.value("--state-dir"))?,
                 allow_downgrade: f.has("--allow-downgrade"),
                 progress: !f.has("--quiet"),
                 max_start_attempts,
@@ -358,13 +358,13 @@ fn run(args: &[String]) -> Result<i32> {
         "backup" | "restore" => nxs_stub::tool::exec(args),
         "rollback" => {
             let f = Flags::parse(rest, &["--state-dir"], &[])?;
-            let dir = install::state_dir(f.value("--state-dir"))?;
+            let dir = nxs_stub::fsx::state_dir(f.value("--state-dir"))?;
             install::rollback_command(&dir)?;
             Ok(0)
         }
         "status" => {
             let f = Flags::parse(rest, &["--state-dir"], &["--json"])?;
-            let dir = install::state_dir(f.value("--state-dir"))?;
+            let dir = nxs_stub::fsx::state_dir(f.value("--state-dir"))?;
             status(&dir, f.has("--json"))
         }
         "check" => {

@@ -17,17 +17,6 @@ pub fn needed_bytes(m: &Manifest) -> u64 {
     m.files_total().saturating_add((m.entries.len() as u64 + 8).saturating_mul(per_entry)).saturating_add(1 << 20)
 }
 
-fn statvfs(p: &Path) -> Result<libc::statvfs> {
-    let c =
-        CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::usage(format!("{} has a NUL byte", p.display())))?;
-    // SAFETY: statvfs fills a caller-owned struct from a valid path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(Error::io("cannot inspect the filesystem of", p, std::io::Error::last_os_error()));
-    }
-    Ok(st)
-}
-
 fn writable(p: &Path) -> bool {
     let Ok(c) = CString::new(p.as_os_str().as_bytes()) else { return false };
     // SAFETY: access reads a valid NUL-terminated path.
@@ -58,7 +47,7 @@ fn mib(b: u64) -> String {
 pub fn check(m: &Manifest, root: &Path) -> Result<()> {
     let parent = crate::fsx::parent(root);
     let at = existing(parent);
-    let st = statvfs(at)?;
+    let st = crate::fsx::statvfs(at)?;
     if st.f_flag & libc::ST_RDONLY != 0 {
         return Err(Error::new(Class::Io, format!("{} is on a read-only filesystem", at.display()))
             .hint("remount it read-write, or choose another --root"));

@@ -17,11 +17,11 @@
 //! another user owns or can write.
 
 use crate::door::{Access, Dir};
-use crate::error::{Class, Error, Result};
+use crate::error::Result;
 use nxs_format::checkpoint::{Checkpoint, CheckpointError};
-use nxs_format::state::{CHECKPOINT, HIGHEST, LOCK};
+use nxs_format::state::{CHECKPOINT, HIGHEST};
+pub use nxs_sys::lock::Lock;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The largest checkpoint read: the writer keeps 64 history records.
@@ -96,39 +96,12 @@ impl StateDir {
     /// must already be a regular file of this directory; only then is it
     /// written (the holder's PID).
     pub fn lock(&self) -> Result<Lock> {
-        let path = self.join(LOCK);
-        let mut file = self.dir.open_file(LOCK, Access::ReadWrite)?.expect("created");
-        match file.try_lock() {
-            Ok(()) => {
-                // Overwrite in place, then trim: a reader never sees an
-                // empty file where a PID was.
-                use std::os::unix::fs::FileExt;
-                let pid = format!("{}\n", std::process::id());
-                let _ = file.write_all_at(pid.as_bytes(), 0);
-                let _ = file.set_len(pid.len() as u64);
-                Ok(Lock { file })
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                // The holder writes its PID just after it takes the lock;
-                // give it a moment rather than report an anonymous holder.
-                let mut pid = String::new();
-                for _ in 0..20 {
-                    pid.clear();
-                    use std::io::Seek;
-                    let _ = file.rewind();
-                    let _ = (&mut file).take(64).read_to_string(&mut pid);
-                    if !pid.trim().is_empty() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                let pid = pid.trim();
-                let holder = if pid.is_empty() { "another process".to_string() } else { format!("process {pid}") };
-                Err(Error::new(Class::Locked, format!("{} is locked by {holder}", path.display()))
-                    .hint("another install is running; wait for it to finish, or stop it"))
-            }
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
-        }
+        Lock::take(
+            &self.dir,
+            Access::ReadWrite,
+            std::time::Duration::ZERO,
+            "another install is running; wait for it to finish, or stop it",
+        )
     }
 
     /// The checkpoint, if there is one; a damaged one is `Some(Err)`.
@@ -188,18 +161,6 @@ impl StateDir {
     /// The names at the top of the state directory.
     pub fn names(&self) -> Result<Vec<String>> {
         self.dir.names()
-    }
-}
-
-/// An exclusive lock on the state directory, held until dropped. The kernel
-/// releases it when the holder dies, even by SIGKILL.
-pub struct Lock {
-    file: File,
-}
-
-impl Lock {
-    pub fn fd(&self) -> i32 {
-        std::os::unix::io::AsRawFd::as_raw_fd(&self.file)
     }
 }
 

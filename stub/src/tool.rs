@@ -35,9 +35,9 @@ pub fn expected(m: &Manifest) -> Result<(u64, [u8; 32])> {
 
 fn checked(r: impl Read, size: u64, sha256: &[u8; 32], label: &str) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(size as usize);
-    r.take(size + 1).read_to_end(&mut bytes).map_err(|e| Error::verify(format!("{label}: {e}")))?;
+    r.take(size + 1).read_to_end(&mut bytes).map_err(|e| crate::error::tampered(format!("{label}: {e}")))?;
     if bytes.len() as u64 != size || Sha256::digest(&bytes)[..] != sha256[..] {
-        return Err(Error::verify(format!("{label} does not match its signed manifest line")));
+        return Err(crate::error::tampered(format!("{label} does not match its signed manifest line")));
     }
     Ok(bytes)
 }
@@ -63,15 +63,15 @@ pub fn load() -> Result<Vec<u8>> {
     let entry = b.manifest.entries.iter().position(|e| e.path.as_str() == TOOL).unwrap_or(0);
     let frame = crate::extract::frame_of(&b.manifest, entry);
     let reader = crate::payload::PayloadReader::from_frame(&b.file, b.trailer.payload_offset(), &b.manifest, frame)
-        .map_err(|e| Error::verify(format!("{label}: {e}")))?;
+        .map_err(|e| crate::error::tampered(format!("{label}: {e}")))?;
     let mut ar = tar::Archive::new(reader);
-    for e in ar.entries().map_err(|e| Error::verify(format!("{label}: {e}")))? {
-        let e = e.map_err(|e| Error::verify(format!("{label}: {e}")))?;
+    for e in ar.entries().map_err(|e| crate::error::tampered(format!("{label}: {e}")))? {
+        let e = e.map_err(|e| crate::error::tampered(format!("{label}: {e}")))?;
         if &*e.path_bytes() == TOOL.as_bytes() {
             return checked(e, size, &sha256, &label);
         }
     }
-    Err(Error::verify(format!("{label} is missing from the payload")))
+    Err(crate::error::tampered(format!("{label} is missing from the payload")))
 }
 
 /// nxs-backup as installed in `root`, checked against manifest `m`.

@@ -1,4 +1,5 @@
-//! The stub's one door to the disk: a directory held open as a file
+//! The one door to the disk of the stub (and of nxs-backup's state
+//! directory work): a directory held open as a file
 //! descriptor, and every name below it opened relative to that descriptor.
 //!
 //! The stub usually runs as root, on a machine it does not trust, often in
@@ -51,6 +52,16 @@ pub enum Access {
     /// Read and write, creating the file (0600) if it is missing, never
     /// truncating it.
     ReadWrite,
+    /// As `ReadWrite`, but the file may be another user's: the state
+    /// directory's lock as nxs-backup takes it (root backing up a user's
+    /// state). It holds only a PID and is never followed.
+    Shared,
+}
+
+/// A fault-injection point of the crash tests, as an error of ours.
+#[inline(always)]
+fn effect(name: &str) -> Result<()> {
+    crate::fault::effect(name).map_err(|e| Error::io("fault: injected failure at", Path::new(name), e))
 }
 
 fn cstr(name: &str, at: &Path) -> Result<CString> {
@@ -275,7 +286,7 @@ impl Dir {
         flags |= match access {
             Access::Read | Access::ReadOwn => libc::O_RDONLY,
             Access::Append => libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT,
-            Access::ReadWrite => libc::O_RDWR | libc::O_CREAT,
+            Access::ReadWrite | Access::Shared => libc::O_RDWR | libc::O_CREAT,
         };
         if before.is_none() {
             // It was missing: it must be ours now, not something planted
@@ -303,7 +314,7 @@ impl Dir {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(refuse(&path, &st, "regular file"));
         }
-        if st.st_uid != euid() {
+        if st.st_uid != euid() && access != Access::Shared {
             return Err(Error::new(
                 Class::Io,
                 format!(
@@ -356,11 +367,11 @@ impl Dir {
     /// nothing: a rename would silently replace a planted link or FIFO,
     /// and the operator should hear about it instead.
     pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        crate::fsx::with_retry("write", || self.write_atomic_once(name, bytes, mode))
+        crate::fs::with_retry("write", || self.write_atomic_once(name, bytes, mode))
     }
 
     fn write_atomic_once(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        crate::fault::effect(&format!("write:{name}"))?;
+        effect(&format!("write:{name}"))?;
         self.expect_file(name)?;
         let tmp = format!(".{name}.tmp-{}", std::process::id());
         let ctmp = cstr(&tmp, &self.path)?;
@@ -388,7 +399,7 @@ impl Dir {
             unsafe { libc::unlinkat(self.fd(), ctmp.as_ptr(), 0) };
             return Err(Error::io("cannot write", &tmp_path, e));
         }
-        crate::fault::effect("write-rename")?;
+        effect("write-rename")?;
         let cname = cstr(name, &self.path)?;
         // SAFETY: renameat within our descriptor; neither name is followed.
         if unsafe { libc::renameat(self.fd(), ctmp.as_ptr(), self.fd(), cname.as_ptr()) } != 0 {
