@@ -167,6 +167,7 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Class;
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
 
