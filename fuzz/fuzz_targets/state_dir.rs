@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let root = t.path().join("root");
     std::fs::create_dir_all(root.join(nxs_format::RECORD_DIR)).unwrap();
     std::fs::write(root.join(nxs_format::RECORD_DIR).join("manifest"), record).unwrap();
-    let layout = nxs_stub::install::Layout::new(&root).unwrap();
-    let read = nxs_stub::install::installed_manifest(&layout);
+    let layout = nxs_stub::root::Layout::new(&root).unwrap();
+    let read = nxs_stub::root::installed_manifest(&layout);
     assert_eq!(read.is_ok(), nxs_format::Manifest::parse(record).is_ok());
 });

@@ -228,7 +228,7 @@ fn run(args: &[String]) -> Result<i32> {
         "extract" => {
             let f = Flags::parse(rest, &["--to"], &["--json"])?;
             let to = f.require("--to")?;
-            let layout = install::Layout::new(&to)?;
+            let layout = nxs_stub::root::Layout::new(&to)?;
             layout.check_if_present()?;
             if !fsx::is_missing_or_empty(&layout.root)? {
                 return Err(Error::new(Class::Io, format!("{} is not empty", layout.root.display()))
@@ -236,8 +236,8 @@ fn run(args: &[String]) -> Result<i32> {
             }
             let b = Bundle::open_verified(&bundle::self_path()?, &Trust::Embedded)?;
             preflight::check(&b.manifest, &layout.root)?;
-            install::stage(&b, &layout, false, true, None, &mut |_| Ok(()))?;
-            install::commit(&layout)?;
+            nxs_stub::root::stage(&b, &layout, false, true, None, &mut |_| Ok(()))?;
+            nxs_stub::root::commit(&layout)?;
             let n = b.manifest.entries.len();
             if events::json_mode() {
                 let to = json::s(&layout.root.display().to_string());
