@@ -5,6 +5,7 @@
 
 pub mod age;
 pub mod bundle;
+pub mod child;
 pub mod detect;
 pub mod diag;
 pub use nxs_sys::door;

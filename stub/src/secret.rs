@@ -50,3 +50,7 @@ impl std::fmt::Debug for Secret {
         write!(f, "Secret({} bytes, redacted)", self.0.len())
     }
 }
+
+/// The environment variable that may name the auth key file. It names a
+/// path, never the key; still, no child but the client is given it.
+pub const KEY_FILE_ENV: &str = "NXS_AUTHKEY_FILE";

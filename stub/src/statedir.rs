@@ -27,6 +27,30 @@ use std::path::{Path, PathBuf};
 /// The largest checkpoint read: the writer keeps 64 history records.
 const MAX_CHECKPOINT: u64 = 1 << 20;
 
+/// The names the bootstrap owns under `logs/` and `tailnet/`: the state
+/// directory's layout, checked when it is opened. The modules that write
+/// them (`hooks`, `tailnet`) take their names from here.
+pub mod names {
+    /// The daemon's log and the client's, under `logs/`.
+    pub const DAEMON_LOG: &str = "tailscaled.log";
+    pub const CLIENT_LOG: &str = "tailscale.log";
+    /// Under `tailnet/`: the stashed auth key, the supervisor's PID file,
+    /// its script, the systemd unit, and the daemon's own state.
+    pub const AUTHKEY: &str = "authkey";
+    pub const DAEMON_PID: &str = "tailscaled.pid";
+    pub const SUPERVISOR: &str = "run-tailscaled";
+    pub const UNIT_FILE: &str = "nxs-tailscaled.service";
+    pub const DAEMON_STATE: &str = "tailscaled.state";
+    /// The regular files under `tailnet/` (the daemon's socket is the one
+    /// other name there).
+    pub const TAILNET_FILES: &[&str] = &[AUTHKEY, DAEMON_PID, SUPERVISOR, UNIT_FILE, DAEMON_STATE];
+
+    /// The log of a hook stage, under `logs/`.
+    pub fn stage_log(stage: nxs_format::HookStage) -> String {
+        format!("hook-{}.log", stage.as_str())
+    }
+}
+
 /// The logs the stub writes, under `logs/`.
 pub fn log_names() -> Vec<String> {
     let mut v: Vec<String> = [
@@ -36,10 +60,10 @@ pub fn log_names() -> Vec<String> {
         nxs_format::HookStage::Run,
     ]
     .into_iter()
-    .map(crate::hooks::stage_log)
+    .map(names::stage_log)
     .collect();
-    v.push(crate::tailnet::DAEMON_LOG.into());
-    v.push(crate::tailnet::CLIENT_LOG.into());
+    v.push(names::DAEMON_LOG.into());
+    v.push(names::CLIENT_LOG.into());
     v
 }
 
@@ -74,7 +98,7 @@ impl StateDir {
             let Some(sub) = self.dir.subdir(d, false)? else { continue };
             let names: Vec<String> = match *d {
                 "logs" => log_names(),
-                "tailnet" => crate::tailnet::FILES.iter().map(|s| s.to_string()).collect(),
+                "tailnet" => names::TAILNET_FILES.iter().map(|s| s.to_string()).collect(),
                 _ => continue,
             };
             for n in &names {
@@ -181,7 +205,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut names: Vec<String> = nxs_format::state::BOOTSTRAP_FILES.iter().map(|s| s.to_string()).collect();
         names.extend(log_names().iter().map(|n| format!("logs/{n}")));
-        names.extend(crate::tailnet::FILES.iter().map(|n| format!("tailnet/{n}")));
+        names.extend(names::TAILNET_FILES.iter().map(|n| format!("tailnet/{n}")));
         for (i, n) in names.iter().enumerate() {
             let d = t.path().join(format!("s{i}"));
             std::fs::create_dir_all(d.join("logs")).unwrap();

@@ -58,6 +58,25 @@ pub enum Access {
     Shared,
 }
 
+/// Runs `op`, retrying up to 3 times with exponential backoff (50, 100,
+/// 200 ms) while it fails with a transient error (EBUSY, EAGAIN, ...).
+/// Each retry is said on stderr and as a `retry` event.
+fn with_retry<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay = std::time::Duration::from_millis(50);
+    for attempt in 1..=3 {
+        match op() {
+            Err(e) if e.transient => {
+                eprintln!("  {what}: {}; retry {attempt} of 3 in {} ms", e.msg, delay.as_millis());
+                crate::events::retry(what, attempt, 3, delay, &e.msg);
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    op()
+}
+
 /// A fault-injection point of the crash tests, as an error of ours.
 #[inline(always)]
 fn effect(name: &str) -> Result<()> {
@@ -367,7 +386,7 @@ impl Dir {
     /// nothing: a rename would silently replace a planted link or FIFO,
     /// and the operator should hear about it instead.
     pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        crate::fs::with_retry("write", || self.write_atomic_once(name, bytes, mode))
+        with_retry("write", || self.write_atomic_once(name, bytes, mode))
     }
 
     fn write_atomic_once(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {

@@ -9,25 +9,6 @@ use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Runs `op`, retrying up to 3 times with exponential backoff (50, 100,
-/// 200 ms) while it fails with a transient error (EBUSY, EAGAIN, ...).
-/// Each retry is said on stderr and as a `retry` event.
-pub fn with_retry<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut delay = std::time::Duration::from_millis(50);
-    for attempt in 1..=3 {
-        match op() {
-            Err(e) if e.transient => {
-                eprintln!("  {what}: {}; retry {attempt} of 3 in {} ms", e.msg, delay.as_millis());
-                crate::events::retry(what, attempt, 3, delay, &e.msg);
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
-            other => return other,
-        }
-    }
-    op()
-}
-
 /// The one atomic write, for a path: its directory is opened (the path to
 /// it may pass through links, as the operator's paths may) and the write
 /// goes through [`crate::door::Dir::write_atomic`]: a new temp file that is

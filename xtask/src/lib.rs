@@ -5,13 +5,15 @@
 //! for one of them, [`tool`] builds nxs-backup the same way, [`devkey`]
 //! makes the development key, [`tailscale`] fetches the real Tailscale
 //! client, [`double`] runs the TEST DOUBLE of the Headscale server in a
-//! network namespace, [`corpus`] makes seeded corpora and [`bench`] is the
-//! benchmark. Some tasks (soak, big, fuzz) live in `main.rs`.
+//! network namespace, [`corpus`] makes seeded corpora, [`bench`] is the
+//! benchmark and [`house`] checks the house rules (file and function
+//! lengths, import cycles). Some tasks (soak, big, fuzz) live in `main.rs`.
 
 pub mod bench;
 pub mod corpus;
 pub mod devkey;
 pub mod double;
+pub mod house;
 pub mod platform;
 pub mod stub;
 pub mod tailscale;

@@ -16,12 +16,47 @@ mod join;
 
 use crate::bundle::Bundle;
 use crate::error::{Class, Error, Result};
-use crate::install::{InstallOptions, Outcome};
 use crate::machine::{step, Action, Event, State, Transition};
 use crate::root::Layout;
 use crate::statedir::StateDir;
 use nxs_format::checkpoint::{Checkpoint, HistoryRecord};
 use nxs_format::{hex, HookStage};
+use std::path::PathBuf;
+
+/// `install --restore-from`: a backup to restore on a fresh machine.
+pub struct RestoreFrom {
+    pub from: PathBuf,
+    /// An age identity file, or with `passphrase` a passphrase file.
+    pub key: PathBuf,
+    pub passphrase: bool,
+}
+
+pub struct InstallOptions {
+    pub restore: Option<RestoreFrom>,
+    pub bundle: PathBuf,
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub allow_downgrade: bool,
+    pub progress: bool,
+    /// Start attempts before safe mode.
+    pub max_start_attempts: u32,
+    /// Try again even after [`crate::policy::MAX_FAILED_RUNS`] failed runs in a row.
+    pub retry_failed: bool,
+    /// Where the Headscale auth key comes from, if given.
+    pub key: crate::tailnet::KeyInput,
+    /// `tailscale up` attempts in this run, with backoff between them.
+    pub join_attempts: u32,
+    /// Bound on each probe of the login server.
+    pub probe_timeout: std::time::Duration,
+    /// How long each `tailscale up` may wait for the node to run.
+    pub up_timeout: std::time::Duration,
+}
+
+/// The outcome of an install run.
+pub struct Outcome {
+    pub state: State,
+    pub already: bool,
+}
 
 pub struct Run<'a> {
     opts: &'a InstallOptions,

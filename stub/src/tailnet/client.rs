@@ -164,7 +164,7 @@ pub fn up(
         cmd.arg("--force-reauth");
     }
     cmd.args(&hs.up_flags);
-    let done = crate::hooks::run_logged(
+    let done = crate::child::run_logged(
         &mut cmd,
         "tailscale up",
         p.log(CLIENT_LOG)?,
@@ -235,7 +235,7 @@ fn client_output(
     let log = p.log(CLIENT_LOG).map_err(|e| e.msg)?;
     let what = format!("tailscale {}", args.join(" "));
     let done =
-        crate::hooks::run_logged(&mut cmd, &what, log, Duration::from_secs(30), false, true).map_err(|e| e.msg)?;
+        crate::child::run_logged(&mut cmd, &what, log, Duration::from_secs(30), false, true).map_err(|e| e.msg)?;
     Ok((String::from_utf8_lossy(&done.output).into_owned(), done.status))
 }
 

@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The environment variable that may name the auth key file.
-pub const KEY_FILE_ENV: &str = "NXS_AUTHKEY_FILE";
+pub use crate::secret::KEY_FILE_ENV;
 /// Longest auth key accepted; Headscale's are under 100 bytes.
 const MAX_KEY: usize = 512;
 /// How long `tailscale up` may take by default (`install --up-timeout`).
@@ -29,16 +28,8 @@ pub const UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `tailscaled` may take to open its socket.
 const DAEMON_START: Duration = Duration::from_secs(15);
 
-/// The client's log and the daemon's, under `<state-dir>/logs/`.
-pub const DAEMON_LOG: &str = "tailscaled.log";
-pub const CLIENT_LOG: &str = "tailscale.log";
-const KEY: &str = "authkey";
-const PID: &str = "tailscaled.pid";
-const SCRIPT: &str = "run-tailscaled";
-const UNIT_FILE: &str = "nxs-tailscaled.service";
-/// The regular files under `<state-dir>/tailnet/` (the daemon's socket is
-/// the one other name there).
-pub const FILES: &[&str] = &[KEY, PID, SCRIPT, UNIT_FILE, "tailscaled.state"];
+use crate::statedir::names::{AUTHKEY as KEY, DAEMON_PID as PID, SUPERVISOR as SCRIPT, UNIT_FILE};
+pub use crate::statedir::names::{CLIENT_LOG, DAEMON_LOG, TAILNET_FILES as FILES};
 
 /// Where the client's files live, all under `<state-dir>/tailnet/`, which
 /// is held open: the stub's own files there are opened relative to it

@@ -131,7 +131,7 @@ pub fn ensure_daemon(p: &Paths, hs: &Headscale, client: &TailscaleClient, root: 
         let unit_path = p.unit.display().to_string();
         let verb = if changed || !daemon_answers(p) { "restart" } else { "start" };
         for args in [vec!["link", "--force", unit_path.as_str()], vec!["enable", &name], vec![verb, &name]] {
-            let done = crate::hooks::run_logged(
+            let done = crate::child::run_logged(
                 Command::new("systemctl").args(&args).env_clear().envs(env.iter().take(1).cloned()),
                 "systemctl",
                 p.log(DAEMON_LOG)?,
