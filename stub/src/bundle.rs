@@ -1,4 +1,11 @@
-//! Opening a bundle and deciding whether to trust it.
+//! Opening a bundle and deciding whether to trust it, in two stages that
+//! the types keep apart (as tough's `load_root` and `Repository` do):
+//! [`Signed::open`] verifies the manifest's signature and yields a
+//! [`Signed`] bundle, which `list` may read; [`Signed::verify`] consumes
+//! it, checks the target and the regions, and yields a [`Bundle`], the
+//! only kind that can be extracted or installed. The install record has
+//! the same two stages: `root::Found` is read unverified, to decide;
+//! [`Attested`] has had its signature checked.
 //!
 //! Order matters: read the trailer, read the manifest and signature into
 //! memory, verify the signature over those bytes, parse exactly those bytes,
@@ -17,7 +24,10 @@ include!(concat!(env!("OUT_DIR"), "/trust_root.rs"));
 /// The target triple this stub was built for.
 pub const STUB_TARGET: &str = env!("NXS_STUB_TARGET");
 
-/// A bundle whose manifest signature has been verified.
+/// A bundle whose manifest signature, target and regions have been
+/// verified: everything but the per-file hashes and, in format 3, the
+/// frames, which are checked as they are read. Only [`Signed::verify`]
+/// makes one.
 pub struct Bundle {
     pub path: PathBuf,
     pub file: File,
@@ -28,6 +38,15 @@ pub struct Bundle {
     pub signature: String,
     /// Key id of the key that signed it.
     pub signer: String,
+    /// Made by [`Signed::verify`] only.
+    _verified: (),
+}
+
+/// A bundle whose manifest signature has been verified, and nothing else:
+/// its manifest may be read (`list`), but it cannot be extracted or
+/// installed until [`Signed::verify`] has checked its target and regions.
+pub struct Signed {
+    bundle: Bundle,
 }
 
 /// Where the trust comes from.
@@ -81,7 +100,7 @@ fn load_keys(trust: &Trust) -> Result<Vec<(String, minisign_verify::PublicKey)>>
     }
 }
 
-impl Bundle {
+impl Signed {
     /// Opens the bundle at `path` and verifies its manifest signature.
     ///
     /// # Security
@@ -89,8 +108,8 @@ impl Bundle {
     /// file size, the signature against the trust root (prehashed Ed25519
     /// only; legacy signatures are refused), and only then is the manifest
     /// parsed, from the verified bytes. Its stub and payload lengths must
-    /// equal the trailer's. Region hashes are checked by [`Bundle::check_regions`].
-    pub fn open(path: &Path, trust: &Trust) -> Result<Bundle> {
+    /// equal the trailer's. Region hashes are checked by [`Signed::verify`].
+    pub fn open(path: &Path, trust: &Trust) -> Result<Signed> {
         let file = File::open(path).map_err(|e| Error::io("cannot open the bundle", path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io("cannot stat the bundle", path, e))?.len();
         if file_len < TRAILER_LEN as u64 {
@@ -191,23 +210,48 @@ impl Bundle {
                 manifest.payload.len
             )));
         }
-        Ok(Bundle { path: path.to_path_buf(), file, trailer, manifest, manifest_bytes, signature, signer })
+        let bundle = Bundle {
+            path: path.to_path_buf(),
+            file,
+            trailer,
+            manifest,
+            manifest_bytes,
+            signature,
+            signer,
+            _verified: (),
+        };
+        Ok(Signed { bundle })
+    }
+
+    /// The signed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.bundle.manifest
+    }
+
+    /// Checks the target and the regions: what turns a signed bundle into
+    /// one that may be extracted or installed.
+    pub fn verify(self) -> Result<Bundle> {
+        self.check_target()?;
+        self.check_regions()?;
+        Ok(self.bundle)
     }
 
     /// Hashes the stub region against the manifest, and the payload region
     /// too in formats 1 and 2. Format 3 signs each frame's hash, and
     /// [`crate::payload::PayloadReader`] checks each frame before it decodes
     /// it: the payload is read once, when it is used.
-    pub fn check_regions(&self) -> Result<()> {
-        let t = &self.trailer;
-        self.check_region("stub", 0, t.stub_len, &self.manifest.stub.sha256)?;
-        if self.manifest.format >= 3 {
+    fn check_regions(&self) -> Result<()> {
+        let b = &self.bundle;
+        let t = &b.trailer;
+        self.check_region("stub", 0, t.stub_len, &b.manifest.stub.sha256)?;
+        if b.manifest.format >= 3 {
             return Ok(());
         }
-        self.check_region("payload", t.payload_offset(), t.payload_len, &self.manifest.payload.sha256)
+        self.check_region("payload", t.payload_offset(), t.payload_len, &b.manifest.payload.sha256)
     }
 
     fn check_region(&self, name: &str, offset: u64, len: u64, want: &[u8; 32]) -> Result<()> {
+        let b = &self.bundle;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
@@ -215,10 +259,10 @@ impl Bundle {
         let mut progress = crate::events::Progress::start_if(name == "payload", "verify", len);
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
-            self.file.read_exact_at(&mut buf[..n], offset + done).map_err(|e| {
+            b.file.read_exact_at(&mut buf[..n], offset + done).map_err(|e| {
                 crate::error::tampered(format!(
                     "{}: {name} at bytes {}..{}: read failed at byte {}: {e}",
-                    self.path.display(),
+                    b.path.display(),
                     offset,
                     offset + len,
                     offset + done
@@ -233,7 +277,7 @@ impl Bundle {
         if &got != want {
             return Err(crate::error::tampered(format!(
                 "{}: {name} at bytes {}..{}: sha256 is {}, the signed manifest says {}",
-                self.path.display(),
+                b.path.display(),
                 offset,
                 offset + len,
                 hex::encode(&got),
@@ -244,37 +288,39 @@ impl Bundle {
     }
 
     /// Refuses a bundle built for another target than this stub.
-    pub fn check_target(&self) -> Result<()> {
-        if self.manifest.target != STUB_TARGET {
+    fn check_target(&self) -> Result<()> {
+        let b = &self.bundle;
+        if b.manifest.target != STUB_TARGET {
             return Err(Error::new(
                 Class::Incompatible,
                 format!(
                     "{}: the manifest is for {}, but this stub was built for {STUB_TARGET}",
-                    self.path.display(),
-                    self.manifest.target
+                    b.path.display(),
+                    b.manifest.target
                 ),
             )
-            .hint(format!(
-                "use {}-{}-{}-{STUB_TARGET}.run",
-                self.manifest.product, self.manifest.version, self.manifest.tier
-            )));
+            .hint(format!("use {}-{}-{}-{STUB_TARGET}.run", b.manifest.product, b.manifest.version, b.manifest.tier)));
         }
         Ok(())
     }
+}
 
-    /// The signature, the target and the regions: everything but the
-    /// per-file hashes and, in format 3, the frames, which are checked as
-    /// they are read.
+impl Bundle {
+    /// [`Signed::open`], then [`Signed::verify`]: the signature, the
+    /// target and the regions.
     pub fn open_verified(path: &Path, trust: &Trust) -> Result<Bundle> {
-        let b = Bundle::open(path, trust)?;
-        b.check_target()?;
-        b.check_regions()?;
-        Ok(b)
+        Signed::open(path, trust)?.verify()
     }
 }
 
-/// The signed record of the install in `root`, verified against the trust
-/// root this stub carries.
+/// The install record of a root whose signature has been checked against
+/// the trust root this stub carries: what `check` and the installed
+/// nxs-backup trust. Only [`installed_record`] makes one.
+pub struct Attested {
+    pub manifest: Manifest,
+    _verified: (),
+}
+
 /// The largest install record file read.
 const MAX_RECORD: u64 = 256 << 20;
 
@@ -284,7 +330,9 @@ pub fn read_record(root: &crate::door::Dir, name: &str) -> Result<Option<Vec<u8>
     root.read_beneath(&format!("{}/{name}", nxs_format::RECORD_DIR), MAX_RECORD)
 }
 
-pub fn installed_record(root: &Path) -> Result<Manifest> {
+/// The signed record of the install in `root`, verified against the trust
+/// root this stub carries.
+pub fn installed_record(root: &Path) -> Result<Attested> {
     let rec = root.join(nxs_format::RECORD_DIR);
     // Read beneath the root, through no link (crate::door).
     let dir = crate::door::Dir::open(root)?;
@@ -308,5 +356,7 @@ pub fn installed_record(root: &Path) -> Result<Manifest> {
             rec.display()
         )));
     }
-    Manifest::parse(&bytes).map_err(|e| crate::error::tampered(format!("{}: {e}", rec.join("manifest").display())))
+    let manifest = Manifest::parse(&bytes)
+        .map_err(|e| crate::error::tampered(format!("{}: {e}", rec.join("manifest").display())))?;
+    Ok(Attested { manifest, _verified: () })
 }

@@ -92,10 +92,11 @@ pub fn rollback_command(state_dir: &Path) -> Result<()> {
         }
     };
     let layout = Layout::new(Path::new(&cp.root))?;
-    let from = installed_manifest(&layout)?.map(|m| m.version.to_string()).unwrap_or_default();
+    let from = installed_manifest(&layout)?.map(|r| r.manifest.version.to_string()).unwrap_or_default();
     roll_back(&layout, None, true)?;
     let now_in = installed_manifest(&layout)?
-        .ok_or_else(|| Error::new(Class::Io, "the rolled-back root has no install record"))?;
+        .ok_or_else(|| Error::new(Class::Io, "the rolled-back root has no install record"))?
+        .manifest;
     cp.bundle_id = now_in.bundle_id();
     cp.version = now_in.version.to_string();
     cp.payload_sha256 = hex::encode(&now_in.payload.sha256);

@@ -184,8 +184,8 @@ fn run(args: &[String]) -> Result<i32> {
         }
         "list" => {
             let f = Flags::parse(rest, &[], &["--json"])?;
-            let b = Bundle::open(&bundle::self_path()?, &Trust::Embedded)?;
-            let m = &b.manifest;
+            let b = bundle::Signed::open(&bundle::self_path()?, &Trust::Embedded)?;
+            let m = b.manifest();
             if f.has("--json") {
                 let items: Vec<String> = m
                     .entries
@@ -447,7 +447,7 @@ fn status(dir: &std::path::Path, as_json: bool) -> Result<i32> {
 }
 
 fn check(root: &std::path::Path, as_json: bool) -> Result<i32> {
-    let m = bundle::installed_record(root)?;
+    let m = bundle::installed_record(root)?.manifest;
     let problems = extract::check_tree(root, &m);
     if as_json {
         let items: Vec<String> = problems.iter().map(|p| json::s(p)).collect();

@@ -6,7 +6,7 @@
 //! Format 3: each frame is read once, hashed and compared with its signed
 //! hash, and only then decoded: no unverified byte reaches the decoder, and
 //! the medium is read once. Formats 1 and 2 sign only the whole payload's
-//! hash, which [`crate::bundle::Bundle::check_regions`] checks before the
+//! hash, which [`crate::bundle::Signed::verify`] checks before the
 //! first frame is decoded; here the compressed bytes are hashed again as
 //! they are read and the total compared at the end, so bytes changed on the
 //! medium after that check cannot slip through.

@@ -398,10 +398,18 @@ pub fn repair(layout: &Layout, payload: &[u8; 32]) -> Result<()> {
     Ok(())
 }
 
+/// The install record as found in a root, its signature not checked: good
+/// for deciding what DETECTING and `rollback` do, never for trusting what
+/// the root holds (that is [`crate::bundle::Attested`]).
+#[derive(Debug)]
+pub struct Found {
+    pub manifest: Manifest,
+}
+
 /// The install record in a root, if any: the manifest it was installed from.
-pub fn installed_manifest(layout: &Layout) -> Result<Option<Manifest>> {
+pub fn installed_manifest(layout: &Layout) -> Result<Option<Found>> {
     match layout.parent_dir(false) {
-        Ok(parent) => layout.record(&parent, &layout.root_name),
+        Ok(parent) => Ok(layout.record(&parent, &layout.root_name)?.map(|manifest| Found { manifest })),
         Err(_) if crate::door::lstat_path(layout.parent()).is_none() => Ok(None),
         Err(e) => Err(e),
     }

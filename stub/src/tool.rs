@@ -53,7 +53,7 @@ fn installed_root(me: &Path) -> Option<PathBuf> {
 pub fn load() -> Result<Vec<u8>> {
     let me = bundle::self_path()?;
     if let Some(root) = installed_root(&me) {
-        return installed(&root, &bundle::installed_record(&root)?);
+        return installed(&root, &bundle::installed_record(&root)?.manifest);
     }
     let b = Bundle::open_verified(&me, &Trust::Embedded)?;
     let (size, sha256) = expected(&b.manifest)?;

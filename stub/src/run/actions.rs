@@ -47,7 +47,7 @@ impl Run<'_> {
             Error::new(Class::Incompatible, report).hint("a bundle runs only on the platform it was built for")
         })?;
         self.probe_login_server();
-        let installed = root::installed_manifest(&self.layout)?;
+        let installed = root::installed_manifest(&self.layout)?.map(|r| r.manifest);
         let b = &self.bundle().manifest;
         let root = self.layout.root.display().to_string();
         let running_here = self.found.as_ref().is_some_and(|c| c.state == State::Running && c.root == root);
