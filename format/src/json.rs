@@ -23,6 +23,49 @@ pub fn opt(v: Option<&str>) -> String {
     v.map(s).unwrap_or_else(|| "null".into())
 }
 
+/// A JSON object, built a field at a time in the order given: what every
+/// `--json` report writes, in place of brace-escaped `format!` templates.
+/// Keys are written as given (they are ours, never input); values are
+/// escaped by the method that takes them.
+#[derive(Default)]
+pub struct Obj {
+    text: String,
+}
+
+impl Obj {
+    pub fn new() -> Obj {
+        Obj::default()
+    }
+
+    /// A field whose value is JSON already (a number, `true`, an array).
+    pub fn raw(mut self, key: &str, value: impl std::fmt::Display) -> Obj {
+        use std::fmt::Write as _;
+        let sep = if self.text.is_empty() { "" } else { "," };
+        let _ = write!(self.text, "{sep}\"{key}\":{value}");
+        self
+    }
+
+    /// A string field.
+    pub fn str(self, key: &str, value: &str) -> Obj {
+        self.raw(key, s(value))
+    }
+
+    /// A string field, or null.
+    pub fn opt(self, key: &str, value: Option<&str>) -> Obj {
+        self.raw(key, opt(value))
+    }
+
+    /// An array of values that are JSON already.
+    pub fn array(self, key: &str, items: impl IntoIterator<Item = String>) -> Obj {
+        let items: Vec<String> = items.into_iter().collect();
+        self.raw(key, format!("[{}]", items.join(",")))
+    }
+
+    pub fn finish(self) -> String {
+        format!("{{{}}}", self.text)
+    }
+}
+
 /// A parsed JSON value: enough to read `tailscale status --json`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -236,6 +279,20 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_are_built_in_order_and_escaped() {
+        let o = Obj::new()
+            .str("path", "a\"b")
+            .raw("size", 3)
+            .opt("hint", None)
+            .array("items", ["1".to_string(), s("x")])
+            .raw("inner", Obj::new().raw("ok", true).finish())
+            .finish();
+        assert_eq!(o, r#"{"path":"a\"b","size":3,"hint":null,"items":[1,"x"],"inner":{"ok":true}}"#);
+        assert_eq!(parse(&o).and_then(|v| v.get("size").cloned()), Some(Value::Num("3".into())));
+        assert_eq!(Obj::new().finish(), "{}");
+    }
 
     #[test]
     fn reads_a_status_document() {

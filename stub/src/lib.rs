@@ -6,6 +6,7 @@
 pub mod age;
 pub mod bundle;
 pub mod child;
+pub mod cli;
 pub mod detect;
 pub mod diag;
 pub use nxs_sys::door;
