@@ -7,7 +7,8 @@
 //! client, [`double`] runs the TEST DOUBLE of the Headscale server in a
 //! network namespace, [`corpus`] makes seeded corpora, [`bench`] is the
 //! benchmark and [`house`] checks the house rules (file and function
-//! lengths, import cycles). Some tasks (soak, big, fuzz) live in `main.rs`.
+//! lengths, import cycles). [`task`] holds the larger tasks, one module
+//! each (bundle, demo, the test suite, soak, fuzz, big).
 
 pub mod bench;
 pub mod corpus;
@@ -17,6 +18,7 @@ pub mod house;
 pub mod platform;
 pub mod stub;
 pub mod tailscale;
+pub mod task;
 pub mod tool;
 
 use std::path::PathBuf;

@@ -1,0 +1,115 @@
+//! `cargo xtask bundle`: the release build, a static stub per platform,
+//! every tier, signed.
+
+use crate::platform::Platform;
+use anyhow::{Context, Result};
+use nxs_bundler::sign::{SigningKey, TrustedKey};
+use nxs_bundler::{BuildRequest, PackOptions, Spec};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct BundleArgs {
+    pub manifest: PathBuf,
+    pub platforms: Vec<String>,
+    pub tiers: Vec<String>,
+    pub out: PathBuf,
+    pub key: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub sources: Vec<(String, PathBuf)>,
+    pub dry_run: bool,
+}
+
+/// Builds the bundles; `None` for a dry run.
+pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildReport>> {
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        }
+    };
+    let spec = Spec::load(&abs(&a.manifest))?;
+    let (key, dev) = match &a.key {
+        Some(k) => (abs(k), false),
+        None => {
+            eprintln!("==================================================================");
+            eprintln!(" WARNING: no --key given: signing with the DEVELOPMENT key under");
+            eprintln!(" target/dev-key/. These bundles are marked dev and are not for");
+            eprintln!(" release. Pass --key keys/release.key for a release build.");
+            eprintln!("==================================================================");
+            (crate::devkey::ensure(root)?, true)
+        }
+    };
+    let password = match &a.password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(abs(f))
+                .with_context(|| format!("cannot read {}", f.display()))?
+                .trim_end()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let signer = SigningKey::load(&key, password.clone())?;
+    let (trust, warnings) = nxs_bundler::trust_root(
+        &spec,
+        if dev { Some(TrustedKey::parse(&signer.public_base64())?) } else { None }.as_ref(),
+    )?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let platforms: Vec<String> = if a.platforms.is_empty() { spec.platforms.clone() } else { a.platforms.clone() };
+    let mut stubs = BTreeMap::new();
+    for triple in &platforms {
+        let p = Platform::load(root, triple)?;
+        let stub = if a.dry_run {
+            PathBuf::from(format!("<stub for {triple}>"))
+        } else {
+            eprintln!("building the stub for {triple} ({})", p.name);
+            let s = crate::stub::build(root, &p, &trust, true)?;
+            let size = std::fs::metadata(&s)?.len();
+            eprintln!("  stub {}: {} bytes ({:.1} KiB; budget 1 MiB)", triple, size, size as f64 / 1024.0);
+            s
+        };
+        stubs.insert(triple.clone(), stub);
+    }
+    // The spec's `backup` component is the nxs-backup program, built here
+    // for each platform unless --source backup=... names another.
+    let mut sources: Vec<(String, PathBuf)> = a.sources.iter().map(|(n, p)| (n.clone(), abs(p))).collect();
+    if spec.component(crate::tool::COMPONENT).is_some() && !sources.iter().any(|(n, _)| n == crate::tool::COMPONENT) {
+        if !a.dry_run {
+            for triple in &platforms {
+                eprintln!("building nxs-backup for {triple}");
+                let bin = crate::tool::build_backup(root, &Platform::load(root, triple)?, &[], true)?;
+                eprintln!("  nxs-backup {triple}: {} bytes", std::fs::metadata(&bin)?.len());
+            }
+        }
+        sources.push((crate::tool::COMPONENT.to_string(), crate::tool::backup_source(root)));
+    }
+    let req = BuildRequest {
+        spec: abs(&a.manifest),
+        out_dir: abs(&a.out),
+        platforms,
+        tiers: a.tiers.clone(),
+        stubs,
+        sources,
+        key,
+        key_password: password,
+        dev,
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        pack: PackOptions::default(),
+    };
+    if a.dry_run {
+        let (_, plan) = nxs_bundler::plan_build(&req)?;
+        for b in &plan.bundles {
+            println!("{} ({} entries)", b.file_name, b.entries.len());
+        }
+        println!("dry run: nothing was built or written");
+        return Ok(None);
+    }
+    let report = nxs_bundler::build(&req)?;
+    for b in &report.bundles {
+        println!("{}", b.path.display());
+    }
+    println!("{}", report.sums.display());
+    Ok(Some(report))
+}
