@@ -41,9 +41,9 @@ fn example_spec_plans_every_tier() {
     assert!(sets[1].iter().all(|p| sets[2].contains(p)), "standard is inside full");
     assert!(sets[0].len() < sets[1].len() && sets[1].len() < sets[2].len());
     let hs = spec.headscale.as_ref().expect("headscale section");
-    assert!(hs.login_server.starts_with("https://"));
-    assert!(sets[0].contains(&hs.ca_cert.as_ref().unwrap().to_string()), "the CA file is in every tier");
-    for program in [&hs.tailscale, &hs.tailscaled] {
+    assert!(hs.value.login_server.starts_with("https://"));
+    assert!(sets[0].contains(&hs.value.ca_cert.as_ref().unwrap().to_string()), "the CA file is in every tier");
+    for program in [&hs.client().tailscale, &hs.client().tailscaled] {
         assert!(sets[0].contains(&program.to_string()), "the Tailscale client is in every tier");
     }
     for b in &plan.bundles {

@@ -10,7 +10,7 @@ use crate::plan::{BundlePlan, PlannedEntry};
 use crate::sign::SigningKey;
 use crate::spec::Spec;
 use anyhow::{bail, Context, Result};
-use nxs_format::{Entry, EntryKind, Frame, Headscale, Hook, Manifest, Region, Trailer};
+use nxs_format::{Entry, EntryKind, Frame, Hook, Manifest, Region, Trailer};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -354,18 +354,7 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
         stub: stub_region,
         payload,
         frames,
-        headscale: spec.headscale.as_ref().map(|h| Headscale {
-            login_server: h.login_server.clone(),
-            ca_cert: h.ca_cert.clone(),
-            tags: h.tags.clone(),
-            hostname: h.hostname.clone(),
-            client: Some(nxs_format::TailscaleClient {
-                tailscale: h.tailscale.clone(),
-                tailscaled: h.tailscaled.clone(),
-            }),
-            userspace: h.userspace,
-            up_flags: h.up_flags.clone(),
-        }),
+        headscale: spec.headscale.as_ref().map(|h| h.value.clone()),
         hooks: spec
             .hooks
             .iter()

@@ -84,11 +84,13 @@ pub fn plan(
                 add_component(&mut entries, c, &source, &at).with_context(|| format!("component `{cname}` ({at})"))?;
             }
             if let Some(hs) = &spec.headscale {
+                let client = hs.client();
                 let needed = hs
+                    .value
                     .ca_cert
                     .iter()
                     .map(|p| ("ca_cert", p, false))
-                    .chain([("tailscale", &hs.tailscale, true), ("tailscaled", &hs.tailscaled, true)]);
+                    .chain([("tailscale", &client.tailscale, true), ("tailscaled", &client.tailscaled, true)]);
                 for (field, path, exec) in needed {
                     match entries.get(path) {
                         Some(e) if e.source.is_some() && (!exec || e.mode & 0o111 != 0) => {}

@@ -60,19 +60,21 @@ pub struct Tier {
     pub components: Vec<String>,
 }
 
+/// The spec's `[headscale]`: the manifest's own value, as the stub will
+/// read it, and where in the spec it was written (for messages).
 #[derive(Debug, Clone)]
 pub struct HeadscaleSpec {
-    pub login_server: String,
-    pub ca_cert: Option<EntryPath>,
-    pub tags: Vec<String>,
-    pub hostname: String,
-    /// Install paths of the Tailscale client's two programs, which some
-    /// component of every tier must carry.
-    pub tailscale: EntryPath,
-    pub tailscaled: EntryPath,
-    pub userspace: nxs_format::Userspace,
-    pub up_flags: Vec<String>,
+    /// Its `client` is always `Some`: the install paths of the Tailscale
+    /// client's two programs, which some component of every tier must carry.
+    pub value: nxs_format::Headscale,
     pub at: (usize, usize),
+}
+
+impl HeadscaleSpec {
+    /// Where the Tailscale client's two programs are installed.
+    pub fn client(&self) -> &nxs_format::TailscaleClient {
+        self.value.client.as_ref().expect("a spec's [headscale] always names the client")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -383,14 +385,15 @@ impl Spec {
                     }
                 }
                 Some(HeadscaleSpec {
-                    login_server: url.clone(),
-                    ca_cert,
-                    tags,
-                    hostname,
-                    tailscale,
-                    tailscaled,
-                    userspace,
-                    up_flags,
+                    value: nxs_format::Headscale {
+                        login_server: url.clone(),
+                        ca_cert,
+                        tags,
+                        hostname,
+                        client: Some(nxs_format::TailscaleClient { tailscale, tailscaled }),
+                        userspace,
+                        up_flags,
+                    },
                     at: cx.line_col(h.span().start),
                 })
             }
@@ -662,8 +665,11 @@ extends = "minimal"
         };
         let s = Spec::parse(Path::new("m/spec.toml"), &hs("")).unwrap();
         let h = s.headscale.unwrap();
-        assert_eq!((h.tailscale.as_str(), h.tailscaled.as_str()), ("bin/tailscale", "bin/tailscaled"));
-        assert_eq!(h.userspace, nxs_format::Userspace::Auto);
+        assert_eq!(
+            (h.client().tailscale.as_str(), h.client().tailscaled.as_str()),
+            ("bin/tailscale", "bin/tailscaled")
+        );
+        assert_eq!(h.value.userspace, nxs_format::Userspace::Auto);
         check_err(&hs("up_flags = [\"--auth-key=tskey-abc\"]\n"), 22, 13, "set by the stub");
         check_err(&hs("up_flags = [\"--authkey\", \"x\"]\n"), 22, 13, "set by the stub");
         check_err(&hs("up_flags = [\"--timeout=5s\"]\n"), 22, 13, "set by the stub");
