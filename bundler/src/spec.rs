@@ -60,18 +60,17 @@ pub struct Tier {
     pub components: Vec<String>,
 }
 
-/// The spec's `[headscale]`: the manifest's own value, as the stub will
-/// read it, and where in the spec it was written (for messages).
+/// The spec's `[headscale]`: the manifest's own value (its `client` always
+/// `Some`), and where in the spec it was written, for messages.
 #[derive(Debug, Clone)]
 pub struct HeadscaleSpec {
-    /// Its `client` is always `Some`: the install paths of the Tailscale
-    /// client's two programs, which some component of every tier must carry.
     pub value: nxs_format::Headscale,
     pub at: (usize, usize),
 }
 
 impl HeadscaleSpec {
-    /// Where the Tailscale client's two programs are installed.
+    /// Where the Tailscale client's two programs are installed; some
+    /// component of every tier must carry them.
     pub fn client(&self) -> &nxs_format::TailscaleClient {
         self.value.client.as_ref().expect("a spec's [headscale] always names the client")
     }

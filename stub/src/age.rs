@@ -68,19 +68,85 @@ pub fn decrypt(file: &[u8], passphrase: &[u8]) -> Result<Secret, AgeError> {
     } else {
         file
     };
-    let Some(rest) = file.strip_prefix(b"age-encryption.org/v1\n") else {
-        return Err(AgeError::NotAge);
-    };
+    let h = Header::parse(file)?;
+    // Unwrap the file key with the passphrase.
+    let mut label = b"age-encryption.org/v1/scrypt".to_vec();
+    label.extend_from_slice(&h.salt);
+    let params = scrypt::Params::new(h.log_n, 8, 1).map_err(|_| AgeError::Damaged("bad scrypt parameters"))?;
+    let mut wrap = Secret::new(vec![0u8; 32]);
+    scrypt::scrypt(passphrase, &label, &params, wrap.bytes_mut()).map_err(|_| AgeError::Damaged("scrypt"))?;
+    let mut file_key = Secret::new(h.body[..16].to_vec());
+    let tag: [u8; TAG] = h.body[16..].try_into().expect("length checked");
+    open(wrap.bytes(), &[0; 12], file_key.bytes_mut(), &tag).map_err(|_| AgeError::WrongPassphrase)?;
+
+    // The header MAC proves the header is the one the key was wrapped in.
+    let mut hk = Secret::new(vec![0u8; 32]);
+    hkdf::Hkdf::<Sha256>::new(None, file_key.bytes()).expand(b"header", hk.bytes_mut()).expect("32 bytes");
+    let mut m = hmac::Hmac::<Sha256>::new_from_slice(hk.bytes()).expect("any key length");
+    m.update(&file[..h.mac_covers]);
+    m.verify_slice(&h.mac).map_err(|_| AgeError::Damaged("header MAC does not match"))?;
+    payload(&file_key, &file[h.payload..])
+}
+
+/// A passphrase file's header: one scrypt stanza and the MAC line.
+struct Header {
+    salt: [u8; 16],
+    log_n: u8,
+    /// The wrapped file key and its tag.
+    body: Vec<u8>,
+    mac: Vec<u8>,
+    /// The header bytes the MAC covers: up to `---` on the MAC line.
+    mac_covers: usize,
+    /// Where the payload begins.
+    payload: usize,
+}
+
+impl Header {
+    fn parse(file: &[u8]) -> Result<Header, AgeError> {
+        let Some(rest) = file.strip_prefix(b"age-encryption.org/v1\n") else {
+            return Err(AgeError::NotAge);
+        };
+        let damaged = AgeError::Damaged;
+        // The header is text up to the MAC line; its lines are read one by one.
+        let mut pos = file.len() - rest.len();
+        let line = |pos: &mut usize| -> Result<&[u8], AgeError> {
+            let end = file[*pos..].iter().position(|&b| b == b'\n').ok_or(damaged("header not terminated"))?;
+            let l = &file[*pos..*pos + end];
+            *pos += end + 1;
+            Ok(l)
+        };
+        let stanza = line(&mut pos)?;
+        let (salt, log_n) = scrypt_stanza(stanza)?;
+        // The body: full 64-column lines, ended by a shorter one.
+        let mut body_b64 = Vec::new();
+        loop {
+            let l = line(&mut pos)?;
+            body_b64.extend_from_slice(l);
+            if l.len() > 64 {
+                return Err(damaged("stanza body line too long"));
+            }
+            if l.len() < 64 {
+                break;
+            }
+        }
+        let body = b64(&body_b64).ok_or(damaged("bad stanza body"))?;
+        if body.len() != 16 + TAG {
+            return Err(damaged("wrapped file key has the wrong length"));
+        }
+        let mac_line_start = pos;
+        let mac_line = line(&mut pos)?;
+        if mac_line.starts_with(b"-> ") {
+            // A passphrase file has exactly one stanza.
+            return Err(damaged("a scrypt stanza must be the only recipient"));
+        }
+        let mac = mac_line.strip_prefix(b"--- ").and_then(b64).ok_or(damaged("bad header MAC line"))?;
+        Ok(Header { salt, log_n, body, mac, mac_covers: mac_line_start + 3, payload: pos })
+    }
+}
+
+/// `-> scrypt SALT LOG_N`: the salt and the work factor, in range.
+fn scrypt_stanza(stanza: &[u8]) -> Result<([u8; 16], u8), AgeError> {
     let damaged = AgeError::Damaged;
-    // The header is text up to the MAC line; its lines are read one by one.
-    let mut pos = file.len() - rest.len();
-    let line = |pos: &mut usize| -> Result<&[u8], AgeError> {
-        let end = file[*pos..].iter().position(|&b| b == b'\n').ok_or(damaged("header not terminated"))?;
-        let l = &file[*pos..*pos + end];
-        *pos += end + 1;
-        Ok(l)
-    };
-    let stanza = line(&mut pos)?;
     let args: Vec<&[u8]> = stanza.split(|&b| b == b' ').collect();
     if args.first() != Some(&&b"->"[..]) || args.len() < 2 {
         return Err(damaged("no recipient stanza"));
@@ -100,50 +166,13 @@ pub fn decrypt(file: &[u8], passphrase: &[u8]) -> Result<Secret, AgeError> {
     if log_n == 0 || log_n > MAX_LOG_N {
         return Err(damaged("scrypt work factor out of range"));
     }
-    // The body: full 64-column lines, ended by a shorter one.
-    let mut body_b64 = Vec::new();
-    loop {
-        let l = line(&mut pos)?;
-        body_b64.extend_from_slice(l);
-        if l.len() > 64 {
-            return Err(damaged("stanza body line too long"));
-        }
-        if l.len() < 64 {
-            break;
-        }
-    }
-    let body = b64(&body_b64).ok_or(damaged("bad stanza body"))?;
-    if body.len() != 16 + TAG {
-        return Err(damaged("wrapped file key has the wrong length"));
-    }
-    let mac_line_start = pos;
-    let mac_line = line(&mut pos)?;
-    if mac_line.starts_with(b"-> ") {
-        // A passphrase file has exactly one stanza.
-        return Err(damaged("a scrypt stanza must be the only recipient"));
-    }
-    let mac = mac_line.strip_prefix(b"--- ").and_then(b64).ok_or(damaged("bad header MAC line"))?;
-    let header = &file[..mac_line_start + 3];
+    Ok((salt, log_n))
+}
 
-    // Unwrap the file key with the passphrase.
-    let mut label = b"age-encryption.org/v1/scrypt".to_vec();
-    label.extend_from_slice(&salt);
-    let params = scrypt::Params::new(log_n, 8, 1).map_err(|_| damaged("bad scrypt parameters"))?;
-    let mut wrap = Secret::new(vec![0u8; 32]);
-    scrypt::scrypt(passphrase, &label, &params, wrap.bytes_mut()).map_err(|_| damaged("scrypt"))?;
-    let mut file_key = Secret::new(body[..16].to_vec());
-    let tag: [u8; TAG] = body[16..].try_into().expect("length checked");
-    open(wrap.bytes(), &[0; 12], file_key.bytes_mut(), &tag).map_err(|_| AgeError::WrongPassphrase)?;
-
-    // The header MAC proves the header is the one the key was wrapped in.
-    let mut hk = Secret::new(vec![0u8; 32]);
-    hkdf::Hkdf::<Sha256>::new(None, file_key.bytes()).expand(b"header", hk.bytes_mut()).expect("32 bytes");
-    let mut m = hmac::Hmac::<Sha256>::new_from_slice(hk.bytes()).expect("any key length");
-    m.update(header);
-    m.verify_slice(&mac).map_err(|_| damaged("header MAC does not match"))?;
-
-    // The payload: a nonce, then the STREAM of chunks.
-    let payload = &file[pos..];
+/// The payload: a nonce, then the STREAM of chunks, each authenticated,
+/// the last one marked as last.
+fn payload(file_key: &Secret, payload: &[u8]) -> Result<Secret, AgeError> {
+    let damaged = AgeError::Damaged;
     if payload.len() < 16 + TAG {
         return Err(damaged("payload too short"));
     }

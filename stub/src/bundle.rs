@@ -100,6 +100,85 @@ fn load_keys(trust: &Trust) -> Result<Vec<(String, minisign_verify::PublicKey)>>
     }
 }
 
+/// The trailer, from the last [`TRAILER_LEN`] bytes, its lengths checked
+/// against the file's.
+fn read_trailer(file: &File, path: &Path) -> Result<Trailer> {
+    let file_len = file.metadata().map_err(|e| Error::io("cannot stat the bundle", path, e))?.len();
+    if file_len < TRAILER_LEN as u64 {
+        return Err(crate::error::tampered(format!(
+            "{}: trailer: file is only {file_len} bytes (truncated?)",
+            path.display()
+        )));
+    }
+    let raw = read_at(file, path, file_len - TRAILER_LEN as u64, TRAILER_LEN as u64, "trailer")?;
+    Trailer::decode(raw[..].try_into().unwrap(), file_len).map_err(|e| {
+        let err = format!("{}: trailer (last {TRAILER_LEN} bytes): {e}", path.display());
+        match e {
+            nxs_format::TrailerError::UnsupportedVersion(_) => Error::new(Class::Incompatible, err)
+                .hint("this bundle needs a newer stub; use the bundle file built with it"),
+            _ => crate::error::tampered(err),
+        }
+    })
+}
+
+/// The detached signature: its text, which must be the four canonical
+/// lines of a bundle signature, and its decoding.
+fn read_signature(file: &File, path: &Path, trailer: &Trailer) -> Result<(String, minisign_verify::Signature)> {
+    let sig_bytes = read_at(file, path, trailer.signature_offset(), trailer.signature_len, "signature")?;
+    let sig_region = format!(
+        "signature at bytes {}..{}",
+        trailer.signature_offset(),
+        trailer.signature_offset() + trailer.signature_len
+    );
+    let signature = String::from_utf8(sig_bytes)
+        .map_err(|_| crate::error::tampered(format!("{}: {sig_region}: not text", path.display())))?;
+    // minisign leaves the first line unsigned and tolerates stray
+    // whitespace; the format does not: four lines, the first fixed.
+    let canonical = signature.ends_with('\n')
+        && signature.lines().count() == 4
+        && !signature.contains('\r')
+        && signature.lines().next() == Some(nxs_format::SIGNATURE_FIRST_LINE);
+    if !canonical {
+        return Err(crate::error::tampered(format!(
+            "{}: {sig_region}: not the four lines of a bundle signature",
+            path.display()
+        )));
+    }
+    let sig = minisign_verify::Signature::decode(&signature).map_err(|e| {
+        crate::error::tampered(format!("{}: {sig_region}: not a minisign signature: {e}", path.display()))
+    })?;
+    Ok((signature, sig))
+}
+
+/// The key id of the trusted key whose signature over `bytes` this is
+/// (prehashed only: legacy signatures are refused), or why none is.
+fn check_signature(
+    keys: &[(String, minisign_verify::PublicKey)],
+    bytes: &[u8],
+    sig: &minisign_verify::Signature,
+) -> std::result::Result<String, String> {
+    let mut last = None;
+    for (id, key) in keys {
+        // allow_legacy = false.
+        match key.verify(bytes, sig, false) {
+            Ok(()) => return Ok(id.clone()),
+            Err(e) => last = Some(e),
+        }
+    }
+    let ids: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+    let why = match last {
+        Some(minisign_verify::Error::UnexpectedKeyId) => {
+            "it was signed by a key that is not in the trust root".to_string()
+        }
+        Some(minisign_verify::Error::UnexpectedAlgorithm) => {
+            "it is a legacy (non-prehashed) signature, which is refused".to_string()
+        }
+        Some(e) => format!("the signature does not match ({e})"),
+        None => "no key to check it with".to_string(),
+    };
+    Err(format!("signature refused: {why} (trusted keys: {})", ids.join(", ")))
+}
+
 impl Signed {
     /// Opens the bundle at `path` and verifies its manifest signature.
     ///
@@ -111,91 +190,16 @@ impl Signed {
     /// equal the trailer's. Region hashes are checked by [`Signed::verify`].
     pub fn open(path: &Path, trust: &Trust) -> Result<Signed> {
         let file = File::open(path).map_err(|e| Error::io("cannot open the bundle", path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io("cannot stat the bundle", path, e))?.len();
-        if file_len < TRAILER_LEN as u64 {
-            return Err(crate::error::tampered(format!(
-                "{}: trailer: file is only {file_len} bytes (truncated?)",
-                path.display()
-            )));
-        }
-        let raw = read_at(&file, path, file_len - TRAILER_LEN as u64, TRAILER_LEN as u64, "trailer")?;
-        let trailer = Trailer::decode(raw[..].try_into().unwrap(), file_len).map_err(|e| {
-            let class = if matches!(e, nxs_format::TrailerError::UnsupportedVersion(_)) {
-                Class::Incompatible
-            } else {
-                Class::Verify
-            };
-            let err = Error::new(class, format!("{}: trailer (last {TRAILER_LEN} bytes): {e}", path.display()));
-            if class == Class::Incompatible {
-                err.hint("this bundle needs a newer stub; use the bundle file built with it")
-            } else {
-                crate::error::tampered(err.msg)
-            }
-        })?;
+        let trailer = read_trailer(&file, path)?;
         let manifest_bytes = read_at(&file, path, trailer.manifest_offset(), trailer.manifest_len, "manifest")?;
-        let sig_bytes = read_at(&file, path, trailer.signature_offset(), trailer.signature_len, "signature")?;
-        let sig_region = format!(
-            "signature at bytes {}..{}",
-            trailer.signature_offset(),
-            trailer.signature_offset() + trailer.signature_len
-        );
-        let signature = String::from_utf8(sig_bytes)
-            .map_err(|_| crate::error::tampered(format!("{}: {sig_region}: not text", path.display())))?;
-        // minisign leaves the first line unsigned and tolerates stray
-        // whitespace; the format does not: four lines, the first fixed.
-        let canonical = signature.ends_with('\n')
-            && signature.lines().count() == 4
-            && !signature.contains('\r')
-            && signature.lines().next() == Some(nxs_format::SIGNATURE_FIRST_LINE);
-        if !canonical {
-            return Err(crate::error::tampered(format!(
-                "{}: {sig_region}: not the four lines of a bundle signature",
-                path.display()
-            )));
-        }
-        let sig = minisign_verify::Signature::decode(&signature).map_err(|e| {
-            crate::error::tampered(format!("{}: {sig_region}: not a minisign signature: {e}", path.display()))
-        })?;
-
-        let keys = load_keys(trust)?;
-        let mut last = None;
-        let mut signer = None;
-        for (id, key) in &keys {
-            // Refuses legacy (non-prehashed) signatures: allow_legacy = false.
-            match key.verify(&manifest_bytes, &sig, false) {
-                Ok(()) => {
-                    signer = Some(id.clone());
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
+        let (signature, sig) = read_signature(&file, path, &trailer)?;
         let manifest_region = format!(
             "manifest at bytes {}..{}",
             trailer.manifest_offset(),
             trailer.manifest_offset() + trailer.manifest_len
         );
-        let signer = match signer {
-            Some(s) => s,
-            None => {
-                let ids: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
-                let why = match last {
-                    Some(minisign_verify::Error::UnexpectedKeyId) => {
-                        "it was signed by a key that is not in the trust root".to_string()
-                    }
-                    Some(minisign_verify::Error::UnexpectedAlgorithm) => {
-                        "it is a legacy (non-prehashed) signature, which is refused".to_string()
-                    }
-                    Some(e) => format!("the signature does not match ({e})"),
-                    None => "no key to check it with".to_string(),
-                };
-                return Err(crate::error::tampered(format!(
-                    "{}: {manifest_region}: signature refused: {why} (trusted keys: {})",
-                    path.display(),
-                    ids.join(", ")
-                )));
-            }
-        };
+        let signer = check_signature(&load_keys(trust)?, &manifest_bytes, &sig)
+            .map_err(|why| crate::error::tampered(format!("{}: {manifest_region}: {why}", path.display())))?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| {
             let class = if e.is_unsupported_version() { Class::Incompatible } else { Class::Verify };
             Error::new(class, format!("{}: {manifest_region}: {e}", path.display()))
