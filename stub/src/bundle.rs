@@ -27,7 +27,8 @@ pub const STUB_TARGET: &str = env!("NXS_STUB_TARGET");
 /// A bundle whose manifest signature, target and regions have been
 /// verified: everything but the per-file hashes and, in format 3, the
 /// frames, which are checked as they are read. Only [`Signed::verify`]
-/// makes one.
+/// makes one (`non_exhaustive`: no other crate can).
+#[non_exhaustive]
 pub struct Bundle {
     pub path: PathBuf,
     pub file: File,
@@ -38,8 +39,6 @@ pub struct Bundle {
     pub signature: String,
     /// Key id of the key that signed it.
     pub signer: String,
-    /// Made by [`Signed::verify`] only.
-    _verified: (),
 }
 
 /// A bundle whose manifest signature has been verified, and nothing else:
@@ -214,16 +213,7 @@ impl Signed {
                 manifest.payload.len
             )));
         }
-        let bundle = Bundle {
-            path: path.to_path_buf(),
-            file,
-            trailer,
-            manifest,
-            manifest_bytes,
-            signature,
-            signer,
-            _verified: (),
-        };
+        let bundle = Bundle { path: path.to_path_buf(), file, trailer, manifest, manifest_bytes, signature, signer };
         Ok(Signed { bundle })
     }
 
@@ -319,10 +309,11 @@ impl Bundle {
 
 /// The install record of a root whose signature has been checked against
 /// the trust root this stub carries: what `check` and the installed
-/// nxs-backup trust. Only [`installed_record`] makes one.
+/// nxs-backup trust. Only [`installed_record`] makes one
+/// (`non_exhaustive`: no other crate can).
+#[non_exhaustive]
 pub struct Attested {
     pub manifest: Manifest,
-    _verified: (),
 }
 
 /// The largest install record file read.
@@ -362,5 +353,5 @@ pub fn installed_record(root: &Path) -> Result<Attested> {
     }
     let manifest = Manifest::parse(&bytes)
         .map_err(|e| crate::error::tampered(format!("{}: {e}", rec.join("manifest").display())))?;
-    Ok(Attested { manifest, _verified: () })
+    Ok(Attested { manifest })
 }

@@ -167,6 +167,7 @@ mod tests {
     #[test]
     fn the_state_directory_comes_from_the_flag_then_nxs_home_then_home() {
         let cwd = std::env::current_dir().unwrap();
+        #[allow(clippy::type_complexity)]
         let cases: &[(Option<&str>, Option<&str>, Option<&str>, Option<PathBuf>)] = &[
             (Some("/a"), Some("/b"), Some("/h"), Some("/a".into())),
             (Some("rel"), None, None, Some(cwd.join("rel"))),
