@@ -25,17 +25,18 @@
 //! swap swaps back (exit 7).
 
 use crate::archive;
+mod work;
 use crate::error::{Class, Error, Result};
 use crate::keys::Decrypt;
 use crate::manifest::Manifest;
 use crate::{clock, fault, lock, naming};
-use nxs_format::hex;
 use nxs_format::state::{BOOTSTRAP_DIRS, BOOTSTRAP_FILES};
 use nxs_sys::fs::{exchange, fsync_dir, parent, remove_tree};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use work::{exists, has_data, ino, not_ours, Journal, Work};
 
 pub struct RestoreOptions {
     pub from: PathBuf,
@@ -60,97 +61,6 @@ pub struct Restored {
     pub dropped: Vec<String>,
     /// This run finished a restore that a crash interrupted.
     pub resumed: bool,
-}
-
-struct Journal {
-    backup: PathBuf,
-    sha256: [u8; 32],
-    new_ino: u64,
-}
-
-impl Journal {
-    fn to_text(&self) -> String {
-        format!(
-            "nxs-restore 1\nbackup {}\nsha256 {}\nnew-ino {}\n",
-            self.backup.display(),
-            hex::encode(&self.sha256),
-            self.new_ino
-        )
-    }
-    fn parse(text: &str) -> Option<Journal> {
-        let mut lines = text.lines();
-        if lines.next()? != "nxs-restore 1" {
-            return None;
-        }
-        let backup = PathBuf::from(lines.next()?.strip_prefix("backup ")?);
-        let sha256 = hex::decode_sha256(lines.next()?.strip_prefix("sha256 ")?)?;
-        let new_ino = lines.next()?.strip_prefix("new-ino ")?.parse().ok()?;
-        Some(Journal { backup, sha256, new_ino })
-    }
-}
-
-struct Work {
-    dir: PathBuf,
-    new: PathBuf,
-    old: PathBuf,
-    journal: PathBuf,
-    manifest: PathBuf,
-}
-
-impl Work {
-    fn for_state_dir(state_dir: &Path) -> Result<Work> {
-        let name = state_dir.file_name().ok_or_else(|| Error::usage(format!("{} has no name", state_dir.display())))?;
-        let dir = parent(state_dir).join(format!(".{}.nxs-restore", name.to_string_lossy()));
-        if let Some(why) = not_ours(&dir) {
-            return Err(Error::new(Class::Io, format!("{}: {why}: refusing to use it", dir.display())).hint(
-                "a restore's work directory is made by nxs-backup, 0700; this one is not, so nothing in it is trusted. Look at it, move it away, and run again",
-            ));
-        }
-        Ok(Work {
-            new: dir.join("new"),
-            old: dir.join("old"),
-            journal: dir.join("journal"),
-            manifest: dir.join("manifest"),
-            dir,
-        })
-    }
-}
-
-/// Why what is at `p` is not a work directory this user made, if it is
-/// not: it must be absent, or a real directory (not a link) of this user,
-/// not writable by group or others. Its parent may be `/tmp`, a home or a
-/// stick, where another user could have planted one first.
-fn not_ours(p: &Path) -> Option<String> {
-    let m = fs::symlink_metadata(p).ok()?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if m.file_type().is_symlink() {
-        Some("a symbolic link".into())
-    } else if !m.is_dir() {
-        Some("not a directory".into())
-    } else if m.uid() != me {
-        Some(format!("owned by uid {}, not by the user running nxs-backup", m.uid()))
-    } else if m.mode() & 0o022 != 0 {
-        Some(format!("writable by others (mode {:o})", m.mode() & 0o7777))
-    } else {
-        None
-    }
-}
-
-fn exists(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok()
-}
-
-fn ino(p: &Path) -> Option<u64> {
-    fs::symlink_metadata(p).ok().map(|m| m.ino())
-}
-
-/// Whether a directory holds anything but the bootstrap's own names (or
-/// cannot be listed: then it is kept, not removed).
-fn has_data(dir: &Path) -> bool {
-    fs::read_dir(dir)
-        .map(|rd| rd.flatten().any(|e| !nxs_format::state::is_bootstrap_owned(&e.file_name().to_string_lossy())))
-        .unwrap_or(true)
 }
 
 /// Done with a work directory: renamed away in one step, then removed, so
@@ -467,70 +377,89 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
 
     // A restore that a crash interrupted is finished first, or discarded if
     // it had not been staged.
-    remove_retired(state_dir, &w);
-    if exists(&w.dir) {
-        let journal = fs::read_to_string(&w.journal).ok();
-        match journal.as_deref().and_then(Journal::parse) {
-            Some(j) if ino(state_dir) != Some(j.new_ino) && !exists(&w.new) => {
-                // A rollback had swapped the old state back: bring back what
-                // it had not, and start again.
-                for d in BOOTSTRAP_DIRS {
-                    let (from, to) = (w.old.join(d), state_dir.join(d));
-                    if exists(&from) && !exists(&to) {
-                        fs::rename(&from, &to).map_err(|e| Error::io("cannot move back", &from, e))?;
-                    }
-                }
-                eprintln!("  an earlier restore was rolled back; starting again");
-                retire(state_dir, &w)?;
-            }
-            Some(j) => {
-                eprintln!("  finishing the restore of {} that was interrupted", j.backup.display());
-                let staged = fs::read(&w.manifest).ok().and_then(|m| Manifest::parse(&m).ok());
-                if ino(state_dir) != Some(j.new_ino) {
-                    let m = staged
-                        .as_ref()
-                        .ok_or_else(|| Error::new(Class::Io, format!("cannot read {}", w.manifest.display())))?;
-                    if let Err(e) = archive::check_tree(&w.new, m) {
-                        let _ = retire(state_dir, &w);
-                        return Err(
-                            e.hint("the staged copy changed after the crash; it was discarded: run restore again")
-                        );
-                    }
-                }
-                out.pre_restore = finish(state_dir, &w, &j, o.now)?;
-                if same_request(&o.from, &j) {
-                    if let Some(m) = staged {
-                        describe(&mut out, &m);
-                    }
-                    out.backup = j.backup;
-                    out.resumed = true;
-                    return Ok(out);
-                }
-            }
-            None if journal.is_some() || exists(&w.old) => {
-                return Err(Error::new(
-                    Class::Io,
-                    format!("{} holds an interrupted restore whose journal cannot be read", w.dir.display()),
-                )
-                .hint("it may hold the previous state (old/): look inside, move what you need, remove it, then run restore again"));
-            }
-            None => {
-                eprintln!(
-                    "  discarding {}: a restore interrupted before its backup was fully checked",
-                    w.dir.display()
-                );
-                remove_tree(&w.dir)?;
-            }
-        }
+    if resume(state_dir, &w, o, &mut out)? {
+        return Ok(out);
     }
-
-    let (path, opened) = match staged {
+    let staged = match staged {
         Some(p) => p,
         None => {
             let (list, is_dir) = choose(&o.from)?;
             stage_newest(&list, is_dir, &o.keys, &stage, &mut out.skipped)?
         }
     };
+    swap_in(state_dir, &w, o, &stage, staged, &mut out)?;
+    Ok(out)
+}
+
+/// Finishes, or discards, what a crashed restore left in the work
+/// directory. `true` if that restore was this one: nothing more to do.
+fn resume(state_dir: &Path, w: &Work, o: &RestoreOptions, out: &mut Restored) -> Result<bool> {
+    remove_retired(state_dir, w);
+    if !exists(&w.dir) {
+        return Ok(false);
+    }
+    let journal = fs::read_to_string(&w.journal).ok();
+    match journal.as_deref().and_then(Journal::parse) {
+        Some(j) if ino(state_dir) != Some(j.new_ino) && !exists(&w.new) => {
+            // A rollback had swapped the old state back: bring back what
+            // it had not, and start again.
+            for d in BOOTSTRAP_DIRS {
+                let (from, to) = (w.old.join(d), state_dir.join(d));
+                if exists(&from) && !exists(&to) {
+                    fs::rename(&from, &to).map_err(|e| Error::io("cannot move back", &from, e))?;
+                }
+            }
+            eprintln!("  an earlier restore was rolled back; starting again");
+            retire(state_dir, w)?;
+        }
+        Some(j) => {
+            eprintln!("  finishing the restore of {} that was interrupted", j.backup.display());
+            let staged = fs::read(&w.manifest).ok().and_then(|m| Manifest::parse(&m).ok());
+            if ino(state_dir) != Some(j.new_ino) {
+                let m = staged
+                    .as_ref()
+                    .ok_or_else(|| Error::new(Class::Io, format!("cannot read {}", w.manifest.display())))?;
+                if let Err(e) = archive::check_tree(&w.new, m) {
+                    let _ = retire(state_dir, w);
+                    return Err(e.hint("the staged copy changed after the crash; it was discarded: run restore again"));
+                }
+            }
+            out.pre_restore = finish(state_dir, w, &j, o.now)?;
+            if same_request(&o.from, &j) {
+                if let Some(m) = staged {
+                    describe(out, &m);
+                }
+                out.backup = j.backup;
+                out.resumed = true;
+                return Ok(true);
+            }
+        }
+        None if journal.is_some() || exists(&w.old) => {
+            return Err(Error::new(
+                Class::Io,
+                format!("{} holds an interrupted restore whose journal cannot be read", w.dir.display()),
+            )
+            .hint("it may hold the previous state (old/): look inside, move what you need, remove it, then run restore again"));
+        }
+        None => {
+            eprintln!("  discarding {}: a restore interrupted before its backup was fully checked", w.dir.display());
+            remove_tree(&w.dir)?;
+        }
+    }
+    Ok(false)
+}
+
+/// Swaps the staged, verified backup in for the state directory, under
+/// the lock: it becomes the work directory, is made durable, then the
+/// journal is written and the swap finished.
+fn swap_in(
+    state_dir: &Path,
+    w: &Work,
+    o: &RestoreOptions,
+    stage: &Path,
+    (path, opened): (PathBuf, archive::Opened),
+    out: &mut Restored,
+) -> Result<()> {
     let abs = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
     let checked = swappable(state_dir).and_then(|_| match abs.to_string_lossy().contains('\n') {
         true => Err(Error::usage(format!("{:?}: a backup's path may not hold a newline", abs))),
@@ -538,7 +467,7 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     });
     checked?;
     // The staged backup becomes the work directory, under the lock.
-    fs::rename(&stage, &w.dir).map_err(|e| Error::io("cannot rename", &stage, e))?;
+    fs::rename(stage, &w.dir).map_err(|e| Error::io("cannot rename", stage, e))?;
     fsync_dir(parent(state_dir))?;
     for d in &opened.dropped {
         eprintln!("  not restored: {d} (the bootstrap's own; this machine keeps its own)");
@@ -557,11 +486,11 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored> {
     fault::effect("restore:journal")?;
     nxs_sys::fs::write_atomic(&w.journal, j.to_text().as_bytes(), 0o600)?;
     eprintln!("  verified; swapping it in for {}", state_dir.display());
-    out.pre_restore = finish(state_dir, &w, &j, o.now)?;
+    out.pre_restore = finish(state_dir, w, &j, o.now)?;
     out.backup = abs;
-    describe(&mut out, &opened.manifest);
+    describe(out, &opened.manifest);
     out.dropped = opened.dropped;
-    Ok(out)
+    Ok(())
 }
 
 fn describe(out: &mut Restored, m: &Manifest) {
