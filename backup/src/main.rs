@@ -137,92 +137,95 @@ fn run(cli: Cli) -> Result<Fields> {
             }
             Ok(Fields::new())
         }
-        Cmd::Backup(b) => {
-            let opts = create::BackupOptions {
-                state_dir: state_dir(b.state_dir)?,
-                to: b.to.ok_or_else(|| Error::usage("--to DIR is required"))?,
-                encrypt: keys::encrypt(&b.recipients, &b.recipients_files, b.passphrase_file.as_deref())?,
-                keep: rotate::Keep { daily: b.keep_daily, weekly: b.keep_weekly, monthly: b.keep_monthly },
-                lock_wait: Duration::from_secs(b.common.lock_timeout),
-                now: clock::now()?,
-            };
-            let c = create::backup(&opts)?;
-            let pruned: Vec<String> = c.pruned.iter().map(|p| json::s(&p.to_string_lossy())).collect();
-            let skipped: Vec<String> = c.skipped.iter().map(|s| json::s(s)).collect();
-            let fields = vec![
-                ("backup", json::s(&c.path.to_string_lossy())),
-                ("size", c.size.to_string()),
-                ("sha256", json::s(&hex::encode(&c.sha256))),
-                ("files", c.files.to_string()),
-                ("bytes", c.bytes.to_string()),
-                ("source_version", json::s(&c.source_version)),
-                ("consistency", json::s("lock")),
-                ("skipped", format!("[{}]", skipped.join(","))),
-                ("pruned", format!("[{}]", pruned.join(","))),
-                ("kept", c.kept.to_string()),
-            ];
-            if !b.common.json {
-                println!(
-                    "backed up {} files ({} bytes, source version {}) to {}; {} kept, {} pruned",
-                    c.files,
-                    c.bytes,
-                    c.source_version,
-                    c.path.display(),
-                    c.kept,
-                    c.pruned.len()
-                );
-            }
-            Ok(fields)
-        }
-        Cmd::Restore(r) => {
-            let keys = keys::decrypt(&r.identities, r.passphrase_file.as_deref())?.ok_or_else(|| {
-                Error::usage("no key: give --identity FILE or --passphrase-file FILE")
-                    .hint("the identity is the AGE-SECRET-KEY file the backup was made for")
-            })?;
-            let opts = restore::RestoreOptions {
-                from: r.from,
-                state_dir: state_dir(r.state_dir)?,
-                keys,
-                lock_wait: Duration::from_secs(r.common.lock_timeout),
-                lock_fd: r.lock_fd,
-                now: clock::now()?,
-            };
-            let out = restore::restore(&opts)?;
-            let kept = out.pre_restore.as_ref().map(|p| p.to_string_lossy().into_owned());
-            let skipped: Vec<String> = out
-                .skipped
-                .iter()
-                .map(|(n, why)| format!("{{\"name\":{},\"reason\":{}}}", json::s(n), json::s(why)))
-                .collect();
-            let fields = vec![
-                ("restored", json::s(&out.backup.to_string_lossy())),
-                ("state_dir", json::s(&opts.state_dir.to_string_lossy())),
-                ("created", json::s(&out.created)),
-                ("source_version", json::s(&out.source_version)),
-                ("files", out.files.to_string()),
-                ("bytes", out.bytes.to_string()),
-                ("pre_restore", json::opt(kept.as_deref())),
-                ("resumed", out.resumed.to_string()),
-                ("skipped", format!("[{}]", skipped.join(","))),
-            ];
-            if !r.common.json {
-                println!(
-                    "restored {} ({} files, {} bytes, made {} from version {}) into {}{}",
-                    out.backup.display(),
-                    out.files,
-                    out.bytes,
-                    out.created,
-                    out.source_version,
-                    opts.state_dir.display(),
-                    if out.resumed { " (finished an interrupted restore)" } else { "" }
-                );
-                if let Some(k) = kept {
-                    println!("the previous state is kept in {k}");
-                }
-            }
-            Ok(fields)
+        Cmd::Backup(b) => backup(b),
+        Cmd::Restore(r) => restore(r),
+    }
+}
+
+/// `backup`: the result's fields, and a line of text without --json.
+fn backup(b: BackupCmd) -> Result<Fields> {
+    let opts = create::BackupOptions {
+        state_dir: state_dir(b.state_dir)?,
+        to: b.to.ok_or_else(|| Error::usage("--to DIR is required"))?,
+        encrypt: keys::encrypt(&b.recipients, &b.recipients_files, b.passphrase_file.as_deref())?,
+        keep: rotate::Keep { daily: b.keep_daily, weekly: b.keep_weekly, monthly: b.keep_monthly },
+        lock_wait: Duration::from_secs(b.common.lock_timeout),
+        now: clock::now()?,
+    };
+    let c = create::backup(&opts)?;
+    let pruned: Vec<String> = c.pruned.iter().map(|p| json::s(&p.to_string_lossy())).collect();
+    let skipped: Vec<String> = c.skipped.iter().map(|s| json::s(s)).collect();
+    let fields = vec![
+        ("backup", json::s(&c.path.to_string_lossy())),
+        ("size", c.size.to_string()),
+        ("sha256", json::s(&hex::encode(&c.sha256))),
+        ("files", c.files.to_string()),
+        ("bytes", c.bytes.to_string()),
+        ("source_version", json::s(&c.source_version)),
+        ("consistency", json::s("lock")),
+        ("skipped", format!("[{}]", skipped.join(","))),
+        ("pruned", format!("[{}]", pruned.join(","))),
+        ("kept", c.kept.to_string()),
+    ];
+    if !b.common.json {
+        println!(
+            "backed up {} files ({} bytes, source version {}) to {}; {} kept, {} pruned",
+            c.files,
+            c.bytes,
+            c.source_version,
+            c.path.display(),
+            c.kept,
+            c.pruned.len()
+        );
+    }
+    Ok(fields)
+}
+
+/// `restore`: the result's fields, and a line of text without --json.
+fn restore(r: RestoreCmd) -> Result<Fields> {
+    let keys = keys::decrypt(&r.identities, r.passphrase_file.as_deref())?.ok_or_else(|| {
+        Error::usage("no key: give --identity FILE or --passphrase-file FILE")
+            .hint("the identity is the AGE-SECRET-KEY file the backup was made for")
+    })?;
+    let opts = restore::RestoreOptions {
+        from: r.from,
+        state_dir: state_dir(r.state_dir)?,
+        keys,
+        lock_wait: Duration::from_secs(r.common.lock_timeout),
+        lock_fd: r.lock_fd,
+        now: clock::now()?,
+    };
+    let out = restore::restore(&opts)?;
+    let kept = out.pre_restore.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let skipped: Vec<String> =
+        out.skipped.iter().map(|(n, why)| format!("{{\"name\":{},\"reason\":{}}}", json::s(n), json::s(why))).collect();
+    let fields = vec![
+        ("restored", json::s(&out.backup.to_string_lossy())),
+        ("state_dir", json::s(&opts.state_dir.to_string_lossy())),
+        ("created", json::s(&out.created)),
+        ("source_version", json::s(&out.source_version)),
+        ("files", out.files.to_string()),
+        ("bytes", out.bytes.to_string()),
+        ("pre_restore", json::opt(kept.as_deref())),
+        ("resumed", out.resumed.to_string()),
+        ("skipped", format!("[{}]", skipped.join(","))),
+    ];
+    if !r.common.json {
+        println!(
+            "restored {} ({} files, {} bytes, made {} from version {}) into {}{}",
+            out.backup.display(),
+            out.files,
+            out.bytes,
+            out.created,
+            out.source_version,
+            opts.state_dir.display(),
+            if out.resumed { " (finished an interrupted restore)" } else { "" }
+        );
+        if let Some(k) = kept {
+            println!("the previous state is kept in {k}");
         }
     }
+    Ok(fields)
 }
 
 fn main() {
