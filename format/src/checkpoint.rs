@@ -187,26 +187,19 @@ impl Checkpoint {
         if bytes.is_empty() {
             return Err(CheckpointError::Empty);
         }
-        let garbage = |m: &str| CheckpointError::Garbage(m.to_string());
         let text = std::str::from_utf8(bytes).map_err(|_| garbage("not UTF-8"))?;
         if !text.ends_with('\n') {
             return Err(garbage("truncated (no final newline)"));
         }
         let mut lines = text.lines();
-        let head = lines.next().unwrap_or("");
-        match head.strip_prefix("nxs-bootstrap-state ") {
+        match lines.next().unwrap_or("").strip_prefix("nxs-bootstrap-state ") {
             Some(v) if v == CHECKPOINT_SCHEMA.to_string() => {}
             Some(v) if v.parse::<u32>().map(|n| n > CHECKPOINT_SCHEMA).unwrap_or(false) => {
                 return Err(CheckpointError::FutureSchema(v.to_string()))
             }
             _ => return Err(garbage("not a checkpoint (foreign file?)")),
         }
-        let (mut bundle, mut version, mut payload, mut root, mut state, mut error) =
-            (None, None, None, None, None, None);
-        let mut history = Vec::new();
-        let (mut join, mut join_reason) = (None::<(bool, u32)>, None);
-        let mut staging = None;
-        let mut frames_done: Option<u64> = None;
+        let mut p = Lines::default();
         let mut ended = false;
         for line in lines {
             if ended {
@@ -215,85 +208,118 @@ impl Checkpoint {
             let (k, v) = line.split_once(' ').unwrap_or((line, ""));
             match k {
                 "end" if v.is_empty() => ended = true,
-                "history" => {
-                    let (at, st) = v.split_once(' ').ok_or_else(|| garbage("bad history line"))?;
-                    let at = at.parse().map_err(|_| garbage("bad history time"))?;
-                    let state = State::parse(st).ok_or_else(|| garbage("unknown state in history"))?;
-                    history.push(HistoryRecord { at, state });
-                }
-                "staging" => {
-                    let mut f = v.split(' ');
-                    let (Some(id), Some(dev), Some(ino), None) = (f.next(), f.next(), f.next(), f.next()) else {
-                        return Err(garbage("bad staging line"));
-                    };
-                    let st = Staging {
-                        payload_sha256: decode_field(id).ok_or_else(|| garbage("badly encoded field"))?,
-                        dev: dev.parse().map_err(|_| garbage("bad staging device"))?,
-                        ino: ino.parse().map_err(|_| garbage("bad staging inode"))?,
-                        frames_done: 0,
-                    };
-                    if staging.replace(st).is_some() {
-                        return Err(garbage("`staging` appears twice"));
-                    }
-                }
+                "history" => p.history.push(history_line(v)?),
+                "staging" => once(&mut p.staging, staging_line(v)?, k)?,
                 "staging-frames-done" => {
-                    let n = v.parse().map_err(|_| garbage("bad staging-frames-done line"))?;
-                    if frames_done.replace(n).is_some() {
-                        return Err(garbage("`staging-frames-done` appears twice"));
-                    }
+                    once(&mut p.frames_done, v.parse().map_err(|_| garbage("bad staging-frames-done line"))?, k)?
                 }
-                "join" => {
-                    let (st, n) = v.split_once(' ').ok_or_else(|| garbage("bad join line"))?;
-                    let joined = match st {
-                        "joined" => true,
-                        "pending" => false,
-                        _ => return Err(garbage("bad join status")),
-                    };
-                    let n = n.parse().map_err(|_| garbage("bad join attempts"))?;
-                    if join.replace((joined, n)).is_some() {
-                        return Err(garbage("`join` appears twice"));
-                    }
-                }
+                "join" => once(&mut p.join, join_line(v)?, k)?,
                 _ => {
                     let v = decode_field(v).ok_or_else(|| garbage("badly encoded field"))?;
                     let slot = match k {
-                        "bundle" => &mut bundle,
-                        "version" => &mut version,
-                        "payload-sha256" => &mut payload,
-                        "root" => &mut root,
-                        "state" => &mut state,
-                        "error" => &mut error,
-                        "join-reason" => &mut join_reason,
+                        "bundle" => &mut p.bundle,
+                        "version" => &mut p.version,
+                        "payload-sha256" => &mut p.payload,
+                        "root" => &mut p.root,
+                        "state" => &mut p.state,
+                        "error" => &mut p.error,
+                        "join-reason" => &mut p.join_reason,
                         _ => return Err(garbage(&format!("unknown line `{k}`"))),
                     };
-                    if slot.replace(v).is_some() {
-                        return Err(garbage(&format!("`{k}` appears twice")));
-                    }
+                    once(slot, v, k)?;
                 }
             }
         }
         if !ended {
             return Err(garbage("truncated (no `end`)"));
         }
+        p.finish()
+    }
+}
+
+fn garbage(m: &str) -> CheckpointError {
+    CheckpointError::Garbage(m.to_string())
+}
+
+/// Fills a line's slot; a line given twice is a refusal.
+fn once<T>(slot: &mut Option<T>, v: T, key: &str) -> Result<(), CheckpointError> {
+    match slot.replace(v) {
+        Some(_) => Err(garbage(&format!("`{key}` appears twice"))),
+        None => Ok(()),
+    }
+}
+
+/// `history AT STATE`.
+fn history_line(v: &str) -> Result<HistoryRecord, CheckpointError> {
+    let (at, st) = v.split_once(' ').ok_or_else(|| garbage("bad history line"))?;
+    let at = at.parse().map_err(|_| garbage("bad history time"))?;
+    let state = State::parse(st).ok_or_else(|| garbage("unknown state in history"))?;
+    Ok(HistoryRecord { at, state })
+}
+
+/// `staging PAYLOAD-SHA256 DEV INO`.
+fn staging_line(v: &str) -> Result<Staging, CheckpointError> {
+    let mut f = v.split(' ');
+    let (Some(id), Some(dev), Some(ino), None) = (f.next(), f.next(), f.next(), f.next()) else {
+        return Err(garbage("bad staging line"));
+    };
+    Ok(Staging {
+        payload_sha256: decode_field(id).ok_or_else(|| garbage("badly encoded field"))?,
+        dev: dev.parse().map_err(|_| garbage("bad staging device"))?,
+        ino: ino.parse().map_err(|_| garbage("bad staging inode"))?,
+        frames_done: 0,
+    })
+}
+
+/// `join joined|pending ATTEMPTS`.
+fn join_line(v: &str) -> Result<(bool, u32), CheckpointError> {
+    let (st, n) = v.split_once(' ').ok_or_else(|| garbage("bad join line"))?;
+    let joined = match st {
+        "joined" => true,
+        "pending" => false,
+        _ => return Err(garbage("bad join status")),
+    };
+    Ok((joined, n.parse().map_err(|_| garbage("bad join attempts"))?))
+}
+
+/// The lines of a checkpoint, each at most once (history aside), before
+/// they are checked as a whole.
+#[derive(Default)]
+struct Lines {
+    bundle: Option<String>,
+    version: Option<String>,
+    payload: Option<String>,
+    root: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    join_reason: Option<String>,
+    history: Vec<HistoryRecord>,
+    join: Option<(bool, u32)>,
+    staging: Option<Staging>,
+    frames_done: Option<u64>,
+}
+
+impl Lines {
+    fn finish(mut self) -> Result<Checkpoint, CheckpointError> {
         // Only the newest records are kept, as the writer keeps them.
-        let extra = history.len().saturating_sub(MAX_HISTORY);
-        history.drain(..extra);
+        let extra = self.history.len().saturating_sub(MAX_HISTORY);
+        self.history.drain(..extra);
         let missing = |k: &str| garbage(&format!("`{k}` is missing"));
-        let state = state.ok_or_else(|| missing("state"))?;
+        let state = self.state.ok_or_else(|| missing("state"))?;
         Ok(Checkpoint {
-            bundle_id: bundle.ok_or_else(|| missing("bundle"))?,
-            version: version.ok_or_else(|| missing("version"))?,
-            payload_sha256: payload.ok_or_else(|| missing("payload-sha256"))?,
-            root: root.ok_or_else(|| missing("root"))?,
+            bundle_id: self.bundle.ok_or_else(|| missing("bundle"))?,
+            version: self.version.ok_or_else(|| missing("version"))?,
+            payload_sha256: self.payload.ok_or_else(|| missing("payload-sha256"))?,
+            root: self.root.ok_or_else(|| missing("root"))?,
             state: State::parse(&state).ok_or_else(|| garbage("unknown state"))?,
-            history,
-            last_error: error,
-            join: match (join, join_reason) {
+            history: self.history,
+            last_error: self.error,
+            join: match (self.join, self.join_reason) {
                 (Some((joined, attempts)), reason) => Some(Join { joined, attempts, reason }),
                 (None, None) => None,
                 (None, Some(_)) => return Err(garbage("`join-reason` without `join`")),
             },
-            staging: match (staging, frames_done) {
+            staging: match (self.staging, self.frames_done) {
                 (Some(st), n) => Some(Staging { frames_done: n.unwrap_or(0), ..st }),
                 (None, None) => None,
                 (None, Some(_)) => return Err(garbage("`staging-frames-done` without `staging`")),
