@@ -186,30 +186,32 @@ impl Parser<'_> {
                     }
                 }
             }
-            b'-' | b'0'..=b'9' => {
-                // -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, checked by
-                // hand: float parsing would cost the stub 10 KiB.
-                let start = self.i;
-                self.eat("-");
-                if self.eat("0").is_none() && self.digits() == 0 {
-                    return None;
-                }
-                if self.eat(".").is_some() && self.digits() == 0 {
-                    return None;
-                }
-                if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-                    self.i += 1;
-                    if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                        self.i += 1;
-                    }
-                    if self.digits() == 0 {
-                        return None;
-                    }
-                }
-                Some(Value::Num(std::str::from_utf8(&self.b[start..self.i]).ok()?.to_string()))
-            }
+            b'-' | b'0'..=b'9' => self.number(),
             _ => None,
         }
+    }
+
+    /// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, checked by hand:
+    /// float parsing would cost the stub 10 KiB. The text is kept as it is.
+    fn number(&mut self) -> Option<Value> {
+        let start = self.i;
+        self.eat("-");
+        if self.eat("0").is_none() && self.digits() == 0 {
+            return None;
+        }
+        if self.eat(".").is_some() && self.digits() == 0 {
+            return None;
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(Value::Num(std::str::from_utf8(&self.b[start..self.i]).ok()?.to_string()))
     }
 
     fn digits(&mut self) -> usize {
