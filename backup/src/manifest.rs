@@ -124,39 +124,16 @@ impl Manifest {
     /// Parses a manifest. A newer format is `Incompatible` (exit 4); any
     /// other fault is `Verify` (exit 3), with its line number.
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
-        let bad = |n: usize, why: String| Error::verify(format!("{NAME} line {n}: {why}"));
         let text = std::str::from_utf8(bytes).map_err(|_| Error::verify(format!("{NAME} is not UTF-8")))?;
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
         let (_, first) = lines.next().ok_or_else(|| Error::verify(format!("{NAME} is empty")))?;
-        let version = first
-            .strip_prefix("nxs-backup ")
-            .and_then(|v| v.parse::<u32>().ok())
-            .ok_or_else(|| bad(1, format!("expected `nxs-backup {FORMAT}`, found `{first}`")))?;
-        if version > FORMAT {
-            return Err(Error::new(
-                Class::Incompatible,
-                format!("the backup is format {version}; this nxs-backup reads formats 1 to {FORMAT}"),
-            )
-            .hint(format!(
-                "it was written by a newer nxs-survival: restore it with a bundle of that release or later \
-                 (its `BUNDLE.run restore`), which reads backup format {version}"
-            )));
-        }
-        if version == 0 {
-            return Err(bad(1, "format 0 does not exist".into()));
-        }
+        let version = format_line(first)?;
         let mut m = Manifest {
             format: version,
             created: String::new(),
             source_version: String::new(),
             root_mode: 0o700,
             entries: BTreeMap::new(),
-        };
-        let mode = |n: usize, v: &str| -> Result<u32> {
-            u32::from_str_radix(v, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777 && !v.is_empty())
-                .ok_or_else(|| bad(n, format!("`{v}` is not an octal mode")))
         };
         for (n, line) in lines {
             let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -177,26 +154,7 @@ impl Manifest {
                     let (md, path) = rest.split_once(' ').ok_or_else(|| bad(n, "expected `dir MODE PATH`".into()))?;
                     (path, Entry { mode: mode(n, md)?, kind: Kind::Dir })
                 }
-                "file" => {
-                    let mut f = rest.splitn(4, ' ');
-                    let (Some(md), Some(size), Some(sha), Some(path)) = (f.next(), f.next(), f.next(), f.next()) else {
-                        return Err(bad(n, "expected `file MODE SIZE SHA256 PATH`".into()));
-                    };
-                    let size = size.parse().map_err(|_| bad(n, format!("`{size}` is not a size")))?;
-                    // Format 1 names the hash here; format 2 says `-`, and
-                    // NXS-SUMS names it after the file.
-                    let sha256 = match version {
-                        1 => Some(hex::decode_sha256(sha).ok_or_else(|| bad(n, format!("`{sha}` is not a sha256")))?),
-                        _ if sha == "-" => None,
-                        _ => {
-                            return Err(bad(
-                                n,
-                                format!("expected `-` for the sha256 in format {version}, found `{sha}`"),
-                            ))
-                        }
-                    };
-                    (path, Entry { mode: mode(n, md)?, kind: Kind::File { size, sha256 } })
-                }
+                "file" => file_line(version, n, rest)?,
                 "link" => {
                     let (path, target) =
                         rest.split_once(LINK_ARROW).ok_or_else(|| bad(n, "expected `link PATH -> TARGET`".into()))?;
@@ -218,18 +176,7 @@ impl Manifest {
                 return Err(bad(n, format!("more than {MAX_ENTRIES} entries")));
             }
         }
-        // Every listed path's parents must be listed directories.
-        for path in m.entries.keys() {
-            let mut parent = path.as_str();
-            while let Some((p, _)) = parent.rsplit_once('/') {
-                if !matches!(m.entries.get(p), Some(Entry { kind: Kind::Dir, .. })) {
-                    return Err(Error::verify(format!(
-                        "{NAME}: `{path}` lies under `{p}`, which is not a listed directory"
-                    )));
-                }
-                parent = p;
-            }
-        }
+        check_parents(&m.entries)?;
         Ok(m)
     }
 
@@ -307,6 +254,71 @@ fn unescape(s: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+fn bad(n: usize, why: String) -> Error {
+    Error::verify(format!("{NAME} line {n}: {why}"))
+}
+
+fn mode(n: usize, v: &str) -> Result<u32> {
+    u32::from_str_radix(v, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777 && !v.is_empty())
+        .ok_or_else(|| bad(n, format!("`{v}` is not an octal mode")))
+}
+
+/// `nxs-backup N`: a format this tool reads.
+fn format_line(first: &str) -> Result<u32> {
+    let version = first
+        .strip_prefix("nxs-backup ")
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| bad(1, format!("expected `nxs-backup {FORMAT}`, found `{first}`")))?;
+    if version > FORMAT {
+        return Err(Error::new(
+            Class::Incompatible,
+            format!("the backup is format {version}; this nxs-backup reads formats 1 to {FORMAT}"),
+        )
+        .hint(format!(
+            "it was written by a newer nxs-survival: restore it with a bundle of that release or later \
+             (its `BUNDLE.run restore`), which reads backup format {version}"
+        )));
+    }
+    if version == 0 {
+        return Err(bad(1, "format 0 does not exist".into()));
+    }
+    Ok(version)
+}
+
+/// `file MODE SIZE SHA256 PATH`. Format 1 names the hash here; format 2
+/// says `-`, and NXS-SUMS names it after the file.
+fn file_line(version: u32, n: usize, rest: &str) -> Result<(&str, Entry)> {
+    let mut f = rest.splitn(4, ' ');
+    let (Some(md), Some(size), Some(sha), Some(path)) = (f.next(), f.next(), f.next(), f.next()) else {
+        return Err(bad(n, "expected `file MODE SIZE SHA256 PATH`".into()));
+    };
+    let size = size.parse().map_err(|_| bad(n, format!("`{size}` is not a size")))?;
+    let sha256 = match version {
+        1 => Some(hex::decode_sha256(sha).ok_or_else(|| bad(n, format!("`{sha}` is not a sha256")))?),
+        _ if sha == "-" => None,
+        _ => return Err(bad(n, format!("expected `-` for the sha256 in format {version}, found `{sha}`"))),
+    };
+    Ok((path, Entry { mode: mode(n, md)?, kind: Kind::File { size, sha256 } }))
+}
+
+/// Every listed path's parents must be listed directories.
+fn check_parents(entries: &BTreeMap<String, Entry>) -> Result<()> {
+    for path in entries.keys() {
+        let mut parent = path.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            if !matches!(entries.get(p), Some(Entry { kind: Kind::Dir, .. })) {
+                return Err(Error::verify(format!(
+                    "{NAME}: `{path}` lies under `{p}`, which is not a listed directory"
+                )));
+            }
+            parent = p;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
