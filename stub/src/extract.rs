@@ -202,10 +202,7 @@ pub fn walk_from<R: Read>(
     let mut buf = vec![0u8; WRITE_CHUNK];
     // Files are written by a thread of their own, so that the kernel's copy
     // of their bytes overlaps with hashing and decoding here.
-    let mut writer = match sink {
-        Sink::Dir { .. } => Some(Writer::new()),
-        Sink::Check => None,
-    };
+    let mut writer = matches!(sink, Sink::Dir { .. }).then(Writer::new);
     loop {
         if let Some(w) = &writer {
             w.check()?;
@@ -214,163 +211,218 @@ pub fn walk_from<R: Read>(
             break;
         };
         let entry = &mut tar;
-        let want = m.entries.get(count).ok_or_else(|| {
-            region_err(label, format!("payload holds more entries than the {} the manifest lists", m.entries.len()))
-        })?;
-        let name = std::str::from_utf8(&member.path).unwrap_or("<not UTF-8>");
-        if name != want.path.as_str() {
-            return Err(region_err(
-                label,
-                format!("payload entry {count} is `{}`, the manifest says `{}`", member.path.escape_ascii(), want.path),
-            ));
-        }
-        if let Sink::Dir { .. } = sink {
-            // A crash test kills the run here: with everything before this
-            // entry written, so where the rerun starts is deterministic.
-            if cfg!(feature = "fault-injection") {
-                if let Some(w) = &writer {
-                    w.drain()?;
-                }
-            }
-            crate::fault::effect(&format!("extract:{name}"))?;
-        }
+        let want = entry_for(m, count, &member, label)?;
+        let name = want.path.as_str();
+        fault_point(sink, writer.as_ref(), name)?;
         let (ty, size) = (member.kind, member.size);
-        let mismatch = || {
-            region_err(
-                label,
-                format!("payload entry `{name}` is a {ty:?} of {size} bytes, which the manifest does not declare (it says {})", describe(&want.kind)),
-            )
-        };
-        let declared = match (&want.kind, ty) {
-            (EntryKind::Dir, Kind::Directory) | (EntryKind::Link { .. }, Kind::Symlink) => size == 0,
-            (EntryKind::File { size: want_size, .. }, Kind::Regular) => size == *want_size,
-            _ => false,
-        };
-        if !declared {
-            return Err(mismatch());
-        }
-        // GNU tar and bsdtar apply these two from the header: they must be
-        // what the stub applies (modes) or what the manifest signs (mtime).
-        if member.mode != want.mode || member.mtime != m.mtime {
-            return Err(region_err(
-                label,
-                format!(
-                    "payload entry {count} (`{name}`, at byte {}) has mode {:o} and mtime {} in its tar header, the manifest says mode {:o} and mtime {}",
-                    member.offset, member.mode, member.mtime, want.mode, m.mtime
-                ),
-            ));
-        }
+        check_declared(m, want, &member, count, label)?;
         if let Some(frame) =
             index.member(count, member.offset).map_err(|e| region_err(label, format!("payload {e}")))?
         {
             // Every entry before this one is with the writer: once it has
             // written them, a rerun may start reading at this frame.
-            if let Some(w) = &writer {
-                if last_done.elapsed() >= std::time::Duration::from_secs(1) {
-                    w.drain()?;
-                    done(frame)?;
-                    last_done = std::time::Instant::now();
-                }
+            if let Some(w) = writer.as_ref().filter(|_| last_done.elapsed() >= std::time::Duration::from_secs(1)) {
+                w.drain()?;
+                done(frame)?;
+                last_done = std::time::Instant::now();
             }
         }
         match (&want.kind, ty) {
-            (EntryKind::Dir, Kind::Directory) if size == 0 => {
-                if let Sink::Dir { root, resume } = sink {
-                    let p = root.join(want.path.as_str());
-                    let kept = *resume && staged_dir_is_ours(&p);
-                    if !kept {
-                        if *resume {
-                            remove_any(&p)?;
+            (EntryKind::Dir, Kind::Directory) => make_dir(sink, want)?,
+            (EntryKind::Link { target }, Kind::Symlink) => make_link(sink, want, target, &member.link, label)?,
+            (EntryKind::File { size: want_size, sha256 }, Kind::Regular) => {
+                match open_staged(sink, want, *want_size, sha256)? {
+                    Staged::Kept => {
+                        reused += 1;
+                        // Still read the entry: the payload is checked whole.
+                        copy_entry(entry, size, None, &mut buf, progress, label, name, sha256)?;
+                    }
+                    Staged::Fresh(out) => {
+                        let to = out.as_ref().zip(writer.as_ref()).map(|((f, p), w)| (w, f, p));
+                        copy_entry(entry, size, to, &mut buf, progress, label, name, sha256)?;
+                        if let (Some((f, p)), Some(w)) = (out, &writer) {
+                            w.send(Msg::Seal(f, p, want.mode))?;
                         }
-                        fs::create_dir(&p).map_err(|e| Error::io("cannot create directory", &p, e))?;
                     }
                 }
             }
-            (EntryKind::Link { target }, Kind::Symlink) if size == 0 => {
-                let got = &member.link;
-                if got != target.as_bytes() {
-                    return Err(region_err(
-                        label,
-                        format!(
-                            "payload link `{name}` points at `{}`, the manifest says `{target}`",
-                            got.escape_ascii()
-                        ),
-                    ));
-                }
-                if let Sink::Dir { root, resume } = sink {
-                    let p = root.join(want.path.as_str());
-                    let kept = *resume
-                        && fs::read_link(&p)
-                            .map(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes())
-                            .unwrap_or(false);
-                    if !kept {
-                        if *resume {
-                            remove_any(&p)?;
-                        }
-                        std::os::unix::fs::symlink(target, &p).map_err(|e| Error::io("cannot create link", &p, e))?;
-                    }
-                }
-            }
-            (EntryKind::File { size: want_size, sha256 }, Kind::Regular) if size == *want_size => {
-                let out = match sink {
-                    Sink::Check => None,
-                    Sink::Dir { root, resume } => {
-                        let p = root.join(want.path.as_str());
-                        if *resume {
-                            if let Some(f) = staged_file_matches(&p, *want_size, sha256) {
-                                // Its mode and durability may predate the crash.
-                                seal(&f, &p, want.mode)?;
-                                reused += 1;
-                                // Still read the entry: the payload is checked whole.
-                                copy_entry(entry, size, None, &mut buf, progress, label, name, sha256)?;
-                                count += 1;
-                                continue;
-                            }
-                            remove_any(&p)?;
-                        }
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .mode(0o600)
-                            .open(&p)
-                            .map_err(|e| Error::io("cannot create", &p, e))?;
-                        Some((std::sync::Arc::new(f), std::sync::Arc::new(p)))
-                    }
-                };
-                let to = out.as_ref().zip(writer.as_ref()).map(|((f, p), w)| (w, f, p));
-                copy_entry(entry, size, to, &mut buf, progress, label, name, sha256)?;
-                if let (Some((f, p)), Some(w)) = (out, &writer) {
-                    w.send(Msg::Seal(f, p, want.mode))?;
-                }
-            }
-            _ => return Err(mismatch()),
+            _ => unreachable!("check_declared refused it"),
         }
         count += 1;
     }
     if let Some(w) = writer.take() {
         w.finish()?;
     }
+    let end = tar.end_offset().expect("the walk ended at the end-of-archive marker");
+    check_end(m, count, end, &mut index, label)?;
+    // Past the end-of-archive marker only zero padding may follow; reading
+    // it to the end also completes the payload hash.
+    let reader = zeros_to_the_end(tar.into_inner(), &mut buf, label)?;
+    Ok((reused, reader))
+}
+
+/// The stream ended with every entry the manifest lists, where the frame
+/// index says it ends.
+fn check_end(m: &Manifest, count: usize, end: u64, index: &mut FrameIndex, label: &Path) -> Result<()> {
     if count != m.entries.len() {
         return Err(region_err(
             label,
             format!("payload ends after {count} of the {} entries the manifest lists (truncated?)", m.entries.len()),
         ));
     }
-    let end = tar.end_offset().expect("the walk ended at the end-of-archive marker");
-    index.end(count, end).map_err(|e| region_err(label, format!("payload {e}")))?;
-    // Past the end-of-archive marker only zero padding may follow; reading
-    // it to the end also completes the payload hash.
-    let mut reader = tar.into_inner();
+    index.end(count, end).map_err(|e| region_err(label, format!("payload {e}")))
+}
+
+/// The manifest entry the member `count` of the stream must be: the same
+/// path, byte for byte.
+fn entry_for<'m>(
+    m: &'m Manifest,
+    count: usize,
+    member: &crate::tarwalk::Member,
+    label: &Path,
+) -> Result<&'m nxs_format::Entry> {
+    let want = m.entries.get(count).ok_or_else(|| {
+        region_err(label, format!("payload holds more entries than the {} the manifest lists", m.entries.len()))
+    })?;
+    if member.path != want.path.as_str().as_bytes() {
+        return Err(region_err(
+            label,
+            format!("payload entry {count} is `{}`, the manifest says `{}`", member.path.escape_ascii(), want.path),
+        ));
+    }
+    Ok(want)
+}
+
+/// A crash test kills the run here: with everything before this entry
+/// written, so where the rerun starts is deterministic.
+fn fault_point(sink: &Sink, writer: Option<&Writer>, name: &str) -> Result<()> {
+    if let Sink::Dir { .. } = sink {
+        if cfg!(feature = "fault-injection") {
+            if let Some(w) = writer {
+                w.drain()?;
+            }
+        }
+        crate::fault::effect(&format!("extract:{name}"))?;
+    }
+    Ok(())
+}
+
+fn zeros_to_the_end<R: Read>(mut reader: R, buf: &mut [u8], label: &Path) -> Result<R> {
     loop {
-        let n = reader.read(&mut buf).map_err(|e| region_err(label, format!("payload: {e}")))?;
+        let n = reader.read(buf).map_err(|e| region_err(label, format!("payload: {e}")))?;
         if n == 0 {
-            break;
+            return Ok(reader);
         }
         if buf[..n].iter().any(|&x| x != 0) {
             return Err(region_err(label, "payload has data after the end of its tar stream"));
         }
     }
-    Ok((reused, reader))
+}
+
+/// A member's header against its manifest entry: the kind and size it
+/// declares, and the mode and mtime that GNU tar and bsdtar apply from the
+/// header, which must be what the stub applies (modes) or what the
+/// manifest signs (mtime).
+fn check_declared(
+    m: &Manifest,
+    want: &nxs_format::Entry,
+    member: &crate::tarwalk::Member,
+    count: usize,
+    label: &Path,
+) -> Result<()> {
+    use crate::tarwalk::Kind;
+    let (ty, size) = (member.kind, member.size);
+    let name = want.path.as_str();
+    let declared = match (&want.kind, ty) {
+        (EntryKind::Dir, Kind::Directory) | (EntryKind::Link { .. }, Kind::Symlink) => size == 0,
+        (EntryKind::File { size: want_size, .. }, Kind::Regular) => size == *want_size,
+        _ => false,
+    };
+    if !declared {
+        return Err(region_err(
+            label,
+            format!(
+                "payload entry `{name}` is a {ty:?} of {size} bytes, which the manifest does not declare (it says {})",
+                describe(&want.kind)
+            ),
+        ));
+    }
+    if member.mode != want.mode || member.mtime != m.mtime {
+        return Err(region_err(
+            label,
+            format!(
+                "payload entry {count} (`{name}`, at byte {}) has mode {:o} and mtime {} in its tar header, the manifest says mode {:o} and mtime {}",
+                member.offset, member.mode, member.mtime, want.mode, m.mtime
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A directory entry, made in staging (kept if a resumed run made it).
+fn make_dir(sink: &Sink, want: &nxs_format::Entry) -> Result<()> {
+    if let Sink::Dir { root, resume } = sink {
+        let p = root.join(want.path.as_str());
+        let kept = *resume && staged_dir_is_ours(&p);
+        if !kept {
+            if *resume {
+                remove_any(&p)?;
+            }
+            fs::create_dir(&p).map_err(|e| Error::io("cannot create directory", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A link entry: its target must be the manifest's; then made in staging
+/// (kept if a resumed run made it, with that target).
+fn make_link(sink: &Sink, want: &nxs_format::Entry, target: &str, got: &[u8], label: &Path) -> Result<()> {
+    if got != target.as_bytes() {
+        return Err(region_err(
+            label,
+            format!("payload link `{}` points at `{}`, the manifest says `{target}`", want.path, got.escape_ascii()),
+        ));
+    }
+    if let Sink::Dir { root, resume } = sink {
+        let p = root.join(want.path.as_str());
+        let kept = *resume
+            && fs::read_link(&p).map(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes()).unwrap_or(false);
+        if !kept {
+            if *resume {
+                remove_any(&p)?;
+            }
+            std::os::unix::fs::symlink(target, &p).map_err(|e| Error::io("cannot create link", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a file entry's bytes go.
+enum Staged {
+    /// A resumed run's copy that matches, sealed again: only read the entry.
+    Kept,
+    /// A new file in staging, or `None` when only checking.
+    Fresh(Option<(std::sync::Arc<fs::File>, std::sync::Arc<std::path::PathBuf>)>),
+}
+
+fn open_staged(sink: &Sink, want: &nxs_format::Entry, size: u64, sha256: &[u8; 32]) -> Result<Staged> {
+    let Sink::Dir { root, resume } = sink else { return Ok(Staged::Fresh(None)) };
+    let p = root.join(want.path.as_str());
+    if *resume {
+        if let Some(f) = staged_file_matches(&p, size, sha256) {
+            // Its mode and durability may predate the crash.
+            seal(&f, &p, want.mode)?;
+            return Ok(Staged::Kept);
+        }
+        remove_any(&p)?;
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|e| Error::io("cannot create", &p, e))?;
+    Ok(Staged::Fresh(Some((std::sync::Arc::new(f), std::sync::Arc::new(p)))))
 }
 
 /// A format 3 frame index, checked against where the members really begin
