@@ -23,7 +23,16 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
+
+mod frames;
+mod tree;
+mod writer;
+
+use frames::FrameIndex;
+pub use tree::check_tree;
+use tree::hash_reader;
+use writer::{Msg, Writer, WRITE_CHUNK};
 
 /// Where extracted bytes go.
 pub enum Sink<'a> {
@@ -425,75 +434,6 @@ fn open_staged(sink: &Sink, want: &nxs_format::Entry, size: u64, sha256: &[u8; 3
     Ok(Staged::Fresh(Some((std::sync::Arc::new(f), std::sync::Arc::new(p)))))
 }
 
-/// A format 3 frame index, checked against where the members really begin
-/// in the tar stream: each frame names the first member that begins in it,
-/// or none when none does. A reader that starts at a frame relies on it.
-struct FrameIndex<'a> {
-    frames: &'a [Frame],
-    /// Where each frame begins in the tar stream.
-    starts: Vec<u64>,
-    /// The first frame whose first member has not been seen yet.
-    next: usize,
-}
-
-impl<'a> FrameIndex<'a> {
-    fn new(m: &'a Manifest, first: usize) -> FrameIndex<'a> {
-        let frames: &[Frame] = if m.format >= 3 { &m.frames } else { &[] };
-        let mut at = 0u64;
-        let starts = frames
-            .iter()
-            .map(|f| {
-                let s = at;
-                at += f.raw;
-                s
-            })
-            .collect();
-        FrameIndex { frames, starts, next: first }
-    }
-
-    /// Member `entry` (the entry count for the end marker) begins at tar
-    /// offset `at`. Returns its frame when it is the first member there.
-    fn member(&mut self, entry: usize, at: u64) -> std::result::Result<Option<usize>, String> {
-        if self.frames.is_empty() {
-            return Ok(None);
-        }
-        let f = self.starts.partition_point(|&s| s <= at) - 1;
-        for g in self.next..f {
-            if let Some(x) = self.frames[g].first {
-                return Err(format!(
-                    "frame {g}: its signed index names entry {} at offset {}, but no member begins in it",
-                    x.entry, x.offset
-                ));
-            }
-        }
-        if f < self.next {
-            return Ok(None);
-        }
-        let want = FirstMember { entry: entry as u64, offset: at - self.starts[f] };
-        if self.frames[f].first != Some(want) {
-            return Err(format!(
-                "entry {entry} begins at byte {} of frame {f}, which its signed index does not say ({:?})",
-                want.offset, self.frames[f].first
-            ));
-        }
-        self.next = f + 1;
-        Ok(Some(f))
-    }
-
-    /// The end marker begins at `at`; no frame after it names a member.
-    fn end(&mut self, entry: usize, at: u64) -> std::result::Result<(), String> {
-        if self.frames.is_empty() {
-            return Ok(());
-        }
-        self.member(entry, at)?;
-        let last = self.frames.len();
-        match (self.next..last).find(|&g| self.frames[g].first.is_some()) {
-            Some(g) => Err(format!("frame {g}: its signed index names a member after the end of the archive")),
-            None => Ok(()),
-        }
-    }
-}
-
 /// After a complete walk into a directory: prune a resumed staging
 /// directory and apply directory modes.
 fn finish(sink: &Sink, m: &nxs_format::Manifest) -> Result<()> {
@@ -626,118 +566,6 @@ fn copy_entry(
     Ok(())
 }
 
-/// What the writer thread is asked to do.
-enum Msg {
-    /// Append the first `usize` bytes of the buffer to the file.
-    Data(Arc<fs::File>, Arc<std::path::PathBuf>, Vec<u8>, usize),
-    /// All bytes sent: give the file its mode and start its writeback.
-    Seal(Arc<fs::File>, Arc<std::path::PathBuf>, u32),
-    /// Say when everything before this is written.
-    Barrier(mpsc::SyncSender<()>),
-}
-
-/// Chunks in flight between the walk and the writer, at most, and their
-/// size. Chunk buffers go back to a pool once written: musl's allocator
-/// is slow when one thread frees what another allocated.
-const WRITE_BUFFERS: usize = 8;
-const WRITE_CHUNK: usize = 256 << 10;
-
-/// A thread that writes extracted files. The walk hashes each chunk, then
-/// hands it over; the first error is kept and reported at the next check.
-struct Writer {
-    tx: Option<mpsc::SyncSender<Msg>>,
-    pool: Arc<Mutex<Vec<Vec<u8>>>>,
-    error: Arc<Mutex<Option<Error>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writer {
-    fn new() -> Writer {
-        let (tx, rx) = mpsc::sync_channel::<Msg>(WRITE_BUFFERS);
-        let pool: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
-        let back = pool.clone();
-        let error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
-        let err = error.clone();
-        let thread = std::thread::spawn(move || {
-            for msg in rx {
-                let failed = err.lock().map(|e| e.is_some()).unwrap_or(true);
-                let r = match msg {
-                    Msg::Data(f, p, buf, n) => {
-                        let r = if failed {
-                            Ok(())
-                        } else {
-                            (&*f).write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &p, e))
-                        };
-                        if let Ok(mut pool) = back.lock() {
-                            pool.push(buf);
-                        }
-                        r
-                    }
-                    Msg::Seal(f, p, mode) if !failed => seal(&f, &p, mode),
-                    Msg::Seal(..) => Ok(()),
-                    Msg::Barrier(tx) => {
-                        let _ = tx.send(());
-                        Ok(())
-                    }
-                };
-                if let Err(e) = r {
-                    if let Ok(mut slot) = err.lock() {
-                        slot.get_or_insert(e);
-                    }
-                }
-            }
-        });
-        Writer { tx: Some(tx), pool, error, thread: Some(thread) }
-    }
-
-    /// The writer's first error, if it had one.
-    fn check(&self) -> Result<()> {
-        match self.error.lock().ok().and_then(|mut e| e.take()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn send(&self, msg: Msg) -> Result<()> {
-        let stopped = || Error::new(crate::error::Class::Io, "the file writer stopped");
-        self.tx.as_ref().ok_or_else(stopped)?.send(msg).map_err(|_| stopped())
-    }
-
-    /// A chunk buffer: one the writer is done with, or a new one.
-    fn buffer(&self) -> Vec<u8> {
-        self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_else(|| vec![0u8; WRITE_CHUNK])
-    }
-
-    /// Closes the queue and waits for the thread to write what is left.
-    fn stop(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-
-    /// Waits until everything sent so far is written.
-    fn drain(&self) -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Msg::Barrier(tx))?;
-        rx.recv().map_err(|_| Error::new(crate::error::Class::Io, "the file writer stopped"))?;
-        self.check()
-    }
-
-    /// Waits for every write, and reports the first error.
-    fn finish(mut self) -> Result<()> {
-        self.stop();
-        self.check()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        // On an early return, let the thread drain and end.
-        self.stop();
-    }
-}
-
 fn describe(k: &EntryKind) -> String {
     match k {
         EntryKind::Dir => "a directory".into(),
@@ -756,93 +584,4 @@ fn sync_tree(root: &Path) -> Result<()> {
         return Err(Error::io("cannot sync the filesystem of", root, std::io::Error::last_os_error()));
     }
     Ok(())
-}
-
-/// Checks an installed tree against a manifest: every file's bytes and
-/// mode, every directory's mode. Returns the list of problems.
-pub fn check_tree(root: &Path, m: &nxs_format::Manifest) -> Vec<String> {
-    let mut problems = Vec::new();
-    // Directories that are not what the manifest says: nothing below one
-    // is looked at, so no check reads through a link someone put there.
-    let mut bad: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    for e in &m.entries {
-        let p = root.join(e.path.as_str());
-        if let Some(parent) = e.path.as_str().rsplit_once('/').map(|(d, _)| d) {
-            if bad.contains(parent) {
-                problems.push(format!("{}: not checked, {parent} is not the directory it should be", p.display()));
-                bad.insert(e.path.as_str());
-                continue;
-            }
-        }
-        if e.kind == EntryKind::Dir && !fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
-            bad.insert(e.path.as_str());
-        }
-        let meta = match fs::symlink_metadata(&p) {
-            Ok(meta) => meta,
-            Err(err) => {
-                problems.push(format!("{}: {err}", p.display()));
-                continue;
-            }
-        };
-        let mode = meta.permissions().mode() & 0o7777;
-        match &e.kind {
-            EntryKind::Dir if !meta.is_dir() => problems.push(format!("{}: expected a directory", p.display())),
-            EntryKind::File { .. } if !meta.is_file() => {
-                problems.push(format!("{}: expected a regular file", p.display()))
-            }
-            EntryKind::File { size, sha256 } => match hash_file(&p) {
-                Ok((n, got)) if n == *size && &got == sha256 => {}
-                Ok((n, got)) => problems.push(format!(
-                    "{}: {} bytes with sha256 {}, expected {size} bytes with {}",
-                    p.display(),
-                    n,
-                    hex::encode(&got),
-                    hex::encode(sha256)
-                )),
-                Err(err) => problems.push(format!("{}: {err}", p.display())),
-            },
-            EntryKind::Dir => {}
-            EntryKind::Link { target } => {
-                let ok = meta.file_type().is_symlink()
-                    && fs::read_link(&p)
-                        .map(|t| t.as_os_str().as_encoded_bytes() == target.as_bytes())
-                        .unwrap_or(false);
-                if !ok {
-                    problems.push(format!("{}: expected a link to `{target}`", p.display()));
-                }
-                // A link's own mode means nothing on Linux.
-                continue;
-            }
-        }
-        if mode != e.mode {
-            problems.push(format!("{}: mode {mode:o}, expected {:o}", p.display(), e.mode));
-        }
-    }
-    problems
-}
-
-/// Hashes the regular file at `p`, opened without following a link and
-/// without blocking on a FIFO.
-fn hash_file(p: &Path) -> io::Result<(u64, [u8; 32])> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
-    }
-    hash_reader(&mut f)
-}
-
-/// The length and sha256 of everything `r` yields.
-fn hash_reader(r: &mut impl Read) -> io::Result<(u64, [u8; 32])> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            return Ok((n, h.finalize().into()));
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
 }
