@@ -88,9 +88,8 @@ impl Dir {
                 ));
             }
             let at = owned.as_ref().unwrap_or(self);
-            match at.expect_dir(part)? {
-                None => return Ok(None),
-                Some(_) => {}
+            if at.expect_dir(part)?.is_none() {
+                return Ok(None);
             }
             let c = cstr(part, &at.path)?;
             // SAFETY: openat relative to an open directory; owned below.
