@@ -31,14 +31,7 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
     let spec = Spec::load(&abs(&a.manifest))?;
     let (key, dev) = match &a.key {
         Some(k) => (abs(k), false),
-        None => {
-            eprintln!("==================================================================");
-            eprintln!(" WARNING: no --key given: signing with the DEVELOPMENT key under");
-            eprintln!(" target/dev-key/. These bundles are marked dev and are not for");
-            eprintln!(" release. Pass --key keys/release.key for a release build.");
-            eprintln!("==================================================================");
-            (crate::devkey::ensure(root)?, true)
-        }
+        None => (dev_key(root)?, true),
     };
     let password = match &a.password_file {
         Some(f) => Some(
@@ -58,20 +51,7 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
         eprintln!("warning: {w}");
     }
     let platforms: Vec<String> = if a.platforms.is_empty() { spec.platforms.clone() } else { a.platforms.clone() };
-    let mut stubs = BTreeMap::new();
-    for triple in &platforms {
-        let p = Platform::load(root, triple)?;
-        let stub = if a.dry_run {
-            PathBuf::from(format!("<stub for {triple}>"))
-        } else {
-            eprintln!("building the stub for {triple} ({})", p.name);
-            let s = crate::stub::build(root, &p, &trust, true)?;
-            let size = std::fs::metadata(&s)?.len();
-            eprintln!("  stub {}: {} bytes ({:.1} KiB; budget 1 MiB)", triple, size, size as f64 / 1024.0);
-            s
-        };
-        stubs.insert(triple.clone(), stub);
-    }
+    let stubs = build_stubs(root, &platforms, &trust, a.dry_run)?;
     // The spec's `backup` component is the nxs-backup program, built here
     // for each platform unless --source backup=... names another.
     let mut sources: Vec<(String, PathBuf)> = a.sources.iter().map(|(n, p)| (n.clone(), abs(p))).collect();
@@ -112,4 +92,38 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
     }
     println!("{}", report.sums.display());
     Ok(Some(report))
+}
+
+/// The development key, said loudly.
+fn dev_key(root: &Path) -> Result<PathBuf> {
+    eprintln!("==================================================================");
+    eprintln!(" WARNING: no --key given: signing with the DEVELOPMENT key under");
+    eprintln!(" target/dev-key/. These bundles are marked dev and are not for");
+    eprintln!(" release. Pass --key keys/release.key for a release build.");
+    eprintln!("==================================================================");
+    crate::devkey::ensure(root)
+}
+
+/// The stub of each platform, built with `trust` (placeholders in a dry run).
+fn build_stubs(
+    root: &Path,
+    platforms: &[String],
+    trust: &[TrustedKey],
+    dry_run: bool,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let mut stubs = BTreeMap::new();
+    for triple in platforms {
+        let p = Platform::load(root, triple)?;
+        let stub = if dry_run {
+            PathBuf::from(format!("<stub for {triple}>"))
+        } else {
+            eprintln!("building the stub for {triple} ({})", p.name);
+            let s = crate::stub::build(root, &p, trust, true)?;
+            let size = std::fs::metadata(&s)?.len();
+            eprintln!("  stub {}: {} bytes ({:.1} KiB; budget 1 MiB)", triple, size, size as f64 / 1024.0);
+            s
+        };
+        stubs.insert(triple.clone(), stub);
+    }
+    Ok(stubs)
 }

@@ -72,84 +72,17 @@ pub fn demo(root: &Path) -> Result<()> {
     )?
     .expect("not a dry run");
     let run = &report.bundles[0].path;
-    let tmp = tempfile::Builder::new().prefix("nxs-demo-").tempdir()?.keep();
-    let (troot, state) = (tmp.join("root"), tmp.join("state"));
-    let (stick, restored, pass) = (tmp.join("stick"), tmp.join("restored-state"), tmp.join("demo-passphrase"));
-    std::fs::write(&pass, "a demo passphrase, not a secret\n")?;
-    let key_file = tmp.join("authkey");
-    let mut failed = Vec::new();
-    let install: Vec<std::ffi::OsString> = vec![
-        "install".into(),
-        "--root".into(),
-        troot.clone().into(),
-        "--state-dir".into(),
-        state.clone().into(),
-        "--join-attempts".into(),
-        "1".into(),
-        "--probe-timeout".into(),
-        "2".into(),
-    ];
-    let install: Vec<std::ffi::OsString> =
-        install.into_iter().chain(["--authkey-file".into(), key_file.clone().into()]).collect();
+    let at = Places::new()?;
     // The operator made a key on the server beforehand; it goes to a 0600
     // file, never to an argv.
-    let key = Headscale::key_in(&hs_bin, &db, "tag:nxs,tag:survival", "1h");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key_file)?
-            .write_all(format!("{key}\n").as_bytes())?;
-    }
+    write_key(&at.key_file, &Headscale::key_in(&hs_bin, &db, "tag:nxs,tag:survival", "1h"))?;
     println!(
         "\n$ headscale-double preauthkeys create --tags tag:nxs,tag:survival --expiration 1h > {}",
-        key_file.display()
+        at.key_file.display()
     );
-    let steps: Vec<(&str, Vec<std::ffi::OsString>, i32)> = vec![
-        ("", vec!["verify".into()], 0),
-        // Offline first: the login server is not up yet. The install works
-        // and the join waits, as on an air-gapped machine (exit 8).
-        ("", install.clone(), 8),
-        ("", vec!["status".into(), "--state-dir".into(), state.clone().into()], 0),
-        // Then the server comes up, and the same command with a key resumes
-        // the join without extracting again.
-        ("serve", install, 0),
-        ("", vec!["status".into(), "--state-dir".into(), state.clone().into(), "--json".into()], 0),
-        // The air-gapped path: an encrypted backup of the state directory
-        // onto a "stick", checked, and restored on "another machine".
-        (
-            "",
-            vec!["backup".into(), "--state-dir".into(), state.clone().into(), "--to".into(), stick.clone().into()]
-                .into_iter()
-                .chain(["--passphrase-file".into(), pass.clone().into()])
-                .collect(),
-            0,
-        ),
-        (
-            "",
-            vec!["backup".into(), "list".into(), stick.clone().into(), "--passphrase-file".into(), pass.clone().into()],
-            0,
-        ),
-        (
-            "",
-            vec![
-                "restore".into(),
-                "--from".into(),
-                stick.clone().into(),
-                "--state-dir".into(),
-                restored.clone().into(),
-            ]
-            .into_iter()
-            .chain(["--passphrase-file".into(), pass.clone().into()])
-            .collect(),
-            0,
-        ),
-    ];
+    let mut failed = Vec::new();
     let mut server = None;
-    for (before, args, want) in steps {
+    for (before, args, want) in at.steps() {
         if before == "serve" {
             let h = Headscale::start(&hs_bin, &ns, &db, port, &[])?;
             println!("\n(the Headscale TEST DOUBLE now serves {url}, in the demo's network namespace)");
@@ -161,33 +94,119 @@ pub fn demo(root: &Path) -> Result<()> {
         }
         if args[0] == "install" || args[0] == "status" {
             // Some data of NXS's own, as a running instance would have.
-            let sessions = state.join("sessions");
+            let sessions = at.state.join("sessions");
             std::fs::create_dir_all(&sessions)?;
             std::fs::write(sessions.join("demo.json"), "{\"session\":\"demo\"}\n")?;
         }
     }
     // The real tailscaled's supervisor outlives the install, as a service
     // would; the demo stops it, and the namespace goes with everything in it.
-    crate::double::stop_tailscaled(&state);
+    crate::double::stop_tailscaled(&at.state);
     drop(server);
     drop(ns);
-    println!("\nThe demo built {}", run.display());
-    println!("and installed it into {} (state in {}).", troot.display(), state.display());
-    println!(
-        "The first install finished DEGRADED (exit 8): the login server was not up, so the join waited, as on an\n\
-         air-gapped machine, with the key kept 0600. Once it was, the same install resumed the join without\n\
-         extracting, and the real Tailscale client {} joined the Headscale TEST DOUBLE over Tailscale's own\n\
-         protocol: RUNNING.",
-        crate::tailscale::VERSION
-    );
-    println!(
-        "It backed the state up, encrypted with age, to {}, and restored it into {}.",
-        stick.display(),
-        restored.display()
-    );
-    println!("Look around, then remove {} when done.", tmp.display());
+    at.summary(run);
     if !failed.is_empty() {
         bail!("demo failed: {}", failed.join("; "));
     }
+    Ok(())
+}
+
+/// Where the demo installs, keeps its state, backs up and restores, under
+/// a temporary directory that it leaves for the operator to look at.
+struct Places {
+    tmp: PathBuf,
+    root: PathBuf,
+    state: PathBuf,
+    stick: PathBuf,
+    restored: PathBuf,
+    pass: PathBuf,
+    key_file: PathBuf,
+}
+
+/// A step of the demo: what happens before it ("serve": the server comes
+/// up), the stub's arguments, and the exit code it must give.
+type Step = (&'static str, Vec<std::ffi::OsString>, i32);
+
+impl Places {
+    fn new() -> Result<Places> {
+        let tmp = tempfile::Builder::new().prefix("nxs-demo-").tempdir()?.keep();
+        let pass = tmp.join("demo-passphrase");
+        std::fs::write(&pass, "a demo passphrase, not a secret\n")?;
+        Ok(Places {
+            root: tmp.join("root"),
+            state: tmp.join("state"),
+            stick: tmp.join("stick"),
+            restored: tmp.join("restored-state"),
+            key_file: tmp.join("authkey"),
+            pass,
+            tmp,
+        })
+    }
+
+    fn steps(&self) -> Vec<Step> {
+        let os = |v: &[&dyn AsRef<std::ffi::OsStr>]| -> Vec<std::ffi::OsString> {
+            v.iter().map(|a| a.as_ref().to_os_string()).collect()
+        };
+        let install = os(&[
+            &"install",
+            &"--root",
+            &self.root,
+            &"--state-dir",
+            &self.state,
+            &"--join-attempts",
+            &"1",
+            &"--probe-timeout",
+            &"2",
+            &"--authkey-file",
+            &self.key_file,
+        ]);
+        let pass: [&dyn AsRef<std::ffi::OsStr>; 2] = [&"--passphrase-file", &self.pass];
+        vec![
+            ("", os(&[&"verify"]), 0),
+            // Offline first: the login server is not up yet. The install works
+            // and the join waits, as on an air-gapped machine (exit 8).
+            ("", install.clone(), 8),
+            ("", os(&[&"status", &"--state-dir", &self.state]), 0),
+            // Then the server comes up, and the same command with a key resumes
+            // the join without extracting again.
+            ("serve", install, 0),
+            ("", os(&[&"status", &"--state-dir", &self.state, &"--json"]), 0),
+            // The air-gapped path: an encrypted backup of the state directory
+            // onto a "stick", checked, and restored on "another machine".
+            ("", os(&[&"backup", &"--state-dir", &self.state, &"--to", &self.stick, pass[0], pass[1]]), 0),
+            ("", os(&[&"backup", &"list", &self.stick, pass[0], pass[1]]), 0),
+            ("", os(&[&"restore", &"--from", &self.stick, &"--state-dir", &self.restored, pass[0], pass[1]]), 0),
+        ]
+    }
+
+    fn summary(&self, run: &Path) {
+        println!("\nThe demo built {}", run.display());
+        println!("and installed it into {} (state in {}).", self.root.display(), self.state.display());
+        println!(
+            "The first install finished DEGRADED (exit 8): the login server was not up, so the join waited, as on an\n\
+             air-gapped machine, with the key kept 0600. Once it was, the same install resumed the join without\n\
+             extracting, and the real Tailscale client {} joined the Headscale TEST DOUBLE over Tailscale's own\n\
+             protocol: RUNNING.",
+            crate::tailscale::VERSION
+        );
+        println!(
+            "It backed the state up, encrypted with age, to {}, and restored it into {}.",
+            self.stick.display(),
+            self.restored.display()
+        );
+        println!("Look around, then remove {} when done.", self.tmp.display());
+    }
+}
+
+/// The auth key, into a new 0600 file.
+fn write_key(path: &Path, key: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(format!("{key}\n").as_bytes())?;
     Ok(())
 }
