@@ -26,6 +26,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod walk;
+use walk::{Source, Walk};
+
 /// What a backup holds, once every byte of it has been checked.
 #[derive(Debug)]
 pub struct Opened {
@@ -190,20 +193,13 @@ pub fn open_with(
 ) -> Result<Opened> {
     let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     let reread = file.try_clone().map_err(|e| Error::io("cannot open", path, e))?;
-    let failed = Arc::new(Mutex::new(None));
+    let src = Source { path, failed: Arc::new(Mutex::new(None)) };
     let (pos, hash) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Sha256::new())));
-    let medium = Medium { file, pos: pos.clone(), hash: hash.clone(), failed: failed.clone() };
+    let medium = Medium { file, pos: pos.clone(), hash: hash.clone(), failed: src.failed.clone() };
     let medium = BufReader::with_capacity(1 << 20, medium);
-    let medium_error = |what: Error| -> Error {
-        match lock(&failed).take() {
-            Some((at, e)) => Error::io(&format!("cannot read (at byte {at})"), path, e)
-                .hint("the medium fails to read: copy the backup off the stick, or try another copy"),
-            None => what,
-        }
-    };
     let decryptor = age::Decryptor::new_buffered(medium).map_err(|e| {
         let passphrase_file = false;
-        medium_error(decrypt_error(path, e, passphrase_file, keys))
+        src.medium_error(decrypt_error(path, e, passphrase_file, keys))
     })?;
     let passphrase = decryptor.is_scrypt();
     let plain = match keys {
@@ -213,7 +209,7 @@ pub fn open_with(
             decryptor.decrypt(std::iter::once(&id as &dyn age::Identity))
         }
     }
-    .map_err(|e| medium_error(decrypt_error(path, e, passphrase, keys)))?;
+    .map_err(|e| src.medium_error(decrypt_error(path, e, passphrase, keys)))?;
     // One zstd frame or several, as `zstd` and `cat a.zst b.zst` make them;
     // skippable frames are skipped.
     let frames = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, plain))
@@ -223,205 +219,31 @@ pub fn open_with(
     let frames = crate::pipe::reader(frames);
     let budget = Rc::new(std::cell::Cell::new(manifest::MAX_LEN + (64 << 10)));
     let frames = Budget { inner: frames, left: budget.clone() };
-    let corrupt = |e: io::Error| -> Error {
-        medium_error(
-            Error::verify(format!("{}: corrupted or truncated: {e}", path.display()))
-                .hint("this copy cannot be trusted; use an older backup, or another copy of this one"),
-        )
-    };
     let mut tar = tar::Archive::new(frames);
-    let mut stage = stage.map(|root| Stage { root, dir_modes: BTreeMap::new() });
-    let mut seen = BTreeSet::new();
-    let mut dropped = Vec::new();
-    let mut manifest: Option<Manifest> = None;
-    // Format 2: each file's hash as read, for NXS-SUMS at the end.
-    let mut hashed: Vec<(String, [u8; 32])> = Vec::new();
-    let mut sums: Option<Vec<u8>> = None;
-    // The phase begins once the manifest says how much there is.
-    let mut progress = Progress::silent();
-    let mut buf = vec![0u8; 256 << 10];
-    for entry in tar.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8(raw)
-            .map_err(|_| Error::verify(format!("{}: a member's name is not UTF-8", path.display())))?;
-        let kind = entry.header().entry_type();
-        // `tar -cf - .` names members `./x` and leads with `./` itself.
-        let bare = name.strip_prefix("./").unwrap_or(&name);
-        let bare = bare.trim_end_matches('/');
-        if bare.is_empty() || bare == "." {
-            continue;
-        }
-        let Some(m) = &manifest else {
-            if bare != manifest::NAME || !kind.is_file() {
-                return Err(Error::verify(format!(
-                    "{}: the first member is `{name}`, not the manifest `{}`",
-                    path.display(),
-                    manifest::NAME
-                ))
-                .hint("a backup's tar starts with NXS-BACKUP, then state/ (docs/FORMAT.md, \"Backups\")"));
-            }
-            let size = entry.header().size().map_err(corrupt)?;
-            if size > manifest::MAX_LEN {
-                return Err(Error::verify(format!("{}: the manifest claims {size} bytes", path.display())));
-            }
-            let mut text = Vec::with_capacity(size as usize);
-            entry.read_to_end(&mut text).map_err(corrupt)?;
-            let mut parsed =
-                Manifest::parse(&text).map_err(|e| Error { msg: format!("{}: {}", path.display(), e.msg), ..e })?;
-            // A hand-made backup of a whole state directory carries the
-            // bootstrap's own files too; they are checked against nothing
-            // and never restored over the machine's own.
-            parsed.entries.retain(|p, _| {
-                let top = p.split('/').next().unwrap_or(p);
-                let owned = nxs_format::state::is_bootstrap_owned(top);
-                if owned && !dropped.iter().any(|d: &String| d == top) {
-                    dropped.push(top.to_string());
-                }
-                !owned
-            });
-            // From here the stream may hold what the manifest declares.
-            budget.set(declared(&parsed, size).saturating_sub(size.div_ceil(512) * 512 + 512));
-            room(parsed.files().map(|(_, s)| s).sum())?;
-            progress = Progress::start(
-                if stage.is_some() { "restore" } else { "check" },
-                parsed.files().map(|(_, s)| s).sum(),
-            );
-            manifest = Some(parsed);
-            continue;
-        };
-        if sums.is_some() {
-            return Err(Error::verify(format!(
-                "{}: member `{name}` follows {}, which ends a backup",
-                path.display(),
-                manifest::SUMS
-            ))
-            .hint("the archive was altered after it was made; use another backup"));
-        }
-        if bare == manifest::ROOT {
-            continue;
-        }
-        if bare == manifest::SUMS && m.format >= 2 && kind.is_file() {
-            let size = entry.header().size().map_err(corrupt)?;
-            if size > manifest::MAX_LEN {
-                return Err(Error::verify(format!("{}: {} claims {size} bytes", path.display(), manifest::SUMS)));
-            }
-            let mut text = Vec::with_capacity(size as usize);
-            entry.read_to_end(&mut text).map_err(corrupt)?;
-            sums = Some(text);
-            continue;
-        }
-        let rel = bare
-            .strip_prefix("state/")
-            .ok_or_else(|| Error::verify(format!("{}: member `{name}` lies outside state/", path.display())))?;
-        if let Some(why) = manifest::path_problem(rel) {
-            return Err(Error::verify(format!("{}: member `{name}` {why}", path.display())));
-        }
-        let top = rel.split('/').next().unwrap_or(rel);
-        if nxs_format::state::is_bootstrap_owned(top) {
-            if !dropped.iter().any(|d: &String| d == top) {
-                dropped.push(top.to_string());
-            }
-            continue;
-        }
-        let want = m.entries.get(rel).ok_or_else(|| {
-            Error::verify(format!("{}: member `{name}` is not in the manifest", path.display()))
-                .hint("the archive and its manifest disagree: it was altered after it was made")
-        })?;
-        if !seen.insert(rel.to_string()) {
-            return Err(Error::verify(format!("{}: member `{name}` appears twice", path.display())));
-        }
-        let mismatch =
-            || Error::verify(format!("{}: member `{name}` is not the kind its manifest line says", path.display()));
-        match (&want.kind, kind) {
-            (Kind::Dir, tar::EntryType::Directory) => {
-                if let Some(s) = &mut stage {
-                    s.ensure_parents(rel)?;
-                    s.mkdir(rel)?;
-                    s.dir_modes.insert(rel.to_string(), want.mode);
-                }
-            }
-            (Kind::Link { target }, tar::EntryType::Symlink) => {
-                let got = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
-                if got != target.as_bytes() {
-                    return Err(Error::verify(format!(
-                        "{}: link `{name}` points elsewhere than its manifest says",
-                        path.display()
-                    )));
-                }
-                if let Some(s) = &mut stage {
-                    s.ensure_parents(rel)?;
-                    let p = s.root.join(rel);
-                    std::os::unix::fs::symlink(target, &p).map_err(|e| Error::io("cannot create the link", &p, e))?;
-                }
-            }
-            (Kind::File { size, sha256 }, k) if k.is_file() => {
-                let mut out = match &mut stage {
-                    Some(s) => {
-                        s.ensure_parents(rel)?;
-                        let p = s.root.join(rel);
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .mode(0o600)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(&p)
-                            .map_err(|e| Error::io("cannot create", &p, e))?;
-                        Some((f, p))
-                    }
-                    None => None,
-                };
-                let mut h = Sha256::new();
-                let mut got = 0u64;
-                loop {
-                    let n = entry.read(&mut buf).map_err(corrupt)?;
-                    if n == 0 {
-                        break;
-                    }
-                    got += n as u64;
-                    if got > *size {
-                        return Err(Error::verify(format!(
-                            "{}: `{name}` is larger than the {size} bytes its manifest says",
-                            path.display()
-                        )));
-                    }
-                    h.update(&buf[..n]);
-                    progress.add(n as u64);
-                    if let Some((f, p)) = &mut out {
-                        f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", p, e))?;
-                    }
-                }
-                let digest: [u8; 32] = h.finalize().into();
-                if got != *size || sha256.is_some_and(|want| want != digest) {
-                    return Err(Error::verify(format!(
-                        "{}: `{name}` does not match its manifest line (size {got} of {size}, or its sha256)",
-                        path.display()
-                    ))
-                    .hint("the backup was altered after it was made; use another"));
-                }
-                if sha256.is_none() {
-                    hashed.push((rel.to_string(), digest));
-                }
-                if let Some((f, p)) = out {
-                    // Modes come from the manifest; setuid and setgid never.
-                    f.set_permissions(fs::Permissions::from_mode(want.mode & 0o1777))
-                        .map_err(|e| Error::io("cannot set the mode of", &p, e))?;
-                    if let Ok(t) = entry.header().mtime() {
-                        let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
-                    }
-                    fault::effect("restore:stage-file")?;
-                }
-            }
-            _ => return Err(mismatch()),
-        }
-    }
-    let Some(mut m) = manifest else {
-        return Err(Error::verify(format!("{}: holds no manifest (an empty archive)", path.display())));
+    let mut walk = Walk {
+        src: &src,
+        stage: stage.map(|root| Stage { root, dir_modes: BTreeMap::new() }),
+        room,
+        budget,
+        seen: BTreeSet::new(),
+        dropped: Vec::new(),
+        manifest: None,
+        hashed: Vec::new(),
+        sums: None,
+        // The phase begins once the manifest says how much there is.
+        progress: Progress::silent(),
+        buf: vec![0u8; 256 << 10],
     };
+    for entry in tar.entries().map_err(|e| src.corrupt(e))? {
+        walk.member(&mut entry.map_err(|e| src.corrupt(e))?)?;
+    }
+    if walk.manifest.is_none() {
+        return Err(src.verify("holds no manifest (an empty archive)"));
+    }
     // Read to the very end: the last age chunk's tag is checked there, and a
     // cut file fails here if not before.
     let mut rest = tar.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| src.corrupt(e))?;
     drop(rest);
     // The file's hash: what the layers above left unread (nothing, or
     // bytes past age's last chunk, which it refuses) is read here.
@@ -432,45 +254,8 @@ pub fn open_with(
         .and_then(|_| io::copy(&mut reread, &mut sink))
         .map_err(|e| Error::io("cannot read", path, e))?;
     let sha256: [u8; 32] = sink.0.finalize().into();
-    let missing: Vec<&String> = m.entries.keys().filter(|p| !seen.contains(*p)).collect();
-    if let Some(first) = missing.first() {
-        return Err(Error::verify(format!(
-            "{}: {} manifest entries are missing from the archive, first `{first}`",
-            path.display(),
-            missing.len()
-        ))
-        .hint("the archive was cut short or altered; use another backup"));
-    }
-    if m.format >= 2 {
-        let text = sums.ok_or_else(|| {
-            Error::verify(format!("{}: ends without {}, the sums of its files", path.display(), manifest::SUMS))
-                .hint("the archive was cut short or altered; use another backup")
-        })?;
-        m.apply_sums(&text).map_err(|e| Error { msg: format!("{}: {}", path.display(), e.msg), ..e })?;
-        for (rel, digest) in &hashed {
-            if !matches!(m.entries.get(rel), Some(manifest::Entry { kind: Kind::File { sha256: Some(h), .. }, .. }) if h == digest)
-            {
-                return Err(Error::verify(format!(
-                    "{}: `state/{rel}` does not match its sha256 in {}",
-                    path.display(),
-                    manifest::SUMS
-                ))
-                .hint("the backup was altered after it was made; use another"));
-            }
-        }
-    }
-    progress.end();
-    if let Some(s) = stage {
-        // Deepest first, so that a read-only directory is closed last.
-        for (rel, mode) in s.dir_modes.iter().rev() {
-            let p = s.root.join(rel);
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o1777))
-                .map_err(|e| Error::io("cannot set the mode of", &p, e))?;
-        }
-        fs::set_permissions(s.root, fs::Permissions::from_mode(m.root_mode & 0o1777))
-            .map_err(|e| Error::io("cannot set the mode of", s.root, e))?;
-    }
-    Ok(Opened { manifest: m, sha256, passphrase, dropped })
+    let (manifest, dropped) = walk.finish()?;
+    Ok(Opened { manifest, sha256, passphrase, dropped })
 }
 
 /// sha256 of a whole file, and its length.
