@@ -1,0 +1,91 @@
+//! The raw TOML shape of a spec, with spans, before it is checked.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpec {
+    pub(super) product: RawProduct,
+    pub(super) platforms: Spanned<Vec<Spanned<String>>>,
+    pub(super) trust: RawTrust,
+    pub(super) headscale: Option<Spanned<RawHeadscale>>,
+    #[serde(default)]
+    pub(super) hooks: RawHooks,
+    #[serde(default)]
+    pub(super) component: Vec<Spanned<RawComponent>>,
+    #[serde(default)]
+    pub(super) tier: Vec<Spanned<RawTier>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProduct {
+    pub(super) name: Spanned<String>,
+    pub(super) version: Spanned<String>,
+    pub(super) mtime: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrust {
+    pub(super) keys: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeadscale {
+    pub(super) login_server: Spanned<String>,
+    pub(super) ca_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tags: Vec<Spanned<String>>,
+    pub(super) hostname: Spanned<String>,
+    pub(super) tailscale: Option<Spanned<String>>,
+    pub(super) tailscaled: Option<Spanned<String>>,
+    pub(super) userspace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) up_flags: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHooks {
+    pub(super) configure: Option<Spanned<RawHook>>,
+    pub(super) configure_fallback: Option<Spanned<RawHook>>,
+    pub(super) validate: Option<Spanned<RawHook>>,
+    pub(super) run: Option<Spanned<RawHook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub(super) argv: Vec<String>,
+    #[serde(default = "default_timeout")]
+    pub(super) timeout: u64,
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawComponent {
+    pub(super) name: Spanned<String>,
+    pub(super) source: Option<Spanned<String>>,
+    pub(super) from: Option<Spanned<String>>,
+    pub(super) install: Spanned<String>,
+    pub(super) mode: Option<Spanned<u32>>,
+    pub(super) dir_mode: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(super) platforms: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTier {
+    pub(super) name: Spanned<String>,
+    pub(super) extends: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) components: Vec<Spanned<String>>,
+}
