@@ -559,7 +559,7 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         for (name, found) in [("link", "symbolic link"), ("fifo", "FIFO")] {
             for access in [Access::Read, Access::Append, Access::ReadWrite] {
-                let e = d.open_file(name, access).err().expect("refused");
+                let e = d.open_file(name, access).expect_err("refused");
                 assert_eq!(e.class, Class::Io);
                 assert!(e.msg.contains(found) && e.msg.contains(name), "{}", e.msg);
             }
