@@ -22,7 +22,8 @@ pub mod fault;
 pub mod keys;
 pub mod list;
 pub mod lock;
-pub mod manifest;
+/// The backup manifest is the format crate's (`nxs_format::backup`).
+pub use nxs_format::backup as manifest;
 pub mod naming;
 pub mod pipe;
 pub mod restore;

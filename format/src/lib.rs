@@ -8,6 +8,7 @@
 //! `unicode-normalization` (the NFC/NFD tables the name rule needs). It
 //! turns bytes into typed values and back, and refuses anything else.
 
+pub mod backup;
 pub mod checkpoint;
 pub mod exit;
 pub mod hex;

@@ -68,6 +68,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<nxs_format::backup::BackupError> for Error {
+    fn from(e: nxs_format::backup::BackupError) -> Error {
+        Error { class: e.class, msg: e.msg, hint: e.hint, transient: false }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,7 +134,7 @@ impl Walk<'_> {
         let mut text = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut text).map_err(|e| self.src.corrupt(e))?;
         let mut parsed = Manifest::parse(&text)
-            .map_err(|e| Error { msg: format!("{}: {}", self.src.path.display(), e.msg), ..e })?;
+            .map_err(|e| Error { msg: format!("{}: {}", self.src.path.display(), e.msg), ..Error::from(e) })?;
         // A hand-made backup of a whole state directory carries the
         // bootstrap's own files too; they are checked against nothing
         // and never restored over the machine's own.
@@ -278,7 +278,8 @@ impl Walk<'_> {
                     .verify(format!("ends without {}, the sums of its files", manifest::SUMS))
                     .hint("the archive was cut short or altered; use another backup")
             })?;
-            m.apply_sums(&text).map_err(|e| Error { msg: format!("{}: {}", self.src.path.display(), e.msg), ..e })?;
+            m.apply_sums(&text)
+                .map_err(|e| Error { msg: format!("{}: {}", self.src.path.display(), e.msg), ..Error::from(e) })?;
             for (rel, digest) in &self.hashed {
                 if !matches!(m.entries.get(rel), Some(manifest::Entry { kind: Kind::File { sha256: Some(h), .. }, .. }) if h == digest)
                 {

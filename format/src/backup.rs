@@ -1,5 +1,15 @@
-//! The manifest inside every backup: the first tar member, `NXS-BACKUP`,
-//! and in format 2 the sums that end it, `NXS-SUMS`.
+//! The manifest inside every backup that nxs-backup writes: the first tar
+//! member, `NXS-BACKUP`, and in format 2 the sums that end it, `NXS-SUMS`.
+//! Here, in the format crate, beside the bundle's manifest: it is as much a
+//! contract with what already sits on sticks.
+//!
+//! Its paths are not [`crate::EntryPath`]s, deliberately: a bundle's names
+//! are the release engineer's and can be held to one spelling (NFC, no
+//! control bytes), but a state directory's names are whatever NXS and the
+//! operator made, any bytes but NUL and `/`, newlines included (`NXS-SUMS`
+//! escapes them as coreutils does). A backup that refused a file for its
+//! name would lose it; [`path_problem`] refuses only what cannot be restored
+//! safely.
 //!
 //! ```text
 //! nxs-backup 2
@@ -20,10 +30,44 @@
 //! the files, in a last member `NXS-SUMS` that `sha256sum -c` reads as it
 //! is (`HEX  state/PATH`). See docs/FORMAT.md, "Backups".
 
-use crate::error::{Class, Error, Result};
-use nxs_format::hex;
+use crate::exit::Class;
+use crate::hex;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+/// A backup manifest or sums refused: the exit class (3, or 4 for a
+/// newer format), what is wrong, and a hint.
+#[derive(Debug)]
+pub struct BackupError {
+    pub class: Class,
+    pub msg: String,
+    pub hint: Option<String>,
+}
+
+type Result<T> = std::result::Result<T, BackupError>;
+
+impl BackupError {
+    fn new(class: Class, msg: impl Into<String>) -> BackupError {
+        BackupError { class, msg: msg.into(), hint: None }
+    }
+
+    fn verify(msg: impl Into<String>) -> BackupError {
+        BackupError::new(Class::Verify, msg)
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> BackupError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl std::fmt::Display for BackupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for BackupError {}
 
 /// The backup format this tool writes, and the newest it reads. Format 1
 /// carried each file's hash in the manifest; format 2 in `NXS-SUMS`.
@@ -124,9 +168,9 @@ impl Manifest {
     /// Parses a manifest. A newer format is `Incompatible` (exit 4); any
     /// other fault is `Verify` (exit 3), with its line number.
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
-        let text = std::str::from_utf8(bytes).map_err(|_| Error::verify(format!("{NAME} is not UTF-8")))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| BackupError::verify(format!("{NAME} is not UTF-8")))?;
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-        let (_, first) = lines.next().ok_or_else(|| Error::verify(format!("{NAME} is empty")))?;
+        let (_, first) = lines.next().ok_or_else(|| BackupError::verify(format!("{NAME} is empty")))?;
         let version = format_line(first)?;
         let mut m = Manifest {
             format: version,
@@ -200,8 +244,8 @@ impl Manifest {
     /// Fills in a format 2 manifest's hashes from its `NXS-SUMS`: exactly
     /// one line for each listed file, and none for anything else.
     pub fn apply_sums(&mut self, bytes: &[u8]) -> Result<()> {
-        let bad = |n: usize, why: String| Error::verify(format!("{SUMS} line {n}: {why}"));
-        let text = std::str::from_utf8(bytes).map_err(|_| Error::verify(format!("{SUMS} is not UTF-8")))?;
+        let bad = |n: usize, why: String| BackupError::verify(format!("{SUMS} line {n}: {why}"));
+        let text = std::str::from_utf8(bytes).map_err(|_| BackupError::verify(format!("{SUMS} is not UTF-8")))?;
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
             let (escaped, line) = match line.strip_prefix('\\') {
@@ -225,7 +269,7 @@ impl Manifest {
             }
         }
         if let Some((p, _)) = self.entries.iter().find(|(_, e)| matches!(e.kind, Kind::File { sha256: None, .. })) {
-            return Err(Error::verify(format!("{SUMS} has no line for `state/{p}`")));
+            return Err(BackupError::verify(format!("{SUMS} has no line for `state/{p}`")));
         }
         Ok(())
     }
@@ -256,8 +300,8 @@ fn unescape(s: &str) -> Option<String> {
     Some(out)
 }
 
-fn bad(n: usize, why: String) -> Error {
-    Error::verify(format!("{NAME} line {n}: {why}"))
+fn bad(n: usize, why: String) -> BackupError {
+    BackupError::verify(format!("{NAME} line {n}: {why}"))
 }
 
 fn mode(n: usize, v: &str) -> Result<u32> {
@@ -274,7 +318,7 @@ fn format_line(first: &str) -> Result<u32> {
         .and_then(|v| v.parse::<u32>().ok())
         .ok_or_else(|| bad(1, format!("expected `nxs-backup {FORMAT}`, found `{first}`")))?;
     if version > FORMAT {
-        return Err(Error::new(
+        return Err(BackupError::new(
             Class::Incompatible,
             format!("the backup is format {version}; this nxs-backup reads formats 1 to {FORMAT}"),
         )
@@ -311,7 +355,7 @@ fn check_parents(entries: &BTreeMap<String, Entry>) -> Result<()> {
         let mut parent = path.as_str();
         while let Some((p, _)) = parent.rsplit_once('/') {
             if !matches!(entries.get(p), Some(Entry { kind: Kind::Dir, .. })) {
-                return Err(Error::verify(format!(
+                return Err(BackupError::verify(format!(
                     "{NAME}: `{path}` lies under `{p}`, which is not a listed directory"
                 )));
             }
