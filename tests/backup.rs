@@ -519,6 +519,12 @@ fn truncated_flipped_and_wrong_key_backups_are_refused_and_touch_nothing() {
         b[at] ^= 0x04;
         cases.push(("bit flipped", b, id.clone()));
     }
+    // A header that says v1 but no longer parses: age calls it an unknown
+    // version; it is damage all the same (exit 3, not 4).
+    let mac = good.windows(5).position(|w| w == b"\n--- ").expect("the age header's MAC line") + 5;
+    let mut b = good.clone();
+    b[mac] = b'!';
+    cases.push(("MAC line damaged", b, id.clone()));
     cases.push(("wrong identity", good.clone(), vec!["-i", s(&other_key)]));
     cases.push(("passphrase for an X25519 backup", good.clone(), vec!["--passphrase-file", s(&pass)]));
     cases.push(("not age at all", b"hello, this is not a backup\n".to_vec(), id.clone()));

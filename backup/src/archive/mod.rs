@@ -130,6 +130,14 @@ fn decrypt_error(path: &Path, e: age::DecryptError, passphrase_file: bool, keys:
         }
         D::InvalidMac => Error::verify(format!("{name}: the age header's MAC does not match: the header is damaged")),
         D::InvalidHeader => Error::verify(format!("{name}: not an age file, or its header is damaged")),
+        // age reads a header that says v1 but does not parse as v1 as a
+        // header of an unknown version (age 0.12.1 `src/format.rs` 301-310:
+        // `alt` falls back to `Header::Unknown`): that is damage, not a
+        // newer format.
+        D::UnknownFormat if says_age_v1(path) => {
+            Error::verify(format!("{name}: its age header says v1 but does not parse: the header is damaged"))
+                .hint("this copy cannot be trusted; use an older backup, or another copy of this one")
+        }
         D::UnknownFormat => {
             Error::new(Class::Incompatible, format!("{name}: an age format version this tool does not read"))
                 .hint("decrypt it with a newer `age`, then restore from the decrypted tar.zst made into a backup")
@@ -140,6 +148,12 @@ fn decrypt_error(path: &Path, e: age::DecryptError, passphrase_file: bool, keys:
         D::Io(e) => Error::verify(format!("{name}: cannot read the age header: {e}")),
         other => Error::verify(format!("{name}: {other}")),
     }
+}
+
+/// Whether the file begins with age's v1 version line.
+fn says_age_v1(path: &Path) -> bool {
+    let mut head = [0u8; 22];
+    File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == b"age-encryption.org/v1\n"
 }
 
 /// Staging: where checked members are written, and the modes to set last.
