@@ -262,7 +262,7 @@ pub(crate) mod tests {
 
     /// Pairs of spellings that name one file on a filesystem that ignores
     /// case or normalises names. Some spellings are not NFC, so they are
-    /// compared as keys here; `manifest.rs` checks the NFC ones in a manifest.
+    /// compared as keys here; `manifest/parse.rs` checks the NFC ones in a manifest.
     pub(crate) const SAME_NAME: &[(&str, &str)] = &[
         ("Etc/NXS.toml", "etc/nxs.toml"),
         ("\u{3a3}", "\u{3c3}"),                      // Σ, σ

@@ -1,5 +1,6 @@
 //! The bootstrap state machine, as a pure function: no I/O, no clock, no
-//! randomness. `install.rs` carries out the actions and feeds back events.
+//! randomness. `run/` carries out the actions and feeds back events; the decisions
+//! beside it are `policy.rs` and `join.rs`.
 //!
 //! Architecture invariant: this module does no I/O. Every path through the
 //! recovery matrix is a sequence of `step` calls that a unit test can drive.
