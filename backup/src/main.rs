@@ -257,21 +257,6 @@ fn main() {
             all.extend(fields);
             events::emit("result", &all);
         }
-        Err(e) => {
-            events::emit(
-                "result",
-                &[
-                    ("ok", "false".into()),
-                    ("exit", (e.class as i32).to_string()),
-                    ("error", json::s(&e.msg)),
-                    ("hint", json::opt(e.hint.as_deref())),
-                ],
-            );
-            eprintln!("error: {}", e.msg);
-            if let Some(h) = &e.hint {
-                eprintln!("  hint: {h}");
-            }
-            std::process::exit(e.class as i32);
-        }
+        Err(e) => std::process::exit(events::failed(&e)),
     }
 }

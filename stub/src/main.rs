@@ -24,23 +24,7 @@ fn main() {
     events::init(streams && args.iter().any(|a| a == "--json"), args.iter().any(|a| a == "--quiet"));
     let code = match run(&args) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", e.msg);
-            if let Some(h) = &e.hint {
-                eprintln!("  hint: {h}");
-            }
-            let code = e.exit_code();
-            events::emit(
-                "result",
-                &[
-                    ("ok", "false".into()),
-                    ("exit", code.to_string()),
-                    ("error", json::s(&e.msg)),
-                    ("hint", json::opt(e.hint.as_deref())),
-                ],
-            );
-            code
-        }
+        Err(e) => events::failed(&e),
     };
     std::process::exit(code);
 }

@@ -83,6 +83,27 @@ pub fn emit(event: &str, fields: &[(&str, String)]) {
     let _ = out.flush();
 }
 
+/// How a run that failed ends, for every program of ours: the error and
+/// its hint on stderr, the `result` event with the exit code under
+/// `--json`; the exit code to end with.
+pub fn failed(e: &crate::error::Error) -> i32 {
+    eprintln!("error: {}", e.msg);
+    if let Some(h) = &e.hint {
+        eprintln!("  hint: {h}");
+    }
+    let code = e.exit_code();
+    emit(
+        "result",
+        &[
+            ("ok", "false".into()),
+            ("exit", code.to_string()),
+            ("error", json::s(&e.msg)),
+            ("hint", json::opt(e.hint.as_deref())),
+        ],
+    );
+    code
+}
+
 /// A state transition of the install.
 pub fn state(from: &str, to: &str) {
     emit("state", &[("from", json::s(from)), ("to", json::s(to))]);

@@ -138,16 +138,13 @@ impl Walk<'_> {
         // A hand-made backup of a whole state directory carries the
         // bootstrap's own files too; they are checked against nothing
         // and never restored over the machine's own.
-        let mut dropped = std::mem::take(&mut self.dropped);
-        parsed.entries.retain(|p, _| {
-            let top = p.split('/').next().unwrap_or(p);
-            let owned = nxs_format::state::is_bootstrap_owned(top);
-            if owned && !dropped.iter().any(|d: &String| d == top) {
-                dropped.push(top.to_string());
-            }
-            !owned
-        });
-        self.dropped = dropped;
+        let top = |p: &str| p.split('/').next().unwrap_or(p).to_string();
+        let owned: Vec<String> =
+            parsed.entries.keys().map(|p| top(p)).filter(|t| nxs_format::state::is_bootstrap_owned(t)).collect();
+        parsed.entries.retain(|p, _| !nxs_format::state::is_bootstrap_owned(&top(p)));
+        for t in &owned {
+            self.drop_name(t);
+        }
         self.budget.set(declared(&parsed, size).saturating_sub(size.div_ceil(512) * 512 + 512));
         let total = parsed.files().map(|(_, s)| s).sum();
         (self.room)(total)?;

@@ -273,7 +273,6 @@ struct Timings {
 /// the contenders share.
 struct Bench<'a> {
     a: &'a Args,
-    dir: PathBuf,
     env: Env,
     host: crate::platform::Platform,
     corpus: PathBuf,
@@ -314,7 +313,7 @@ impl<'a> Bench<'a> {
         let ours_run = build_ours(&env, &corpus_dir, &arte.join("ours"))?;
         let a_vars =
             vec![("B", ours_run.clone()), ("A", arte.join("anchor.tar.zst")), ("M", arte.join("makeself.run"))];
-        let b = Bench { a, dir: dir.to_path_buf(), env, host, corpus: corpus_dir, files, arte, ours_run, a_vars };
+        let b = Bench { a, env, host, corpus: corpus_dir, files, arte, ours_run, a_vars };
         b.sh("anchor build", ANCHOR_BUILD, &b.a_vars)?;
         b.sh("makeself build", MAKESELF_BUILD, &b.a_vars)?;
         Ok(b)
@@ -490,8 +489,8 @@ impl<'a> Bench<'a> {
         let w = self.w();
         let mut rss = BTreeMap::new();
         for &s in &self.a.rss_sizes {
-            let (c, _) = corpus(&self.dir, s, self.a.seed)?;
-            let out = self.dir.join("rss-out");
+            let (c, _) = corpus(&self.env.dir, s, self.a.seed)?;
+            let out = self.env.dir.join("rss-out");
             clear(&out)?;
             let run = build_ours(&self.env, &c, &out)?;
             clear(w)?;
