@@ -1,13 +1,13 @@
 //! Per-target work for the stub: embed the trust root, the target triple and
 //! the version, and ask for a static link where the target allows it.
 //!
-//! `NXS_TRUST_ROOT` holds the minisign public keys (base64, as on the second
-//! line of a `.pub` file) separated by commas or white space. `cargo xtask`
-//! sets it from the bundle spec; without it the stub trusts no key and can
-//! only check a bundle with `verify --pubkey`.
+//! `NXS_TRUST_ROOT` holds the root of trust: a root file's text, or
+//! minisign public keys (base64, as on the second line of a `.pub` file)
+//! separated by commas or white space. `cargo xtask` sets it from the
+//! bundle spec; without it the stub trusts no key and can only check a
+//! bundle with `verify --pubkey`.
 
-use base64::Engine as _;
-use std::fmt::Write as _;
+use nxs_format::trust::{PublicKey, Root};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=NXS_TRUST_ROOT");
@@ -30,22 +30,27 @@ fn main() {
     let min_kernel = std::env::var("NXS_MIN_KERNEL").unwrap_or_else(|_| "3.2".to_string());
     println!("cargo:rustc-env=NXS_MIN_KERNEL={min_kernel}");
 
+    // The root this stub embeds: a root file's text (`nxs-root 1`, what
+    // the xtask passes), or, as before format 4, minisign public keys
+    // separated by commas or white space, which are root version 1 with a
+    // threshold of 1. Either way it is checked by the format crate's own
+    // parser here, and again when the stub reads it.
     let raw = std::env::var("NXS_TRUST_ROOT").unwrap_or_default();
-    let mut out = String::from(
-        "/// The public keys this stub trusts: (key id, base64).\npub const TRUST_ROOT: &[(&str, &str)] = &[\n",
-    );
-    for key in raw.split(|c: char| c == ',' || c.is_whitespace()).filter(|k| !k.is_empty()) {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(key)
-            .unwrap_or_else(|e| panic!("NXS_TRUST_ROOT: `{key}` is not base64: {e}"));
-        assert!(
-            bytes.len() == 42 && &bytes[0..2] == b"Ed",
-            "NXS_TRUST_ROOT: `{key}` is not a minisign Ed25519 public key"
-        );
-        let id: String = bytes[2..10].iter().rev().map(|b| format!("{b:02X}")).collect();
-        writeln!(out, "    ({id:?}, {key:?}),").unwrap();
-    }
-    out.push_str("];\n");
+    let text = if raw.is_empty() {
+        String::new()
+    } else if raw.starts_with("nxs-root ") {
+        Root::parse(raw.as_bytes()).unwrap_or_else(|e| panic!("NXS_TRUST_ROOT: {e}"));
+        raw
+    } else {
+        let keys = raw
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|k| !k.is_empty())
+            .map(|k| PublicKey::parse(k).unwrap_or_else(|e| panic!("NXS_TRUST_ROOT: {e}")))
+            .collect();
+        Root::single(keys).to_text()
+    };
+    let out =
+        format!("/// The root this stub trusts, as text (empty: none).\npub const TRUST_ROOT: &str = {text:?};\n");
     let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("trust_root.rs");
     std::fs::write(dest, out).unwrap();
 

@@ -137,10 +137,10 @@ fn a_terminal_session_shows_the_progress_line_redrawn_in_place() {
 }
 
 #[test]
-fn format_1_and_2_bundles_still_verify_and_install() {
+fn format_1_2_and_3_bundles_signed_by_one_key_still_verify_and_install() {
     let p = Project::new(None);
     let good = bundle_of(&p.build(&p.path().join("out")), "full").to_path_buf();
-    for format in [1, 2] {
+    for format in [1, 2, 3] {
         let t = tempfile::tempdir().unwrap();
         let old = t.path().join(format!("v{format}.run"));
         as_format(&good, format, &old);
@@ -160,7 +160,8 @@ fn format_1_and_2_bundles_still_verify_and_install() {
         let (root, state) = (t.path().join("r2"), t.path().join("s2"));
         let o = run(&old, &["install", "--root", s(&root), "--state-dir", s(&state)]);
         assert_eq!(code(&o), 3, "{}", stderr(&o));
-        assert!(stderr(&o).contains("payload at bytes"), "format {format}: {}", stderr(&o));
+        let region = if format < 3 { "payload at bytes" } else { "payload frame 1 of" };
+        assert!(stderr(&o).contains(region), "format {format}: {}", stderr(&o));
         assert!(!root.exists() && !state.exists());
     }
 }

@@ -587,7 +587,7 @@ fn a_bundle_of_the_example_spec_joins_with_the_keys_tags() {
             ("config".into(), config),
             (xtask::tool::COMPONENT.into(), stub().to_path_buf()),
         ],
-        key: test_key().0,
+        keys: vec![test_key().0],
         key_password: None,
         dev: true,
         source_date_epoch: None,

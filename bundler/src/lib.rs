@@ -8,12 +8,14 @@
 pub mod fsutil;
 pub mod pack;
 pub mod plan;
+pub mod root;
 pub mod sign;
 pub mod spec;
 
 use anyhow::{bail, Context, Result};
+use nxs_format::trust::{walk, PublicKey, Root, SignedRoot, TrustBlock, Walked};
 use sha2::{Digest, Sha256};
-use sign::{SigningKey, TrustedKey};
+use sign::SigningKey;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -21,19 +23,45 @@ pub use pack::{PackOptions, Packed};
 pub use plan::{BundlePlan, Plan};
 pub use spec::{Spec, SpecError};
 
-/// The trust root a stub for `spec` must embed.
+/// What a build trusts and carries: the root stubs embed, the chain
+/// bundles carry, and where it ends.
+#[derive(Debug, Clone)]
+pub struct TrustPlan {
+    /// The root every stub embeds (the first of `[trust] roots`, or
+    /// `[trust] keys` as root version 1 with a threshold of 1).
+    pub anchor: Root,
+    /// The roots each bundle carries, oldest first; empty for `keys`.
+    pub chain: Vec<SignedRoot>,
+    /// The chain walked from the anchor: its last root's keys sign.
+    pub newest: Walked,
+}
+
+/// The trust a stub for `spec` embeds, and the chain its bundles carry.
 ///
-/// In a release build every key file the spec lists must exist. In a
-/// development build (`dev_key` given) missing files are skipped with a
-/// warning and the development key is added, so the example spec builds on a
-/// fresh clone; such bundles are marked `dev` in their manifest.
+/// In a release build every file the spec lists must exist. In a
+/// development build (`dev_key` given) with `[trust] keys`, missing key
+/// files are skipped with a warning and the development key is added, so
+/// the example spec builds on a fresh clone; such bundles are marked `dev`
+/// in their manifest. A chain of roots is walked here as a stub will walk
+/// it, so a build never writes a bundle its own stubs would refuse.
 ///
-/// Returns the keys, and a warning for each key file skipped.
-pub fn trust_root(spec: &Spec, dev_key: Option<&TrustedKey>) -> Result<(Vec<TrustedKey>, Vec<String>)> {
-    let mut keys = Vec::new();
+/// Returns the plan, and a warning for each key file skipped.
+pub fn trust_plan(spec: &Spec, dev_key: Option<&PublicKey>) -> Result<(TrustPlan, Vec<String>)> {
+    if !spec.trust_roots.is_empty() {
+        let mut chain = Vec::new();
+        for (path, (line, col)) in &spec.trust_roots {
+            chain.push(root::read_root(path).with_context(|| {
+                format!("{}:{line}:{col}: trust root {} cannot be used", spec.file.display(), path.display())
+            })?);
+        }
+        let newest = root::verify_chain(&chain)
+            .with_context(|| format!("{}: the [trust] roots do not form a chain", spec.file.display()))?;
+        return Ok((TrustPlan { anchor: chain[0].root.clone(), chain, newest }, Vec::new()));
+    }
+    let mut keys: Vec<PublicKey> = Vec::new();
     let mut warnings = Vec::new();
     for (path, (line, col)) in &spec.trust_keys {
-        match TrustedKey::from_file(path) {
+        match sign::public_key_file(path) {
             Ok(k) => keys.push(k),
             Err(_) if dev_key.is_some() && !path.exists() => {
                 warnings.push(format!("{}:{line}:{col}: trust root key {} is missing; this development build goes on without it", spec.file.display(), path.display()));
@@ -56,7 +84,47 @@ pub fn trust_root(spec: &Spec, dev_key: Option<&TrustedKey>) -> Result<(Vec<Trus
     if keys.is_empty() {
         bail!("{}: the trust root is empty; list at least one public key under [trust] keys", spec.file.display());
     }
-    Ok((keys, warnings))
+    let anchor = Root::single(keys);
+    let newest = walk(&anchor, &anchor.to_text(), &TrustBlock::default()).map_err(anyhow::Error::msg)?;
+    Ok((TrustPlan { anchor, chain: Vec::new(), newest }, warnings))
+}
+
+/// Loads the signing keys and checks that they meet the newest root's
+/// threshold: each listed there and not revoked, each counted once.
+pub fn signing_keys(
+    trust: &TrustPlan,
+    keys: &[PathBuf],
+    password: Option<&str>,
+    spec: &Path,
+) -> Result<Vec<SigningKey>> {
+    let newest = &trust.newest.root;
+    let mut out: Vec<SigningKey> = Vec::new();
+    for path in keys {
+        let key = SigningKey::load(path, password.map(str::to_string))?;
+        let id = key.public().id;
+        if newest.key(&id).is_none() || trust.newest.revoked.contains(&id) {
+            bail!(
+                "the signing key {} (id {id}) is not in the trust root of {} (root version {}), so its bundles could never verify\n  help: add its .pub file to [trust] keys, or rotate the root to include it",
+                path.display(),
+                spec.display(),
+                newest.version
+            );
+        }
+        if out.iter().any(|k| k.public().id == id) {
+            bail!("the signing key {} (id {id}) is given twice; a key counts once", path.display());
+        }
+        out.push(key);
+    }
+    if out.len() < newest.threshold {
+        bail!(
+            "root version {} needs {} signatures on each manifest, and {} signing key{} given\n  help: pass --key once per signer",
+            newest.version,
+            newest.threshold,
+            out.len(),
+            if out.len() == 1 { " is" } else { "s are" }
+        );
+    }
+    Ok(out)
 }
 
 /// Parses a `--source NAME=PATH` argument (the bundler's and the xtask's).
@@ -78,7 +146,8 @@ pub struct BuildRequest {
     pub stubs: BTreeMap<String, PathBuf>,
     /// Component sources taken from elsewhere than the spec says: (name, path).
     pub sources: Vec<(String, PathBuf)>,
-    pub key: PathBuf,
+    /// The signing keys: at least the newest root's threshold of them.
+    pub keys: Vec<PathBuf>,
     pub key_password: Option<String>,
     /// The key is a development key: mark the bundles and relax the trust root.
     pub dev: bool,
@@ -109,17 +178,10 @@ pub fn plan_build(req: &BuildRequest) -> Result<(Spec, Plan)> {
 /// Plans and builds every bundle, then writes and signs `SHA256SUMS`.
 pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let (spec, plan) = plan_build(req)?;
-    let key = SigningKey::load(&req.key, req.key_password.clone())?;
-    let signer = TrustedKey::parse(&key.public_base64())?;
-    let (trust, _) = trust_root(&spec, if req.dev { Some(&signer) } else { None })?;
-    if !trust.contains(&signer) {
-        bail!(
-            "the signing key {} (id {}) is not in the trust root of {}, so its bundles could never verify\n  help: add its .pub file to [trust] keys",
-            req.key.display(),
-            key.key_id(),
-            spec.file.display()
-        );
-    }
+    let first = req.keys.first().context("no signing key given")?;
+    let dev_key = if req.dev { Some(SigningKey::load(first, req.key_password.clone())?.public()) } else { None };
+    let (trust, _) = trust_plan(&spec, dev_key.as_ref())?;
+    let keys = signing_keys(&trust, &req.keys, req.key_password.as_deref(), &spec.file)?;
     std::fs::create_dir_all(&req.out_dir).with_context(|| format!("cannot create {}", req.out_dir.display()))?;
     let mut bundles = Vec::new();
     for b in &plan.bundles {
@@ -128,7 +190,15 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         if req.pack.progress {
             eprintln!("  packing {} ({} entries)", b.file_name, b.entries.len());
         }
-        let input = pack::PackInput { spec: &spec, plan: b, stub, mtime: plan.mtime, key: &key, dev: req.dev };
+        let input = pack::PackInput {
+            spec: &spec,
+            plan: b,
+            stub,
+            mtime: plan.mtime,
+            keys: &keys,
+            chain: &trust.chain,
+            dev: req.dev,
+        };
         let packed = pack::pack(&input, &req.out_dir, &req.pack)?;
         if req.pack.progress {
             eprintln!(
@@ -142,7 +212,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         }
         bundles.push(packed);
     }
-    let (sums, sums_signature) = write_sums(&req.out_dir, &bundles, &key)?;
+    let (sums, sums_signature) = write_sums(&req.out_dir, &bundles, &keys[0])?;
     Ok(BuildReport { bundles, sums, sums_signature })
 }
 

@@ -1,6 +1,7 @@
 //! `nxs-bundle`: the bundler's command line.
 //!
-//! Exit codes: 0 success, 1 build failure, 2 usage, 3 spec error.
+//! Exit codes: 0 success, 1 build failure, 2 usage, 3 spec error or a
+//! root chain that breaks a rule (`root verify`).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -29,9 +30,10 @@ enum Cmd {
         /// NAME=PATH (`{target}` in PATH is the platform's triple).
         #[arg(long = "source", value_parser = nxs_bundler::parse_source)]
         sources: Vec<(String, PathBuf)>,
-        /// Minisign secret key to sign with.
-        #[arg(long)]
-        key: PathBuf,
+        /// Minisign secret key to sign with; once per signer, for a
+        /// root whose threshold is above 1.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
         /// File holding the secret key's password (else a prompt).
         #[arg(long)]
         password_file: Option<PathBuf>,
@@ -51,6 +53,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Root chains: make, rotate, sign and check the roots of trust
+    /// (docs/TRUST.md).
+    Root {
+        #[command(subcommand)]
+        cmd: RootCmd,
+    },
     /// Make a minisign key pair: STEM.key and STEM.pub.
     Keygen {
         stem: PathBuf,
@@ -64,6 +72,152 @@ enum Cmd {
         force: bool,
     },
 }
+
+/// What `root init` and `root rotate` make: a threshold of keys, written
+/// to a new file, perhaps signed at once.
+#[derive(clap::Args)]
+struct NewRoot {
+    #[arg(long)]
+    threshold: usize,
+    /// A minisign public key file; once per key.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Where to write the root (never over an existing file).
+    #[arg(long)]
+    out: PathBuf,
+    /// Sign it at once with these secret keys (else `root sign` later).
+    #[arg(long = "sign-with")]
+    sign_with: Vec<PathBuf>,
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RootCmd {
+    /// Write root version 1: THRESHOLD of the given public keys.
+    Init {
+        #[command(flatten)]
+        new: NewRoot,
+    },
+    /// Write the root after --from: its version plus one, new keys and
+    /// threshold, and keys revoked.
+    Rotate {
+        #[arg(long)]
+        from: PathBuf,
+        /// A key that may never sign again: its id (as minisign prints
+        /// it) or its .pub file.
+        #[arg(long = "revoke")]
+        revoke: Vec<String>,
+        #[command(flatten)]
+        new: NewRoot,
+    },
+    /// Sign a root with one secret key, offline: writes ROOT.<KEY ID>.minisig.
+    Sign {
+        root: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Check a chain of roots, oldest first, as a stub embedding the first
+    /// would. Exit 3 names the step and the rule that failed.
+    Verify {
+        #[arg(required = true)]
+        chain: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn sign_all(root: &std::path::Path, keys: &[PathBuf], password: &Option<String>) -> Result<()> {
+    for k in keys {
+        let key = nxs_bundler::sign::SigningKey::load(k, password.clone())?;
+        let out = nxs_bundler::root::sign_root(root, &key)?;
+        println!("signed: {} (key {})", out.display(), key.key_id());
+    }
+    Ok(())
+}
+
+fn run_root(cmd: RootCmd) -> Result<()> {
+    use nxs_bundler::root;
+    match cmd {
+        RootCmd::Init { new: NewRoot { threshold, keys, out, sign_with, password_file } } => {
+            let r = root::init(threshold, &keys)?;
+            root::write_root(&r, &out)?;
+            println!("root {}: {} ({} of {} keys)", r.version, out.display(), r.threshold, r.keys.len());
+            sign_all(&out, &sign_with, &read_password(&password_file)?)
+        }
+        RootCmd::Rotate { from, revoke, new: NewRoot { threshold, keys, out, sign_with, password_file } } => {
+            let old = root::read_root(&from)?;
+            let revoke =
+                revoke
+                    .iter()
+                    .map(|r| match nxs_format::trust::KeyId::parse(r) {
+                        Some(id) => Ok(id),
+                        None => nxs_bundler::sign::public_key_file(std::path::Path::new(r)).map(|k| k.id).with_context(
+                            || format!("--revoke {r}: neither a key id (16 upper-case hex digits) nor a .pub file"),
+                        ),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+            let r = root::rotate(&old.root, threshold, &keys, &revoke)?;
+            root::write_root(&r, &out)?;
+            println!(
+                "root {}: {} ({} of {} keys, {} revoked)",
+                r.version,
+                out.display(),
+                r.threshold,
+                r.keys.len(),
+                r.revoked.len()
+            );
+            println!(
+                "it needs {} signatures by keys of root {} and {} by its own",
+                old.root.threshold, old.root.version, r.threshold
+            );
+            sign_all(&out, &sign_with, &read_password(&password_file)?)
+        }
+        RootCmd::Sign { root: path, key, password_file } => sign_all(&path, &[key], &read_password(&password_file)?),
+        RootCmd::Verify { chain, json } => {
+            let roots = chain.iter().map(|p| root::read_root(p)).collect::<Result<Vec<_>>>()?;
+            let walked = root::verify_chain(&roots).map_err(|e| anyhow::Error::new(Refused(format!("{e:#}"))))?;
+            let r = &walked.root;
+            if json {
+                use nxs_format::json::{s, Obj};
+                let o = Obj::new()
+                    .raw("root_version", r.version)
+                    .raw("threshold", r.threshold)
+                    .array("keys", r.keys.iter().map(|k| s(&k.id.to_string())))
+                    .array("revoked", walked.revoked.iter().map(|k| s(&k.to_string())))
+                    .raw("steps", walked.steps);
+                println!("{}", o.finish());
+            } else {
+                println!(
+                    "chain good: root {} -> root {} ({} steps); root {} trusts {} of {} keys ({}), {} revoked",
+                    roots[0].root.version,
+                    r.version,
+                    walked.steps,
+                    r.version,
+                    r.threshold,
+                    r.keys.len(),
+                    r.keys.iter().map(|k| k.id.to_string()).collect::<Vec<_>>().join(", "),
+                    walked.revoked.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A chain that breaks a rule: exit 3, as the stub refuses it.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 fn parse_stub(s: &str) -> Result<(String, PathBuf), String> {
     let (t, p) = s.split_once('=').ok_or("expected TRIPLE=PATH")?;
@@ -100,7 +254,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("secret key: {}\npublic key: {}", sk.display(), pk.display());
             Ok(())
         }
-        Cmd::Build { manifest, stubs, sources, key, password_file, dev, platforms, tiers, out, dry_run, json } => {
+        Cmd::Root { cmd } => run_root(cmd),
+        Cmd::Build { manifest, stubs, sources, keys, password_file, dev, platforms, tiers, out, dry_run, json } => {
             let req = BuildRequest {
                 spec: manifest,
                 out_dir: out,
@@ -108,7 +263,7 @@ fn run(cli: Cli) -> Result<()> {
                 tiers,
                 stubs: stubs.into_iter().collect::<BTreeMap<_, _>>(),
                 sources,
-                key,
+                keys,
                 key_password: read_password(&password_file)?,
                 dev,
                 source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
@@ -176,7 +331,11 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
-        let code = if e.downcast_ref::<nxs_bundler::SpecError>().is_some() { 3 } else { 1 };
+        let code = if e.downcast_ref::<nxs_bundler::SpecError>().is_some() || e.downcast_ref::<Refused>().is_some() {
+            3
+        } else {
+            1
+        };
         std::process::exit(code);
     }
 }

@@ -10,6 +10,7 @@ use crate::plan::{BundlePlan, PlannedEntry};
 use crate::sign::SigningKey;
 use crate::spec::Spec;
 use anyhow::{bail, Context, Result};
+use nxs_format::trust::{SignedRoot, TrustBlock};
 use nxs_format::{Entry, EntryKind, Frame, Hook, Manifest, Region, Trailer};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -303,13 +304,39 @@ pub fn manifest_comment(m: &Manifest) -> String {
     format!("nxs-manifest {}", m.bundle_id())
 }
 
+/// The signature region of a bundle of `format` over the manifest `text`
+/// (docs/FORMAT.md): before format 4, one minisign signature by the first
+/// key; from format 4, the trust block, carrying `chain` and a signature
+/// by every key. Each signature is checked before it is used.
+pub fn signature_region(
+    format: u32,
+    text: &str,
+    comment: &str,
+    keys: &[&SigningKey],
+    chain: &[SignedRoot],
+) -> Result<String> {
+    let mut sigs = Vec::with_capacity(keys.len());
+    for key in keys {
+        let sig = key.sign(text.as_bytes(), comment)?;
+        key.check(text.as_bytes(), &sig)?;
+        sigs.push(sig);
+    }
+    if format < 4 {
+        return sigs.into_iter().next().context("no signing key");
+    }
+    Ok(TrustBlock { roots: chain.to_vec(), manifest_signatures: sigs }.to_text())
+}
+
 /// What one bundle is made from.
 pub struct PackInput<'a> {
     pub spec: &'a Spec,
     pub plan: &'a BundlePlan,
     pub stub: &'a Path,
     pub mtime: u64,
-    pub key: &'a SigningKey,
+    /// The manifest's signers, at least the newest root's threshold.
+    pub keys: &'a [SigningKey],
+    /// The roots the bundle carries, oldest first.
+    pub chain: &'a [SignedRoot],
     /// Signed with a development key.
     pub dev: bool,
 }
@@ -317,7 +344,8 @@ pub struct PackInput<'a> {
 /// Packs one bundle into `out_dir`: written under a temp name, fsynced and
 /// renamed, so a failed or interrupted build leaves no `.run` behind.
 pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Packed> {
-    let PackInput { spec, plan, stub, mtime, key, dev } = *input;
+    let PackInput { spec, plan, stub, mtime, keys, chain, dev } = *input;
+    let key = &keys[0];
     let final_path = out_dir.join(&plan.file_name);
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.partial-", plan.file_name))
@@ -365,8 +393,8 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
     let text = manifest.to_text();
     // Guard the contract: what we write must parse back to what we meant.
     debug_assert_eq!(Manifest::parse(text.as_bytes()).as_ref(), Ok(&manifest));
-    let sig = key.sign(text.as_bytes(), &manifest_comment(&manifest))?;
-    key.check(text.as_bytes(), &sig)?;
+    let signers: Vec<&SigningKey> = keys.iter().collect();
+    let sig = signature_region(manifest.format, &text, &manifest_comment(&manifest), &signers, chain)?;
     out.write_all(text.as_bytes())?;
     out.write_all(sig.as_bytes())?;
     let trailer = Trailer {

@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use blake2::Digest as _;
 use ed25519_dalek::Signer as _;
+use nxs_format::trust::{KeyId, PublicKey};
 use std::io::Read;
 use std::path::Path;
 
@@ -84,7 +85,12 @@ impl SigningKey {
 
     /// The key id as minisign prints it.
     pub fn key_id(&self) -> String {
-        key_id_of(&self.keynum)
+        KeyId(self.keynum).to_string()
+    }
+
+    /// The public half, as a root lists it.
+    pub fn public(&self) -> PublicKey {
+        PublicKey::parse(&self.public_base64()).expect("a key we hold is a minisign key")
     }
 
     /// Signs `data` in prehashed mode and returns the `.minisig` text.
@@ -140,37 +146,20 @@ impl std::io::Write for HashWriter<'_> {
     }
 }
 
-fn key_id_of(keynum: &[u8]) -> String {
-    // minisign prints the little-endian key number as upper-case hex.
-    keynum.iter().rev().map(|b| format!("{b:02X}")).collect()
+/// The public key in a minisign `.pub` file.
+pub fn public_key_file(path: &Path) -> Result<PublicKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read public key {}", path.display()))?;
+    parse_public(&text).with_context(|| format!("public key {}", path.display()))
 }
 
-/// A public key from a minisign `.pub` file or a bare base64 line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedKey {
-    /// The base64 line, as embedded into stubs.
-    pub base64: String,
-    pub key_id: String,
-}
-
-impl TrustedKey {
-    pub fn from_file(path: &Path) -> Result<TrustedKey> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read public key {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("public key {}", path.display()))
-    }
-
-    /// Parses a `.pub` file's text: an optional comment line, then base64.
-    pub fn parse(text: &str) -> Result<TrustedKey> {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-            .ok_or_else(|| anyhow!("no key line"))?;
-        let pk = minisign::PublicKey::from_base64(line).map_err(|e| anyhow!("not a minisign public key: {e}"))?;
-        let raw = B64.decode(line)?;
-        Ok(TrustedKey { base64: pk.to_base64(), key_id: key_id_of(&raw[2..10]) })
-    }
+/// Parses a `.pub` file's text: an optional comment line, then base64.
+pub fn parse_public(text: &str) -> Result<PublicKey> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .ok_or_else(|| anyhow!("no key line"))?;
+    PublicKey::parse(line).map_err(|e| anyhow!("not a minisign public key: {e}"))
 }
 
 /// Writes a new minisign key pair: `<stem>.key` and `<stem>.pub`.
@@ -215,9 +204,9 @@ mod tests {
         assert_eq!(a, b);
         key.check(b"hello", &a).unwrap();
         assert!(key.check(b"hellO", &a).is_err());
-        let tk = TrustedKey::from_file(&pk).unwrap();
+        let tk = public_key_file(&pk).unwrap();
         assert_eq!(tk.base64, key.public_base64());
-        assert_eq!(tk.key_id, key.key_id());
+        assert_eq!(tk.id.to_string(), key.key_id());
     }
 
     #[test]

@@ -90,3 +90,75 @@ fn keygen_refuses_to_overwrite() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
 }
+
+/// The root ceremony from the command line (docs/TRUST.md): init, rotate,
+/// sign one key at a time, verify; a chain short of signatures exits 3 and
+/// names the step.
+#[test]
+fn root_init_rotate_sign_verify() {
+    let d = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let o = bundle(args, d.path());
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    for k in ["a", "b", "c", "d"] {
+        ok(&["keygen", "--unencrypted", k]);
+    }
+    std::fs::create_dir(d.path().join("roots")).unwrap();
+    ok(&[
+        "root",
+        "init",
+        "--threshold",
+        "2",
+        "--key",
+        "a.pub",
+        "--key",
+        "b.pub",
+        "--key",
+        "c.pub",
+        "--out",
+        "roots/root-1",
+        "--sign-with",
+        "a.key",
+        "--sign-with",
+        "b.key",
+    ]);
+    let again = bundle(&["root", "init", "--threshold", "1", "--key", "a.pub", "--out", "roots/root-1"], d.path());
+    assert_eq!(again.status.code(), Some(1), "a root is never rewritten");
+    ok(&[
+        "root",
+        "rotate",
+        "--from",
+        "roots/root-1",
+        "--threshold",
+        "2",
+        "--key",
+        "b.pub",
+        "--key",
+        "c.pub",
+        "--key",
+        "d.pub",
+        "--revoke",
+        "a.pub",
+        "--out",
+        "roots/root-2",
+        "--sign-with",
+        "a.key",
+    ]);
+    // One signature of root 1's keys is not enough.
+    let o = bundle(&["root", "verify", "roots/root-1", "roots/root-2"], d.path());
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("root chain step 1 -> 2: root 2 has 1 valid signature from keys of root 1, which needs 2"),
+        "{err}"
+    );
+    // Each signer signs on their own machine; then the chain holds.
+    ok(&["root", "sign", "roots/root-2", "--key", "b.key"]);
+    ok(&["root", "sign", "roots/root-2", "--key", "d.key"]);
+    let json = ok(&["root", "verify", "roots/root-1", "roots/root-2", "--json"]);
+    assert!(json.starts_with("{\"root_version\":2,\"threshold\":2,") && json.contains("\"steps\":1"), "{json}");
+    let text = std::fs::read_to_string(d.path().join("roots/root-2")).unwrap();
+    assert!(text.starts_with("nxs-root 1\nversion 2\nthreshold 2\n") && text.contains("\nrevoked-key "), "{text}");
+}

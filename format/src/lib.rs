@@ -4,9 +4,11 @@
 //! A bundle is one file: `stub | payload | manifest | signature | trailer`.
 //! See `docs/FORMAT.md` for the byte layout and the versioning rules.
 //!
-//! Architecture invariant: this crate does no I/O, and its one dependency is
-//! `unicode-normalization` (the NFC/NFD tables the name rule needs). It
-//! turns bytes into typed values and back, and refuses anything else.
+//! Architecture invariant: this crate does no I/O. Its dependencies are
+//! `unicode-normalization` (the NFC/NFD tables the name rule needs),
+//! `minisign-verify` (the root chain's signatures, [`trust`]) and
+//! `base64` (minisign keys). It turns bytes into typed values and back,
+//! and refuses anything else.
 
 pub mod backup;
 pub mod checkpoint;
@@ -17,6 +19,7 @@ pub mod manifest;
 pub mod path;
 pub mod state;
 pub mod trailer;
+pub mod trust;
 pub mod version;
 
 pub use manifest::{
@@ -30,8 +33,10 @@ pub use version::Version;
 /// The bundle format version this code writes. A reader refuses a bundle
 /// whose trailer or manifest names a newer one (exit 4, incompatible).
 /// Version 2 added the Headscale client lines to the manifest; version 3
-/// each frame's sha256 and its first member.
-pub const FORMAT_VERSION: u32 = 3;
+/// each frame's sha256 and its first member; version 4 the trust block
+/// (a root chain and k-of-n manifest signatures, [`trust`]) in place of
+/// the single signature.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this code still reads: install records and
 /// bundles written by earlier releases.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;

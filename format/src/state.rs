@@ -13,6 +13,10 @@ pub const LOCK: &str = "lock";
 pub const CHECKPOINT: &str = "bootstrap.state";
 /// The highest version ever installed (the downgrade guard).
 pub const HIGHEST: &str = "highest-version";
+/// The highest root version whose chain an install here accepted, and the
+/// sha256 of that root's text: `<version> <sha256 hex>` (the freeze and
+/// rollback guard of the root chain, docs/TRUST.md).
+pub const HIGHEST_ROOT: &str = "highest-root";
 
 /// What a file's type bits (`st_mode`) name, for the refusal of a file
 /// found where the stub or nxs-backup expected one of its own.
@@ -38,7 +42,7 @@ pub fn planted(path: &std::path::Path, mode: u32, expected: &str) -> String {
 pub const PLANTED_HINT: &str = "nxs did not put it there, and never follows a link or opens a special file it did not make; look at what it is, move it away, and run again";
 
 /// Top-level files the bootstrap owns.
-pub const BOOTSTRAP_FILES: &[&str] = &[LOCK, CHECKPOINT, HIGHEST];
+pub const BOOTSTRAP_FILES: &[&str] = &[LOCK, CHECKPOINT, HIGHEST, HIGHEST_ROOT];
 /// Top-level directories the bootstrap owns.
 pub const BOOTSTRAP_DIRS: &[&str] = &["logs", "diag", "tailnet"];
 
@@ -72,7 +76,16 @@ mod tests {
 
     #[test]
     fn owned_names_and_their_temporaries() {
-        for n in ["lock", "bootstrap.state", "highest-version", "logs", "diag", "tailnet", ".bootstrap.state.tmp-42"] {
+        for n in [
+            "lock",
+            "bootstrap.state",
+            "highest-version",
+            "highest-root",
+            "logs",
+            "diag",
+            "tailnet",
+            ".bootstrap.state.tmp-42",
+        ] {
             assert!(is_bootstrap_owned(n), "{n}");
         }
         for n in ["sessions", "config.toml", ".lock", "locks", ".sessions.tmp-42", "bootstrap.state.bak"] {

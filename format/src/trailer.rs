@@ -12,7 +12,9 @@ pub const MAGIC_HEAD: &[u8; 8] = b"NXSBNDL\0";
 pub const MAGIC_TAIL: &[u8; 8] = b"NXSTRLR\0";
 /// Largest manifest a reader accepts, in bytes.
 pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
-/// Largest signature file a reader accepts, in bytes.
+/// Largest signature region a reader accepts before format 4, in bytes
+/// (one minisign signature); from format 4 it is the trust block's cap,
+/// [`crate::trust::MAX_BLOCK_LEN`].
 pub const MAX_SIGNATURE_LEN: u64 = 4096;
 
 /// Where the regions of a bundle lie. They are contiguous, in this order:
@@ -145,8 +147,9 @@ impl Trailer {
         if t.manifest_len > MAX_MANIFEST_LEN {
             return Err(TrailerError::TooLarge { region: "manifest", len: t.manifest_len, max: MAX_MANIFEST_LEN });
         }
-        if t.signature_len > MAX_SIGNATURE_LEN {
-            return Err(TrailerError::TooLarge { region: "signature", len: t.signature_len, max: MAX_SIGNATURE_LEN });
+        let max_signature = if format_version >= 4 { crate::trust::MAX_BLOCK_LEN } else { MAX_SIGNATURE_LEN };
+        if t.signature_len > max_signature {
+            return Err(TrailerError::TooLarge { region: "signature", len: t.signature_len, max: max_signature });
         }
         match t.total_len() {
             Some(n) if n == file_len => Ok(t),
@@ -198,9 +201,10 @@ mod tests {
             b[48..56].copy_from_slice(&sum.to_le_bytes());
             b
         };
-        assert_eq!(Trailer::decode(&with_version(4), len), Err(TrailerError::UnsupportedVersion(4)));
+        assert_eq!(Trailer::decode(&with_version(5), len), Err(TrailerError::UnsupportedVersion(5)));
         assert_eq!(Trailer::decode(&with_version(0), len), Err(TrailerError::UnsupportedVersion(0)));
         // Every version this code knows is read.
+        assert_eq!(Trailer::decode(&with_version(4), len).map(|t| t.format_version), Ok(4));
         assert_eq!(Trailer::decode(&with_version(3), len).map(|t| t.format_version), Ok(3));
         assert_eq!(Trailer::decode(&with_version(2), len).map(|t| t.format_version), Ok(2));
         assert_eq!(Trailer::decode(&with_version(1), len).map(|t| t.format_version), Ok(1));

@@ -13,6 +13,7 @@
 //! before it is verified, and nothing verified is read again from disk.
 
 use crate::error::{Class, Error, Result};
+use nxs_format::trust::{self, PublicKey, Root, TrustBlock};
 use nxs_format::{hex, Manifest, Trailer, TRAILER_LEN};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -36,9 +37,27 @@ pub struct Bundle {
     pub manifest: Manifest,
     /// The verified manifest bytes, kept for the install record.
     pub manifest_bytes: Vec<u8>,
+    /// The signature region's text, kept for the install record: one
+    /// minisign signature before format 4, the trust block from 4.
     pub signature: String,
-    /// Key id of the key that signed it.
-    pub signer: String,
+    /// Who signed it, under which root.
+    pub trusted: Trusted,
+}
+
+/// What the trust check found: the root the manifest's signatures were
+/// counted against, and whose they were.
+#[derive(Debug, Clone)]
+pub struct Trusted {
+    /// 0 when trust is one key given from outside (`verify --pubkey
+    /// KEY.pub`), under no root.
+    pub root_version: u64,
+    pub threshold: usize,
+    /// Key ids of the distinct keys whose signatures counted.
+    pub signers: Vec<String>,
+    /// Roots walked past the one this stub embeds.
+    pub steps: usize,
+    /// The sha256 of that root's exact bytes, for the freeze record.
+    pub root_sha256: [u8; 32],
 }
 
 /// A bundle whose manifest signature has been verified, and nothing else:
@@ -50,9 +69,11 @@ pub struct Signed {
 
 /// Where the trust comes from.
 pub enum Trust<'a> {
-    /// The keys embedded at build time.
+    /// The root embedded at build time.
     Embedded,
-    /// A public key file given by the operator (`verify --pubkey`).
+    /// A file given by the operator (`verify --pubkey`): a minisign public
+    /// key, which is trusted as root version 1 with a threshold of 1, or a
+    /// root file, from which the bundle's chain is walked.
     PubkeyFile(&'a Path),
 }
 
@@ -75,26 +96,42 @@ fn read_at(file: &File, path: &Path, offset: u64, len: u64, region: &str) -> Res
     Ok(buf)
 }
 
-fn load_keys(trust: &Trust) -> Result<Vec<(String, minisign_verify::PublicKey)>> {
+/// Where a trust check starts.
+enum Anchor {
+    /// A root and its exact text: the bundle's chain is walked from it.
+    Root(Root, String),
+    /// One key given from outside (`verify --pubkey KEY.pub`): a manifest
+    /// signature by it is enough, whatever chain the bundle carries.
+    Key(PublicKey),
+}
+
+/// Where trust starts.
+fn anchor(trust: &Trust) -> Result<Anchor> {
     match trust {
         Trust::Embedded => {
             if TRUST_ROOT.is_empty() {
                 return Err(Error::new(Class::Verify, "this stub was built with an empty trust root, so it trusts no signature")
                     .hint("check the bundle with `verify --pubkey FILE` and a published key, or rebuild with `cargo xtask bundle`"));
             }
-            Ok(TRUST_ROOT
-                .iter()
-                .map(|(id, b64)| {
-                    (id.to_string(), minisign_verify::PublicKey::from_base64(b64).expect("checked by build.rs"))
-                })
-                .collect())
+            let root = Root::parse(TRUST_ROOT.as_bytes()).expect("checked by build.rs");
+            Ok(Anchor::Root(root, TRUST_ROOT.to_string()))
         }
         Trust::PubkeyFile(p) => {
-            let k = minisign_verify::PublicKey::from_file(p).map_err(|e| {
-                Error::new(Class::Usage, format!("cannot use public key {}: {e}", p.display()))
-                    .hint("pass a minisign .pub file")
-            })?;
-            Ok(vec![(p.display().to_string(), k)])
+            let usage = |why: String| {
+                Error::new(Class::Usage, format!("cannot use {} as a trust root: {why}", p.display()))
+                    .hint("pass a minisign .pub file, or a root file (`nxs-root 1`)")
+            };
+            let text = std::fs::read_to_string(p).map_err(|e| usage(e.to_string()))?;
+            if text.starts_with("nxs-root ") {
+                let root = Root::parse(text.as_bytes()).map_err(|e| usage(e.to_string()))?;
+                return Ok(Anchor::Root(root, text));
+            }
+            let line = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+                .ok_or_else(|| usage("no key line".into()))?;
+            Ok(Anchor::Key(PublicKey::parse(line).map_err(usage)?))
         }
     }
 }
@@ -120,51 +157,52 @@ fn read_trailer(file: &File, path: &Path) -> Result<Trailer> {
     })
 }
 
-/// The detached signature: its text, which must be the four canonical
-/// lines of a bundle signature, and its decoding.
-fn read_signature(file: &File, path: &Path, trailer: &Trailer) -> Result<(String, minisign_verify::Signature)> {
+/// The signature region's text, and where it lies, for messages.
+fn read_signature(file: &File, path: &Path, trailer: &Trailer) -> Result<(String, String)> {
     let sig_bytes = read_at(file, path, trailer.signature_offset(), trailer.signature_len, "signature")?;
     let sig_region = format!(
         "signature at bytes {}..{}",
         trailer.signature_offset(),
         trailer.signature_offset() + trailer.signature_len
     );
-    let signature = String::from_utf8(sig_bytes)
+    let text = String::from_utf8(sig_bytes)
         .map_err(|_| crate::error::tampered(format!("{}: {sig_region}: not text", path.display())))?;
+    Ok((text, sig_region))
+}
+
+/// A format 1 to 3 signature region: the four canonical lines of one
+/// bundle signature, decoded.
+fn single_signature(signature: &str) -> std::result::Result<minisign_verify::Signature, String> {
     // minisign leaves the first line unsigned and tolerates stray
-    // whitespace; the format does not: four lines, the first fixed.
+    // white space; the format allows one spelling only.
     let canonical = signature.ends_with('\n')
         && signature.lines().count() == 4
         && !signature.contains('\r')
         && signature.lines().next() == Some(nxs_format::SIGNATURE_FIRST_LINE);
     if !canonical {
-        return Err(crate::error::tampered(format!(
-            "{}: {sig_region}: not the four lines of a bundle signature",
-            path.display()
-        )));
+        return Err("not the four lines of a bundle signature".into());
     }
-    let sig = minisign_verify::Signature::decode(&signature).map_err(|e| {
-        crate::error::tampered(format!("{}: {sig_region}: not a minisign signature: {e}", path.display()))
-    })?;
-    Ok((signature, sig))
+    minisign_verify::Signature::decode(signature).map_err(|e| format!("not a minisign signature: {e}"))
 }
 
 /// The key id of the trusted key whose signature over `bytes` this is
-/// (prehashed only: legacy signatures are refused), or why none is.
+/// (prehashed only: legacy signatures are refused), or why none is: the
+/// one signature of a bundle before format 4.
 fn check_signature(
-    keys: &[(String, minisign_verify::PublicKey)],
+    keys: &[PublicKey],
     bytes: &[u8],
     sig: &minisign_verify::Signature,
 ) -> std::result::Result<String, String> {
     let mut last = None;
-    for (id, key) in keys {
+    for k in keys {
+        let key = minisign_verify::PublicKey::from_base64(&k.base64).expect("parsed as a minisign key");
         // allow_legacy = false.
         match key.verify(bytes, sig, false) {
-            Ok(()) => return Ok(id.clone()),
+            Ok(()) => return Ok(k.id.to_string()),
             Err(e) => last = Some(e),
         }
     }
-    let ids: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+    let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
     let why = match last {
         Some(minisign_verify::Error::UnexpectedKeyId) => {
             "it was signed by a key that is not in the trust root".to_string()
@@ -176,6 +214,60 @@ fn check_signature(
         None => "no key to check it with".to_string(),
     };
     Err(format!("signature refused: {why} (trusted keys: {})", ids.join(", ")))
+}
+
+/// Checks the manifest's signatures against `anchor`: `region` is the
+/// signature region's text (one signature before format 4, the trust
+/// block from 4, whose chain is walked from the anchor), `at` where it
+/// lies, for messages. docs/TRUST.md gives the rules.
+fn check_trust(
+    format: u32,
+    anchor: &Anchor,
+    manifest: &[u8],
+    region: &str,
+    at: &str,
+) -> std::result::Result<Trusted, String> {
+    let block =
+        if format < 4 { None } else { Some(TrustBlock::parse(region.as_bytes()).map_err(|e| format!("{at}: {e}"))?) };
+    let (root, text, signers, steps) = match (anchor, &block) {
+        (Anchor::Key(key), _) => {
+            let sigs = match &block {
+                Some(b) => b.manifest_signatures.clone(),
+                None => vec![region.to_string()],
+            };
+            if !sigs.iter().any(|sig| key.verifies(manifest, sig)) {
+                return Err(format!("no signature on the manifest is by key {}", key.id));
+            }
+            // Trust is this one key, under no root: version 0.
+            let root = Root { version: 0, ..Root::single(vec![key.clone()]) };
+            (root, String::new(), vec![key.id.to_string()], 0)
+        }
+        (Anchor::Root(anchor, anchor_text), None) => {
+            if anchor.threshold > 1 {
+                return Err(format!(
+                    "a format {format} bundle carries one signature, and root {} needs {}",
+                    anchor.version, anchor.threshold
+                ));
+            }
+            let sig = single_signature(region).map_err(|why| format!("{at}: {why}"))?;
+            let signer = check_signature(&anchor.keys, manifest, &sig)?;
+            (anchor.clone(), anchor_text.clone(), vec![signer], 0)
+        }
+        (Anchor::Root(anchor, anchor_text), Some(block)) => {
+            let walked = trust::walk(anchor, anchor_text, block).map_err(|e| e.0)?;
+            let by =
+                trust::signed_by(&walked.root, &walked.revoked, manifest, &block.manifest_signatures, "the manifest")
+                    .map_err(|e| e.0)?;
+            (walked.root, walked.text, by.keys.iter().map(|k| k.to_string()).collect(), walked.steps)
+        }
+    };
+    Ok(Trusted {
+        root_version: root.version,
+        threshold: root.threshold,
+        signers,
+        steps,
+        root_sha256: Sha256::digest(text.as_bytes()).into(),
+    })
 }
 
 impl Signed {
@@ -191,18 +283,28 @@ impl Signed {
         let file = File::open(path).map_err(|e| Error::io("cannot open the bundle", path, e))?;
         let trailer = read_trailer(&file, path)?;
         let manifest_bytes = read_at(&file, path, trailer.manifest_offset(), trailer.manifest_len, "manifest")?;
-        let (signature, sig) = read_signature(&file, path, &trailer)?;
+        let (signature, sig_region) = read_signature(&file, path, &trailer)?;
         let manifest_region = format!(
             "manifest at bytes {}..{}",
             trailer.manifest_offset(),
             trailer.manifest_offset() + trailer.manifest_len
         );
-        let signer = check_signature(&load_keys(trust)?, &manifest_bytes, &sig)
-            .map_err(|why| crate::error::tampered(format!("{}: {manifest_region}: {why}", path.display())))?;
+        let trusted = check_trust(trailer.format_version, &anchor(trust)?, &manifest_bytes, &signature, &sig_region)
+            .map_err(|why| {
+                crate::error::tampered(format!("{}: {manifest_region}: signature refused: {why}", path.display()))
+            })?;
         let manifest = Manifest::parse(&manifest_bytes).map_err(|e| {
             let class = if e.is_unsupported_version() { Class::Incompatible } else { Class::Verify };
             Error::new(class, format!("{}: {manifest_region}: {e}", path.display()))
         })?;
+        if (manifest.format >= 4 || trailer.format_version >= 4) && manifest.format != trailer.format_version {
+            return Err(crate::error::tampered(format!(
+                "{}: the trailer says format {}, the signed manifest says {}",
+                path.display(),
+                trailer.format_version,
+                manifest.format
+            )));
+        }
         if manifest.stub.len != trailer.stub_len || manifest.payload.len != trailer.payload_len {
             return Err(crate::error::tampered(format!(
                 "{}: trailer says stub {} bytes and payload {} bytes, the signed manifest says {} and {}",
@@ -213,7 +315,7 @@ impl Signed {
                 manifest.payload.len
             )));
         }
-        let bundle = Bundle { path: path.to_path_buf(), file, trailer, manifest, manifest_bytes, signature, signer };
+        let bundle = Bundle { path: path.to_path_buf(), file, trailer, manifest, manifest_bytes, signature, trusted };
         Ok(Signed { bundle })
     }
 
@@ -314,7 +416,13 @@ impl Bundle {
 #[non_exhaustive]
 pub struct Attested {
     pub manifest: Manifest,
+    pub trusted: Trusted,
 }
+
+/// The install record's signature file before format 4.
+pub const RECORD_SIGNATURE: &str = "manifest.minisig";
+/// The install record's trust block from format 4.
+pub const RECORD_TRUST: &str = "manifest.trust";
 
 /// The largest install record file read.
 const MAX_RECORD: u64 = 256 << 20;
@@ -338,20 +446,26 @@ pub fn installed_record(root: &Path) -> Result<Attested> {
         })
     };
     let bytes = read("manifest")?;
-    let sig_text = String::from_utf8(read("manifest.minisig")?)
-        .map_err(|_| crate::error::tampered(format!("{}: not text", rec.join("manifest.minisig").display())))?;
-    let sig = minisign_verify::Signature::decode(&sig_text)
-        .map_err(|e| crate::error::tampered(format!("{}: {e}", rec.join("manifest.minisig").display())))?;
-    let trusted = TRUST_ROOT.iter().any(|(_, k)| {
-        minisign_verify::PublicKey::from_base64(k).map(|k| k.verify(&bytes, &sig, false).is_ok()).unwrap_or(false)
-    });
-    if !trusted {
-        return Err(crate::error::tampered(format!(
-            "{}: the install record's signature is not from a trusted key",
-            rec.display()
-        )));
-    }
+    // From format 4 the record keeps the trust block as RECORD_TRUST;
+    // before, the one signature as RECORD_SIGNATURE.
+    let (name, format) = match read_record(&dir, RECORD_TRUST)? {
+        Some(_) => (RECORD_TRUST, 4),
+        None => (RECORD_SIGNATURE, 3),
+    };
+    let sig_text = String::from_utf8(read(name)?)
+        .map_err(|_| crate::error::tampered(format!("{}: not text", rec.join(name).display())))?;
+    let at = rec.join(name).display().to_string();
+    let trusted = check_trust(format, &anchor(&Trust::Embedded)?, &bytes, &sig_text, &at).map_err(|why| {
+        crate::error::tampered(format!("{}: the install record's signature is refused: {why}", rec.display()))
+    })?;
     let manifest = Manifest::parse(&bytes)
         .map_err(|e| crate::error::tampered(format!("{}: {e}", rec.join("manifest").display())))?;
-    Ok(Attested { manifest })
+    if (manifest.format >= 4) != (format >= 4) {
+        return Err(crate::error::tampered(format!(
+            "{}: {name} does not go with a format {} manifest",
+            rec.display(),
+            manifest.format
+        )));
+    }
+    Ok(Attested { manifest, trusted })
 }

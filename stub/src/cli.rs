@@ -61,7 +61,8 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "install",
-        synopsis: "--root DIR [--state-dir DIR] [--allow-downgrade] [--max-start-attempts N] [--retry-failed]\n\
+        synopsis: "--root DIR [--state-dir DIR] [--allow-downgrade] [--allow-root-rollback] [--max-start-attempts N]\n\
+                   [--retry-failed]\n\
                    [--authkey-file F | --authkey-age F [--passphrase-file F]]\n\
                    [--join-attempts N] [--probe-timeout SECONDS] [--up-timeout SECONDS] [--quiet] [--json]\n\
                    [--restore-from FILE-or-DIR (--restore-identity F | --restore-passphrase-file F)]",
@@ -69,6 +70,7 @@ pub const COMMANDS: &[Command] = &[
             v("--root", "DIR", "where the instance is installed"),
             STATE_DIR,
             sw("--allow-downgrade", "install a version older than one installed here before"),
+            sw("--allow-root-rollback", "install a bundle whose root chain ends below the root accepted here"),
             v("--max-start-attempts", "N", "start attempts before safe mode (1 to 3600, default 3)"),
             sw("--retry-failed", "try again a bundle that failed 5 runs in a row"),
             v("--authkey-file", "F", "the Headscale auth key, in a file (or $NXS_AUTHKEY_FILE); never argv"),
@@ -272,6 +274,7 @@ pub struct Install {
     pub root: PathBuf,
     pub state_dir: Option<PathBuf>,
     pub allow_downgrade: bool,
+    pub allow_root_rollback: bool,
     pub quiet: bool,
     pub max_start_attempts: u32,
     pub retry_failed: bool,
@@ -353,6 +356,7 @@ impl Install {
             root: f.require("--root")?,
             state_dir: f.value("--state-dir"),
             allow_downgrade: f.has("--allow-downgrade"),
+            allow_root_rollback: f.has("--allow-root-rollback"),
             quiet: f.has("--quiet"),
             max_start_attempts: f.number("--max-start-attempts", 3)?,
             retry_failed: f.has("--retry-failed"),

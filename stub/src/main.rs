@@ -78,7 +78,14 @@ fn verify(pubkey: Option<&Path>) -> Result<()> {
                 ("tier", json::s(&m.tier)),
                 ("target", json::s(&m.target)),
                 ("format", m.format.to_string()),
-                ("signer", json::s(&b.signer)),
+                ("signer", json::s(&b.trusted.signers.join(","))),
+                ("root_version", b.trusted.root_version.to_string()),
+                ("threshold", b.trusted.threshold.to_string()),
+                (
+                    "signers",
+                    format!("[{}]", b.trusted.signers.iter().map(|k| json::s(k)).collect::<Vec<_>>().join(",")),
+                ),
+                ("root_steps", b.trusted.steps.to_string()),
                 ("dev", m.dev.to_string()),
                 ("entries", m.entries.len().to_string()),
                 ("payload_sha256", json::s(&hex::encode(&m.payload.sha256))),
@@ -86,12 +93,15 @@ fn verify(pubkey: Option<&Path>) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
-        "OK {}: signature by key {}, stub, payload and {} entries verified",
-        m.bundle_id(),
-        b.signer,
-        m.entries.len()
-    );
+    let t = &b.trusted;
+    let by =
+        if t.signers.len() == 1 { format!("key {}", t.signers[0]) } else { format!("keys {}", t.signers.join(", ")) };
+    let under = match (t.root_version, t.steps) {
+        (0, _) => "given with --pubkey".to_string(),
+        (v, 0) => format!("of root {v} (threshold {})", t.threshold),
+        (v, n) => format!("of root {v} (threshold {}, {n} root rotation(s) walked)", t.threshold),
+    };
+    println!("OK {}: signed by {by} {under}; stub, payload and {} entries verified", m.bundle_id(), m.entries.len());
     if m.dev {
         println!("WARNING: signed with a development key; not for production");
     }
@@ -166,6 +176,7 @@ fn install(i: cli::Install) -> Result<()> {
         root: i.root,
         state_dir: fsx::state_dir(i.state_dir)?,
         allow_downgrade: i.allow_downgrade,
+        allow_root_rollback: i.allow_root_rollback,
         progress: !i.quiet,
         max_start_attempts: i.max_start_attempts,
         retry_failed: i.retry_failed,
@@ -215,6 +226,9 @@ fn status(dir: &Path, as_json: bool) -> Result<i32> {
         }
         Some(Ok(c)) => c,
     };
+    // The install record's trust, checked as `check` checks it; a record
+    // that does not verify is reported, not hidden.
+    let installed = bundle::installed_record(Path::new(&cp.root)).map(|a| a.trusted);
     if as_json {
         let hist = cp.history.iter().map(|h| Obj::new().str("state", h.state.as_str()).raw("at", h.at).finish());
         let tailnet = match &cp.join {
@@ -234,6 +248,7 @@ fn status(dir: &Path, as_json: bool) -> Result<i32> {
             .str("root", &cp.root)
             .opt("last_error", cp.last_error.as_deref())
             .raw("tailnet", tailnet)
+            .raw("trust", trust_json(&installed))
             .array("history", hist)
             .str("state_dir", &dir.display().to_string());
         println!("{}", o.finish());
@@ -242,6 +257,7 @@ fn status(dir: &Path, as_json: bool) -> Result<i32> {
         println!("bundle:   {}", cp.bundle_id);
         println!("version:  {}", cp.version);
         println!("root:     {}", cp.root);
+        println!("trust:    {}", trust_text(&installed));
         if let Some(e) = &cp.last_error {
             println!("error:    {e}");
         }
@@ -261,6 +277,34 @@ fn status(dir: &Path, as_json: bool) -> Result<i32> {
         println!("history:  {}", tail.join(" -> "));
     }
     Ok(0)
+}
+
+/// The install's trust as `status` reports it.
+fn trust_text(t: &Result<bundle::Trusted>) -> String {
+    match t {
+        Ok(t) => {
+            format!(
+                "root {}, {} of threshold {} (keys {})",
+                t.root_version,
+                t.signers.len(),
+                t.threshold,
+                t.signers.join(", ")
+            )
+        }
+        Err(e) => format!("install record not verified: {}", e.msg),
+    }
+}
+
+/// The install's trust as `status --json` reports it.
+fn trust_json(t: &Result<bundle::Trusted>) -> String {
+    match t {
+        Ok(t) => Obj::new()
+            .raw("root_version", t.root_version)
+            .raw("threshold", t.threshold)
+            .array("signers", t.signers.iter().map(|k| json::s(k)))
+            .finish(),
+        Err(e) => Obj::new().raw("root_version", "null").str("error", &e.msg).finish(),
+    }
 }
 
 fn check(root: &Path, as_json: bool) -> Result<i32> {

@@ -61,6 +61,36 @@ pub fn downgrade(
     }
 }
 
+/// Refuses a bundle whose root chain ends below the highest root
+/// accepted here (freeze and rollback: TUF's attack list, section 1.5.2),
+/// exit 4; or at that version with other bytes (a forked root), exit 3;
+/// unless the operator forces it.
+pub fn root_rollback(bundle: (u64, &[u8; 32]), highest: Option<(u64, [u8; 32])>, allow: bool) -> Result<(), Error> {
+    let Some((top, top_sha)) = highest else { return Ok(()) };
+    let hint = "pass --allow-root-rollback to install it anyway, on purpose (docs/TRUST.md)";
+    if allow {
+        return Ok(());
+    }
+    if bundle.0 < top {
+        return Err(Error::new(
+            Class::Incompatible,
+            format!(
+                "root version {top} has been accepted here, and this bundle's root chain ends at version {}: refusing a rollback of trust",
+                bundle.0
+            ),
+        )
+        .hint(hint));
+    }
+    if bundle.0 == top && bundle.1 != &top_sha {
+        return Err(Error::new(
+            Class::Verify,
+            format!("this bundle's root {top} is not the root {top} accepted here (the same version with other bytes)"),
+        )
+        .hint(hint));
+    }
+    Ok(())
+}
+
 /// What DETECTING found on the machine.
 pub struct Survey<'a> {
     pub bundle: &'a Manifest,
@@ -183,6 +213,23 @@ mod tests {
                 root: "/r",
             };
             assert_eq!(detect(&s).map_err(|e| e.class), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn the_root_chain_never_goes_back_unless_forced() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let cases = [
+            (2, &a, None, false, None),
+            (3, &a, Some((3, a)), false, None),
+            (4, &b, Some((3, a)), false, None),
+            (2, &a, Some((3, a)), false, Some(Class::Incompatible)),
+            (2, &a, Some((3, a)), true, None),
+            (3, &b, Some((3, a)), false, Some(Class::Verify)),
+            (3, &b, Some((3, a)), true, None),
+        ];
+        for (i, (v, sha, highest, allow, want)) in cases.into_iter().enumerate() {
+            assert_eq!(root_rollback((v, sha), highest, allow).err().map(|e| e.class), want, "row {i}");
         }
     }
 

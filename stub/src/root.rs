@@ -166,6 +166,20 @@ impl Layout {
     }
 }
 
+/// The install record, written into staging: the verified manifest
+/// bytes and the signature region they came with (docs/FORMAT.md, "The
+/// install record").
+fn write_record(layout: &Layout, staging: &crate::door::Dir, b: &Bundle) -> Result<()> {
+    fsx::remove_tree(&layout.staging.join(RECORD_DIR))?;
+    let rec = staging.subdir(RECORD_DIR, true)?.expect("created");
+    rec.write_atomic("manifest", &b.manifest_bytes, 0o644)?;
+    let name = if b.manifest.format >= 4 { crate::bundle::RECORD_TRUST } else { crate::bundle::RECORD_SIGNATURE };
+    rec.write_atomic(name, b.signature.as_bytes(), 0o644)?;
+    // SAFETY: fchmod on the descriptor just opened.
+    unsafe { libc::fchmod(rec.fd(), 0o755) };
+    Ok(())
+}
+
 /// Extracts the verified bundle into a fresh staging directory, with the
 /// install record, ready to be switched in.
 ///
@@ -249,13 +263,7 @@ pub fn stage(
         Error::new(Class::Io, format!("{} disappeared while nxs filled it", layout.staging.display()))
     })?;
     if record {
-        let dir = layout.staging.join(RECORD_DIR);
-        fsx::remove_tree(&dir)?;
-        let rec = staging.subdir(RECORD_DIR, true)?.expect("created");
-        rec.write_atomic("manifest", &b.manifest_bytes, 0o644)?;
-        rec.write_atomic("manifest.minisig", b.signature.as_bytes(), 0o644)?;
-        // SAFETY: fchmod on the descriptor just opened.
-        unsafe { libc::fchmod(rec.fd(), 0o755) };
+        write_record(layout, &staging, b)?;
     }
     staging.sync()?;
     unstage.commit();

@@ -17,9 +17,9 @@
 //! another user owns or can write.
 
 use crate::door::{Access, Dir};
-use crate::error::Result;
+use crate::error::{Class, Error, Result};
 use nxs_format::checkpoint::{Checkpoint, CheckpointError};
-use nxs_format::state::{CHECKPOINT, HIGHEST};
+use nxs_format::state::{CHECKPOINT, HIGHEST, HIGHEST_ROOT};
 pub use nxs_sys::lock::Lock;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -162,6 +162,26 @@ impl StateDir {
 
     pub fn set_highest(&self, v: &nxs_format::Version) -> Result<()> {
         self.dir.write_atomic(HIGHEST, format!("{v}\n").as_bytes(), 0o600)
+    }
+
+    /// The highest root version accepted here, and its text's sha256. A
+    /// file that does not read as one is refused, not ignored: it guards
+    /// against a rollback of trust.
+    pub fn highest_root(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let Some(bytes) = self.dir.read(HIGHEST_ROOT, 4096)? else { return Ok(None) };
+        let parsed = std::str::from_utf8(&bytes).ok().and_then(|s| {
+            let (v, h) = s.strip_suffix('\n')?.split_once(' ')?;
+            Some((v.parse().ok().filter(|v| *v > 0)?, nxs_format::hex::decode_sha256(h)?))
+        });
+        parsed.map(Some).ok_or_else(|| {
+            Error::new(Class::Verify, format!("{}: not `<root version> <sha256>`", self.dir.path().join(HIGHEST_ROOT).display()))
+                .hint("nxs writes this file itself; restore it from a backup, or remove it to trust this bundle's chain afresh")
+        })
+    }
+
+    pub fn set_highest_root(&self, version: u64, sha256: &[u8; 32]) -> Result<()> {
+        let text = format!("{version} {}\n", nxs_format::hex::encode(sha256));
+        self.dir.write_atomic(HIGHEST_ROOT, text.as_bytes(), 0o600)
     }
 
     /// A bootstrap subdirectory (`logs`, `diag`, `tailnet`), made 0700 if

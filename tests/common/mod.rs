@@ -9,7 +9,6 @@
 //! labelled as one), run with the client in a network namespace
 //! ([`tailnet::Tailnet`]).
 
-use nxs_bundler::sign::TrustedKey;
 use nxs_bundler::{BuildReport, BuildRequest, PackOptions};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -30,6 +29,11 @@ pub fn test_key() -> (PathBuf, PathBuf) {
     (d.join("test.key"), d.join("test.pub"))
 }
 
+/// The trust root the test stubs embed: root version 1, the test key.
+pub fn test_root() -> nxs_format::trust::Root {
+    nxs_format::trust::Root::single(vec![nxs_bundler::sign::public_key_file(&test_key().1).unwrap()])
+}
+
 /// The host stub, trusting only the test key. Built once per test binary.
 pub fn stub() -> &'static Path {
     static STUB: OnceLock<PathBuf> = OnceLock::new();
@@ -42,7 +46,7 @@ pub fn fault_stub() -> &'static Path {
     STUB.get_or_init(|| {
         let root = workspace();
         let platform = xtask::platform::Platform::load(&root, HOST).expect("platform file");
-        let trust = vec![TrustedKey::from_file(&test_key().1).unwrap()];
+        let trust = test_root();
         xtask::stub::build_with_features(&root, &platform, &trust, &["fault-injection"], true).expect("stub build")
     })
 }
@@ -51,7 +55,7 @@ pub fn fault_stub() -> &'static Path {
 pub fn stub_for(triple: &str) -> PathBuf {
     let root = workspace();
     let platform = xtask::platform::Platform::load(&root, triple).expect("platform file");
-    let trust = vec![TrustedKey::from_file(&test_key().1).unwrap()];
+    let trust = test_root();
     xtask::stub::build(&root, &platform, &trust, true).expect("stub build")
 }
 
@@ -215,7 +219,7 @@ impl Project {
             tiers: vec![],
             stubs,
             sources: vec![],
-            key: key.to_path_buf(),
+            keys: vec![key.to_path_buf()],
             key_password: None,
             dev: false,
             source_date_epoch: None,
@@ -334,11 +338,16 @@ pub fn bash(script: &str, dir: &Path, envs: &[(&str, &Path)]) -> Output {
 /// against `bundle` in `work` (where it leaves `manifest.txt`), with the
 /// test key as `PUBKEY`.
 pub fn format_md_recipe(bundle: &Path, work: &Path) -> Output {
+    format_md_recipe_with(bundle, work, &test_key().1)
+}
+
+/// [`format_md_recipe`], with the publisher's key `pubkey`.
+pub fn format_md_recipe_with(bundle: &Path, work: &Path, pubkey: &Path) -> Output {
     let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
     let block =
         doc.split("<!-- verify-by-hand:begin -->").nth(1).unwrap().split("<!-- verify-by-hand:end -->").next().unwrap();
     let script = block.trim().trim_start_matches("```sh").trim_end_matches("```");
-    bash(script, work, &[("BUNDLE", bundle), ("PUBKEY", &test_key().1)])
+    bash(script, work, &[("BUNDLE", bundle), ("PUBKEY", pubkey)])
 }
 
 /// The names the recipe's `tar -tv` lists, in order, each checked to be
@@ -750,17 +759,20 @@ pub fn events_of<'a>(events: &'a [nxs_format::json::Value], kind: &str) -> Vec<&
     events.iter().filter(|e| e.get("event").and_then(|v| v.as_str()) == Some(kind)).collect()
 }
 
-/// The built bundle `from`, written to `to` as a bundle of format 1 or 2
-/// would be: the same stub and payload, its manifest in that format (no
-/// per-frame hashes; format 1 without the Headscale client lines), signed
-/// with the test key, under a trailer of that version. What a stick made
+/// The built bundle `from`, written to `to` as a bundle of format 1, 2 or
+/// 3 would be: the same stub and payload, its manifest in that format (no
+/// per-frame hashes before 3; format 1 without the Headscale client
+/// lines), signed with the test key alone (one signature, not a trust
+/// block), under a trailer of that version. What a stick made
 /// by an older release holds.
 pub fn as_format(from: &Path, format: u32, to: &Path) {
     let bytes = std::fs::read(from).unwrap();
     let (t, mut m) = read_manifest(from);
     m.format = format;
-    for f in &mut m.frames {
-        *f = nxs_format::Frame::sized(f.compressed, f.raw);
+    if format < 3 {
+        for f in &mut m.frames {
+            *f = nxs_format::Frame::sized(f.compressed, f.raw);
+        }
     }
     let text = m.to_text();
     assert!(text.starts_with(&format!("nxs-manifest {format}\n")));

@@ -31,9 +31,10 @@ enum Task {
         tiers: Vec<String>,
         #[arg(long, default_value = "target/bundles")]
         out: PathBuf,
-        /// Minisign secret key (default: the development key, loudly).
-        #[arg(long)]
-        key: Option<PathBuf>,
+        /// Minisign secret key (default: the development key, loudly);
+        /// once per signer for a k-of-n manifest signature.
+        #[arg(long = "key")]
+        key: Vec<PathBuf>,
         /// File holding the key's password (else a prompt).
         #[arg(long)]
         password_file: Option<PathBuf>,

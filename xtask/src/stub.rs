@@ -7,7 +7,7 @@
 
 use crate::platform::Platform;
 use anyhow::{bail, Context, Result};
-use nxs_bundler::sign::TrustedKey;
+use nxs_format::trust::Root;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,13 +125,8 @@ pub fn ensure_rust_src() -> Result<PathBuf> {
 }
 
 /// A short fingerprint of a trust root.
-pub fn fingerprint(trust: &[TrustedKey]) -> String {
-    let mut h = Sha256::new();
-    for k in trust {
-        h.update(k.base64.as_bytes());
-        h.update(b"\n");
-    }
-    nxs_format::hex::encode(&h.finalize())[..16].to_string()
+pub fn fingerprint(trust: &Root) -> String {
+    nxs_format::hex::encode(&Sha256::digest(trust.to_text().as_bytes()))[..16].to_string()
 }
 
 /// Builds the stub for `platform` trusting `trust`; returns its path.
@@ -141,7 +136,7 @@ pub fn fingerprint(trust: &[TrustedKey]) -> String {
 /// the binary is linked static and non-PIE, without unwind tables: the
 /// stub drops by a third (x86_64: 690 KB with the prebuilt std). Panic
 /// messages stay.
-pub fn build(root: &Path, platform: &Platform, trust: &[TrustedKey], quiet: bool) -> Result<PathBuf> {
+pub fn build(root: &Path, platform: &Platform, trust: &Root, quiet: bool) -> Result<PathBuf> {
     build_with_features(root, platform, trust, &[], quiet)
 }
 
@@ -151,7 +146,7 @@ pub fn build(root: &Path, platform: &Platform, trust: &[TrustedKey], quiet: bool
 pub fn build_with_features(
     root: &Path,
     platform: &Platform,
-    trust: &[TrustedKey],
+    trust: &Root,
     features: &[&str],
     quiet: bool,
 ) -> Result<PathBuf> {
@@ -160,9 +155,8 @@ pub fn build_with_features(
         dir_name.push('-');
         dir_name.push_str(f);
     }
-    let keys: Vec<&str> = trust.iter().map(|k| k.base64.as_str()).collect();
     let mut env = vec![
-        ("NXS_TRUST_ROOT".into(), keys.join(",")),
+        ("NXS_TRUST_ROOT".into(), trust.to_text()),
         ("NXS_PLATFORM_MACHINES".into(), platform.machines.join(",")),
         ("NXS_MIN_KERNEL".into(), platform.min_kernel.clone()),
     ];

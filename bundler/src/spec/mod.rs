@@ -95,7 +95,12 @@ pub struct Spec {
     pub version: Version,
     pub mtime: Option<u64>,
     pub platforms: Vec<String>,
+    /// `[trust] keys`: root version 1, any one of these keys (the trust
+    /// model before format 4).
     pub trust_keys: Vec<(PathBuf, (usize, usize))>,
+    /// `[trust] roots`: a chain of root files, oldest first; stubs embed
+    /// the first, bundles carry them all, manifests are signed by the last.
+    pub trust_roots: Vec<(PathBuf, (usize, usize))>,
     pub headscale: Option<HeadscaleSpec>,
     pub hooks: Vec<HookSpec>,
     pub components: Vec<Component>,
@@ -475,8 +480,17 @@ impl Spec {
         })?;
         let platforms = cx.platforms(&raw.platforms)?;
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let trust_keys =
-            raw.trust.keys.iter().map(|k| (base_dir.join(k.get_ref()), cx.line_col(k.span().start))).collect();
+        let located = |list: &[Spanned<String>]| -> Vec<(PathBuf, (usize, usize))> {
+            list.iter().map(|k| (base_dir.join(k.get_ref()), cx.line_col(k.span().start))).collect()
+        };
+        let (trust_keys, trust_roots) = (located(&raw.trust.keys), located(&raw.trust.roots));
+        if !trust_keys.is_empty() && !trust_roots.is_empty() {
+            return Err(cx.err(
+                &raw.trust.roots[0],
+                "[trust] names both `keys` and `roots`".to_string(),
+                Some("`keys` is root version 1 with a threshold of 1; once there is a root chain, its keys live in the root files"),
+            ));
+        }
         let headscale = match &raw.headscale {
             None => None,
             Some(h) => Some(cx.headscale(h)?),
@@ -496,6 +510,7 @@ impl Spec {
             mtime: raw.product.mtime,
             platforms,
             trust_keys,
+            trust_roots,
             headscale,
             hooks,
             components,

@@ -29,7 +29,10 @@ pub(super) struct RawProduct {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTrust {
+    #[serde(default)]
     pub(super) keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) roots: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

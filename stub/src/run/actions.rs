@@ -63,6 +63,12 @@ impl Run<'_> {
         };
         let root_empty = installed.is_none() && crate::fsx::is_missing_or_empty(&self.layout.root)?;
         let highest = self.sd.highest()?;
+        let t = &self.bundle().trusted;
+        policy::root_rollback(
+            (t.root_version, &t.root_sha256),
+            self.sd.highest_root()?,
+            self.opts.allow_root_rollback,
+        )?;
         let event = policy::detect(&Survey {
             bundle: b,
             installed: installed.as_ref(),

@@ -37,6 +37,9 @@ pub struct InstallOptions {
     pub root: PathBuf,
     pub state_dir: PathBuf,
     pub allow_downgrade: bool,
+    /// Install a bundle whose root chain ends below the highest root
+    /// accepted here ([`crate::policy::root_rollback`]).
+    pub allow_root_rollback: bool,
     pub progress: bool,
     /// Start attempts before safe mode.
     pub max_start_attempts: u32,
@@ -267,12 +270,17 @@ impl<'a> Run<'a> {
         self.bundle.as_ref().expect("verified before use")
     }
 
-    /// Remembers the installed version if it is the highest so far.
+    /// Remembers the installed version if it is the highest so far, and
+    /// the root its chain ended at likewise.
     fn record_highest(&self) -> Result<()> {
         if let Some(b) = &self.bundle {
             let v = &b.manifest.version;
             if self.sd.highest()?.is_none_or(|h| v > &h) {
                 self.sd.set_highest(v)?;
+            }
+            let t = &b.trusted;
+            if self.sd.highest_root()?.is_none_or(|(h, _)| t.root_version > h) {
+                self.sd.set_highest_root(t.root_version, &t.root_sha256)?;
             }
         }
         Ok(())

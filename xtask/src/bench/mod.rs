@@ -197,7 +197,7 @@ fn sha2_rate(file: &Path) -> Result<f64> {
 /// release is with the development key, and its size in bytes.
 pub fn stub_sizes(root: &Path, platforms: &[String]) -> Result<BTreeMap<String, u64>> {
     let key = crate::devkey::ensure(root)?;
-    let trust = vec![nxs_bundler::sign::TrustedKey::from_file(&key.with_extension("pub"))?];
+    let trust = nxs_format::trust::Root::single(vec![nxs_bundler::sign::public_key_file(&key.with_extension("pub"))?]);
     let platforms = if platforms.is_empty() {
         crate::platform::Platform::all(root)?
     } else {
@@ -295,7 +295,7 @@ impl<'a> Bench<'a> {
         }
         let key = crate::devkey::ensure(root)?;
         let pubkey = key.with_extension("pub");
-        let trust = vec![nxs_bundler::sign::TrustedKey::from_file(&pubkey)?];
+        let trust = nxs_format::trust::Root::single(vec![nxs_bundler::sign::public_key_file(&pubkey)?]);
         let host = crate::platform::Platform::host(root)?;
         let stub = crate::stub::build(root, &host, &trust, true)?;
         let env = Env {

@@ -3,8 +3,9 @@
 
 use crate::platform::Platform;
 use anyhow::{Context, Result};
-use nxs_bundler::sign::{SigningKey, TrustedKey};
+use nxs_bundler::sign::SigningKey;
 use nxs_bundler::{BuildRequest, PackOptions, Spec};
+use nxs_format::trust::Root;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,8 @@ pub struct BundleArgs {
     pub platforms: Vec<String>,
     pub tiers: Vec<String>,
     pub out: PathBuf,
-    pub key: Option<PathBuf>,
+    /// Empty: the development key.
+    pub key: Vec<PathBuf>,
     pub password_file: Option<PathBuf>,
     pub sources: Vec<(String, PathBuf)>,
     pub dry_run: bool,
@@ -29,10 +31,8 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
         }
     };
     let spec = Spec::load(&abs(&a.manifest))?;
-    let (key, dev) = match &a.key {
-        Some(k) => (abs(k), false),
-        None => (dev_key(root)?, true),
-    };
+    let (keys, dev) =
+        if a.key.is_empty() { (vec![dev_key(root)?], true) } else { (a.key.iter().map(|k| abs(k)).collect(), false) };
     let password = match &a.password_file {
         Some(f) => Some(
             std::fs::read_to_string(abs(f))
@@ -42,16 +42,15 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
         ),
         None => None,
     };
-    let signer = SigningKey::load(&key, password.clone())?;
-    let (trust, warnings) = nxs_bundler::trust_root(
-        &spec,
-        if dev { Some(TrustedKey::parse(&signer.public_base64())?) } else { None }.as_ref(),
-    )?;
+    let dev_public = if dev { Some(SigningKey::load(&keys[0], password.clone())?.public()) } else { None };
+    let (trust, warnings) = nxs_bundler::trust_plan(&spec, dev_public.as_ref())?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
+    // Refuse missing or short signers before any stub is built.
+    nxs_bundler::signing_keys(&trust, &keys, password.as_deref(), &spec.file)?;
     let platforms: Vec<String> = if a.platforms.is_empty() { spec.platforms.clone() } else { a.platforms.clone() };
-    let stubs = build_stubs(root, &platforms, &trust, a.dry_run)?;
+    let stubs = build_stubs(root, &platforms, &trust.anchor, a.dry_run)?;
     // The spec's `backup` component is the nxs-backup program, built here
     // for each platform unless --source backup=... names another.
     let mut sources: Vec<(String, PathBuf)> = a.sources.iter().map(|(n, p)| (n.clone(), abs(p))).collect();
@@ -72,7 +71,7 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
         tiers: a.tiers.clone(),
         stubs,
         sources,
-        key,
+        keys,
         key_password: password,
         dev,
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
@@ -105,12 +104,7 @@ fn dev_key(root: &Path) -> Result<PathBuf> {
 }
 
 /// The stub of each platform, built with `trust` (placeholders in a dry run).
-fn build_stubs(
-    root: &Path,
-    platforms: &[String],
-    trust: &[TrustedKey],
-    dry_run: bool,
-) -> Result<BTreeMap<String, PathBuf>> {
+fn build_stubs(root: &Path, platforms: &[String], trust: &Root, dry_run: bool) -> Result<BTreeMap<String, PathBuf>> {
     let mut stubs = BTreeMap::new();
     for triple in platforms {
         let p = Platform::load(root, triple)?;

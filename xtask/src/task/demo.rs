@@ -64,7 +64,7 @@ pub fn demo(root: &Path) -> Result<()> {
             platforms: vec![host.triple.clone()],
             tiers: vec!["standard".into()],
             out: "target/demo/bundles".into(),
-            key: None,
+            key: Vec::new(),
             password_file: None,
             sources: vec![("tailscale".into(), client), ("config".into(), config)],
             dry_run: false,

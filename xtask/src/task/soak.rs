@@ -32,7 +32,7 @@ pub fn corpus_bundle(root: &Path, dir: &Path, name: &str, validate: bool) -> Res
         platforms: vec![host.triple],
         tiers: vec![],
         out: dir.join("out"),
-        key: None,
+        key: Vec::new(),
         password_file: None,
         sources: vec![],
         dry_run: false,
