@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 /// The fuzz targets, in fuzz/Cargo.toml.
-const FUZZ_TARGETS: &[&str] = &["trailer", "manifest", "checkpoint", "extract", "status_json", "tar_walk", "state_dir"];
+const FUZZ_TARGETS: &[&str] =
+    &["trailer", "manifest", "checkpoint", "extract", "status_json", "tar_walk", "state_dir", "trust"];
 
 /// Runs each fuzz target for `seconds`, starting from the committed seeds;
 /// new inputs go to target/fuzz-corpus/, so the committed corpus stays as
