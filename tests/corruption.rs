@@ -131,10 +131,17 @@ fn a_manifest_swapped_for_another_valid_bundles() {
     assert!(stderr(&o).contains("the signed manifest says"), "{}", stderr(&o));
 }
 
-/// Replaces the signature region of a bundle.
+/// Replaces the signature region of a bundle with a trust block holding
+/// the one manifest signature `sig` (format 4), or with the block `sig`
+/// itself.
 fn with_signature(bundle: &[u8], sig: &str) -> Vec<u8> {
     let r = regions(bundle);
     let mut out = bundle[..r.stub + r.payload + r.manifest].to_vec();
+    let sig = if sig.starts_with("nxs-trust ") {
+        sig.to_string()
+    } else {
+        nxs_format::trust::TrustBlock { roots: vec![], manifest_signatures: vec![sig.to_string()] }.to_text()
+    };
     out.extend_from_slice(sig.as_bytes());
     let t = nxs_format::Trailer {
         format_version: nxs_format::FORMAT_VERSION,
@@ -168,10 +175,14 @@ fn signature_attacks() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let legacy = std::fs::read_to_string(d.path().join("legacy.sig")).unwrap();
+    // The untrusted comment is signed by nothing: give it the bundle's
+    // fixed line, so that only the legacy mode is left to refuse.
+    let legacy = format!("{}\n{}", nxs_format::SIGNATURE_FIRST_LINE, legacy.split_once('\n').unwrap().1);
     let f = d.path().join("legacy.run");
     write(&f, &with_signature(&good, &legacy), 0o755);
     refused(&f, Some(3), "legacy signature");
-    assert!(stderr(&output(Command::new(&f).arg("verify")).unwrap()).contains("legacy"));
+    let o = output(Command::new(&f).arg("verify")).unwrap();
+    assert!(stderr(&o).contains("is a legacy (non-prehashed) signature, which is refused"), "{}", stderr(&o));
 
     // Another key's signature, relabelled with the trusted key's id.
     let (osk, _) = nxs_bundler::sign::keygen(&d.path().join("other"), None, false).unwrap();
@@ -187,6 +198,8 @@ fn signature_attacks() {
     let f = d.path().join("forged.run");
     write(&f, &with_signature(&good, &forged), 0o755);
     refused(&f, Some(3), "forged key id");
+    let o = output(Command::new(&f).arg("verify")).unwrap();
+    assert!(stderr(&o).contains("signature 1 (key ") && stderr(&o).contains("does not match"), "{}", stderr(&o));
 
     // The trusted comment edited: the global signature no longer matches.
     let edited = sig.replace("trusted comment: nxs-manifest", "trusted comment: nxs-manifesT");
@@ -194,6 +207,8 @@ fn signature_attacks() {
     let f = d.path().join("comment.run");
     write(&f, &with_signature(&good, &edited), 0o755);
     refused(&f, Some(3), "edited trusted comment");
+    let o = output(Command::new(&f).arg("verify")).unwrap();
+    assert!(stderr(&o).contains("0 valid signatures from keys of root 1"), "{}", stderr(&o));
 }
 
 /// The bundle is changed on disk after it was verified, while the install

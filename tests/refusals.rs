@@ -35,7 +35,7 @@ fn a_key_outside_the_trust_root_is_refused() {
     let spec = std::fs::read_to_string(&p.spec).unwrap().replace(test_key().1.to_str().unwrap(), pk.to_str().unwrap());
     std::fs::write(&p.spec, spec).unwrap();
     let r = nxs_bundler::build(&p.request(&p.path().join("out"), &sk)).unwrap();
-    refused(&r.bundles[0].path, 3, "not in the trust root");
+    refused(&r.bundles[0].path, 3, "which root 1 does not list");
 }
 
 #[test]

@@ -233,7 +233,10 @@ fn check_trust(
         (Anchor::Key(key), _) => {
             let sigs = match &block {
                 Some(b) => b.manifest_signatures.clone(),
-                None => vec![region.to_string()],
+                None => {
+                    single_signature(region).map_err(|why| format!("{at}: {why}"))?;
+                    vec![region.to_string()]
+                }
             };
             if !sigs.iter().any(|sig| key.verifies(manifest, sig)) {
                 return Err(format!("no signature on the manifest is by key {}", key.id));

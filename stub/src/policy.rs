@@ -63,7 +63,7 @@ pub fn downgrade(
 
 /// Refuses a bundle whose root chain ends below the highest root
 /// accepted here (freeze and rollback: TUF's attack list, section 1.5.2),
-/// exit 4; or at that version with other bytes (a forked root), exit 3;
+/// exit 4; or at that version (from 2) with other bytes (a forked root), exit 3;
 /// unless the operator forces it.
 pub fn root_rollback(bundle: (u64, &[u8; 32]), highest: Option<(u64, [u8; 32])>, allow: bool) -> Result<(), Error> {
     let Some((top, top_sha)) = highest else { return Ok(()) };
@@ -81,7 +81,11 @@ pub fn root_rollback(bundle: (u64, &[u8; 32]), highest: Option<(u64, [u8; 32])>,
         )
         .hint(hint));
     }
-    if bundle.0 == top && bundle.1 != &top_sha {
+    // Version 1 is never carried, only embedded: two stubs may embed two
+    // different ones (a `[trust] keys` list that changed), and no chain
+    // leads from one to the other. From version 2 a root is reached by a
+    // signed step, and another root of that version is a fork.
+    if bundle.0 == top && top >= 2 && bundle.1 != &top_sha {
         return Err(Error::new(
             Class::Verify,
             format!("this bundle's root {top} is not the root {top} accepted here (the same version with other bytes)"),
@@ -227,6 +231,7 @@ mod tests {
             (2, &a, Some((3, a)), true, None),
             (3, &b, Some((3, a)), false, Some(Class::Verify)),
             (3, &b, Some((3, a)), true, None),
+            (1, &b, Some((1, a)), false, None),
         ];
         for (i, (v, sha, highest, allow, want)) in cases.into_iter().enumerate() {
             assert_eq!(root_rollback((v, sha), highest, allow).err().map(|e| e.class), want, "row {i}");

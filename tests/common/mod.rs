@@ -492,7 +492,8 @@ pub mod hostile {
         };
         let text = edit(m.to_text());
         let key = nxs_bundler::sign::SigningKey::load(&test_key().0, None).unwrap();
-        let sig = key.sign(text.as_bytes(), "hostile").unwrap();
+        let sig =
+            nxs_bundler::pack::signature_region(nxs_format::FORMAT_VERSION, &text, "hostile", &[&key], &[]).unwrap();
         let t = Trailer {
             format_version: nxs_format::FORMAT_VERSION,
             stub_len: stub_bytes.len() as u64,

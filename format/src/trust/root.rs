@@ -48,9 +48,20 @@ impl PublicKey {
     /// `data` (its trusted comment and global signature included, as
     /// `minisign -V` checks them). Legacy signatures are refused.
     pub fn verifies(&self, data: &[u8], sig_text: &str) -> bool {
-        let Ok(key) = minisign_verify::PublicKey::from_base64(&self.base64) else { return false };
-        let Ok(sig) = minisign_verify::Signature::decode(sig_text) else { return false };
-        key.verify(data, &sig, false).is_ok()
+        self.check(data, sig_text).is_ok()
+    }
+
+    /// As [`PublicKey::verifies`], saying why not.
+    pub fn check(&self, data: &[u8], sig_text: &str) -> Result<(), String> {
+        let key = minisign_verify::PublicKey::from_base64(&self.base64).map_err(|e| e.to_string())?;
+        let sig =
+            minisign_verify::Signature::decode(sig_text).map_err(|e| format!("not a minisign signature ({e})"))?;
+        key.verify(data, &sig, false).map_err(|e| match e {
+            minisign_verify::Error::UnexpectedAlgorithm => {
+                "is a legacy (non-prehashed) signature, which is refused".into()
+            }
+            e => format!("does not match ({e})"),
+        })
     }
 }
 

@@ -49,10 +49,9 @@ pub fn signed_by(
         } else if s.keys.contains(&id) {
             s.not_counted.push(format!("signature {n} is by key {id} again, and a key counts once"));
         } else if let Some(key) = root.key(&id) {
-            if key.verifies(data, sig) {
-                s.keys.push(id);
-            } else {
-                s.not_counted.push(format!("signature {n} (key {id}) does not match"));
+            match key.check(data, sig) {
+                Ok(()) => s.keys.push(id),
+                Err(why) => s.not_counted.push(format!("signature {n} (key {id}) {why}")),
             }
         } else {
             s.not_counted.push(format!("signature {n} is by key {id}, which root {} does not list", root.version));
