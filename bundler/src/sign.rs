@@ -32,10 +32,7 @@ impl SigningKey {
     pub fn load(path: &Path, password: Option<String>) -> Result<SigningKey> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read secret key {}", path.display()))?;
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        let line = nxs_format::trust::key_line(&text)
             .ok_or_else(|| anyhow!("{} is not a minisign secret key: no key line", path.display()))?;
         let raw = B64.decode(line).map_err(|e| anyhow!("{} is not a minisign secret key: {e}", path.display()))?;
         if raw.len() != 158 || &raw[0..2] != b"Ed" {
@@ -154,11 +151,7 @@ pub fn public_key_file(path: &Path) -> Result<PublicKey> {
 
 /// Parses a `.pub` file's text: an optional comment line, then base64.
 pub fn parse_public(text: &str) -> Result<PublicKey> {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-        .ok_or_else(|| anyhow!("no key line"))?;
+    let line = nxs_format::trust::key_line(text).ok_or_else(|| anyhow!("no key line"))?;
     PublicKey::parse(line).map_err(|e| anyhow!("not a minisign public key: {e}"))
 }
 

@@ -126,11 +126,7 @@ fn anchor(trust: &Trust) -> Result<Anchor> {
                 let root = Root::parse(text.as_bytes()).map_err(|e| usage(e.to_string()))?;
                 return Ok(Anchor::Root(root, text));
             }
-            let line = text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-                .ok_or_else(|| usage("no key line".into()))?;
+            let line = trust::key_line(&text).ok_or_else(|| usage("no key line".into()))?;
             Ok(Anchor::Key(PublicKey::parse(line).map_err(usage)?))
         }
     }

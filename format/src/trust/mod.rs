@@ -24,7 +24,7 @@ mod root;
 mod walk;
 
 pub use block::{SignedRoot, TrustBlock, MAX_BLOCK_LEN};
-pub use root::{PublicKey, Root, MAX_KEYS};
+pub use root::{key_line, PublicKey, Root, MAX_KEYS};
 pub use walk::{signed_by, walk, Signers, Walked, MAX_STEPS};
 
 use std::fmt;

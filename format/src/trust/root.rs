@@ -22,6 +22,12 @@ pub const MAX_KEYS: usize = 255;
 /// The largest root file, in bytes.
 const MAX_ROOT_LEN: usize = 64 << 10;
 
+/// The key line of a minisign key file (`.pub` or `.key`): the first
+/// line that is neither blank nor the untrusted comment.
+pub fn key_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+}
+
 /// A minisign Ed25519 public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
