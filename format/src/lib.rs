@@ -35,8 +35,9 @@ pub use version::Version;
 /// Version 2 added the Headscale client lines to the manifest; version 3
 /// each frame's sha256 and its first member; version 4 the trust block
 /// (a root chain and k-of-n manifest signatures, [`trust`]) in place of
-/// the single signature.
-pub const FORMAT_VERSION: u32 = 4;
+/// the single signature; version 5 bundles that hold several tiers, each
+/// entry naming the tiers it belongs to ([`manifest::Tiers`]).
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this code still reads: install records and
 /// bundles written by earlier releases.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;

@@ -57,5 +57,6 @@ pub(crate) fn test_manifest(
         headscale: None,
         hooks: vec![],
         entries,
+        tiers: None,
     }
 }

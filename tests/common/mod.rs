@@ -489,6 +489,7 @@ pub mod hostile {
             headscale: None,
             hooks: vec![],
             entries,
+            tiers: None,
         };
         let text = edit(m.to_text());
         let key = nxs_bundler::sign::SigningKey::load(&test_key().0, None).unwrap();

@@ -16,10 +16,12 @@ use std::fmt;
 mod links;
 mod parse;
 mod rules;
+mod tiers;
 
 pub use links::{check_link_chains, link_target_ok, LinkChainError, LinkChainErrorKind, MAX_LINK_CHAIN};
 pub use parse::same_name;
 pub use rules::{tag_problem, up_flag_problem, up_flags_problem, ServerUrl, RESERVED_UP_FLAGS};
+pub use tiers::{tier_name_ok, Selection, Tiers, MAX_TIERS};
 
 /// Most entries a manifest may list.
 pub const MAX_ENTRIES: usize = 1_000_000;
@@ -200,6 +202,9 @@ pub struct Manifest {
     pub headscale: Option<Headscale>,
     pub hooks: Vec<Hook>,
     pub entries: Vec<Entry>,
+    /// Format 5 and later: the tiers the bundle holds, when it holds more
+    /// than the one its `tier` line names. That line is then the default.
+    pub tiers: Option<Tiers>,
 }
 
 /// Why a manifest was refused, with the 1-based line it was found on.
@@ -328,6 +333,11 @@ impl Manifest {
         line(&["version", self.version.as_str()]);
         line(&["tier", &self.tier]);
         line(&["target", &self.target]);
+        if let Some(t) = &self.tiers {
+            let mut f = vec!["tiers"];
+            f.extend(t.names.iter().map(String::as_str));
+            line(&f);
+        }
         line(&["mtime", &self.mtime.to_string()]);
         line(&["dev", if self.dev { "1" } else { "0" }]);
         line(&["stub", &self.stub.len.to_string(), &hex::encode(&self.stub.sha256)]);
@@ -370,15 +380,27 @@ impl Manifest {
             f.extend(hook.argv.iter().map(String::as_str));
             line(&f);
         }
-        for e in &self.entries {
+        for (i, e) in self.entries.iter().enumerate() {
             let mode = format!("{:o}", e.mode);
-            match &e.kind {
-                EntryKind::Dir => line(&["dir", &mode, e.path.as_str()]),
-                EntryKind::Link { target } => line(&["link", e.path.as_str(), target]),
-                EntryKind::File { size, sha256 } => {
-                    line(&["file", &mode, &size.to_string(), &hex::encode(sha256), e.path.as_str()])
-                }
-            }
+            let set = self.tiers.as_ref().map(|t| t.spell(t.of_entry[i]));
+            let (size, sha) = match &e.kind {
+                EntryKind::File { size, sha256 } => (size.to_string(), hex::encode(sha256)),
+                _ => (String::new(), String::new()),
+            };
+            let rest: Vec<&str> = match &e.kind {
+                EntryKind::Dir => vec![&mode, e.path.as_str()],
+                EntryKind::Link { target } => vec![e.path.as_str(), target],
+                EntryKind::File { .. } => vec![&mode, &size, &sha, e.path.as_str()],
+            };
+            let kw = match e.kind {
+                EntryKind::Dir => "dir",
+                EntryKind::Link { .. } => "link",
+                EntryKind::File { .. } => "file",
+            };
+            let mut f = vec![kw];
+            f.extend(set.as_deref());
+            f.extend(rest);
+            line(&f);
         }
         line(&["end"]);
         s
@@ -401,8 +423,12 @@ impl Manifest {
     }
 
     /// A short identifier for this bundle: product, version, tier, target.
+    /// A multi-tier bundle's names no tier, as its file name does not.
     pub fn bundle_id(&self) -> String {
-        format!("{}-{}-{}-{}", self.product, self.version, self.tier, self.target)
+        match self.tiers {
+            Some(_) => format!("{}-{}-{}", self.product, self.version, self.target),
+            None => format!("{}-{}-{}-{}", self.product, self.version, self.tier, self.target),
+        }
     }
 }
 
@@ -410,7 +436,7 @@ impl Manifest {
 mod tests {
     use super::*;
 
-    fn sample() -> Manifest {
+    pub(crate) fn sample() -> Manifest {
         let p = |s| EntryPath::parse(s).unwrap();
         Manifest {
             format: crate::FORMAT_VERSION,
@@ -450,6 +476,7 @@ mod tests {
                 Entry { path: p("etc/ca.pem"), mode: 0o644, kind: EntryKind::File { size: 5, sha256: [3; 32] } },
                 Entry { path: p("etc/a b%c"), mode: 0o4755, kind: EntryKind::File { size: 0, sha256: [4; 32] } },
             ],
+            tiers: None,
         }
     }
 
@@ -473,7 +500,7 @@ mod tests {
         let good = sample().to_text();
         let edit = |from: &str, to: &str| good.replacen(from, to, 1);
         check_refused("hello\n", 1, "does not start");
-        check_refused("nxs-manifest 5\nend\n", 1, "format 5");
+        check_refused("nxs-manifest 6\nend\n", 1, "format 6");
         check_refused(&edit("end\n", ""), 22, "`end` is missing");
         check_refused(&good.replace("\nend\n", "\nend"), 23, "newline");
         check_refused(&edit("etc/ca.pem\n", "../ca.pem\n"), 13, "`..`");

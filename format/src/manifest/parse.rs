@@ -179,6 +179,11 @@ struct Parser {
     /// The line of each entry, for the link-chain check after `end`.
     entry_lines: Vec<usize>,
     dirs: HashSet<EntryPath>,
+    /// Format 5: the `tiers` line's names, then each entry's set.
+    tier_names: Option<Vec<String>>,
+    tier_sets: Vec<u64>,
+    /// Each directory's tier set, for the parent rule.
+    dir_sets: HashMap<EntryPath, u64>,
 }
 
 impl Parser {
@@ -219,6 +224,7 @@ impl Parser {
                     _ => set_once(&mut self.payload, r, n, "payload"),
                 }
             }
+            "tiers" => self.tiers(n, fields),
             "frame" => self.frame(n, fields),
             "hook" => self.hook(n, fields),
             "dir" | "file" | "link" => self.entry(n, key, fields),
@@ -317,12 +323,63 @@ impl Parser {
         Ok(())
     }
 
+    /// `tiers NAME...` (format 5): the tiers a multi-tier bundle holds,
+    /// once, before the first entry.
+    fn tiers(&mut self, n: usize, fields: &[String]) -> Result<(), ManifestError> {
+        if self.format < 5 {
+            return Err(syntax(n, format!("`tiers` is a format 5 line, in a format {} manifest", self.format)));
+        }
+        if !self.entries.is_empty() {
+            return Err(syntax(n, "`tiers` comes after an entry; it must come before the first"));
+        }
+        if fields.is_empty() || fields.len() > MAX_TIERS {
+            return Err(syntax(n, format!("`tiers` names 1 to {MAX_TIERS} tiers, found {}", fields.len())));
+        }
+        for (i, t) in fields.iter().enumerate() {
+            if !tier_name_ok(t) {
+                return Err(syntax(n, format!("tier name `{t}`: expected ASCII letters, digits, `-`, `_` or `.`")));
+            }
+            if fields[..i].contains(t) {
+                return Err(syntax(n, format!("tier `{t}` is named twice")));
+            }
+        }
+        set_once(&mut self.tier_names, fields.to_vec(), n, "tiers")
+    }
+
+    /// An entry's tier set (format 5, with `tiers`): names from `tiers`,
+    /// comma-separated, in its order, at least one.
+    fn tier_set(&self, n: usize, field: &str) -> Result<u64, ManifestError> {
+        let names = self.tier_names.as_ref().expect("asked only with a tiers line");
+        let mut set = 0u64;
+        let mut last = None;
+        for t in field.split(',') {
+            let Some(i) = names.iter().position(|x| x == t) else {
+                return Err(syntax(n, format!("tier set `{field}`: `{t}` is not on the `tiers` line")));
+            };
+            if last.is_some_and(|l| i <= l) {
+                return Err(syntax(
+                    n,
+                    format!("tier set `{field}`: names must follow the `tiers` line's order, each once"),
+                ));
+            }
+            last = Some(i);
+            set |= 1 << i;
+        }
+        Ok(set)
+    }
+
     /// `dir MODE PATH`, `file MODE SIZE SHA256 PATH`, `link PATH TARGET`:
-    /// unique, even folded, and each after its directory.
+    /// unique, even folded, and each after its directory. With a `tiers`
+    /// line, each has its tier set first, within its directory's.
     fn entry(&mut self, n: usize, key: &str, fields: &[String]) -> Result<(), ManifestError> {
         if self.entries.len() >= MAX_ENTRIES {
             return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_ENTRIES} entries"))));
         }
+        let (set, fields) = match self.tier_names {
+            Some(_) if fields.is_empty() => return Err(syntax(n, format!("`{key}` has no tier set"))),
+            Some(_) => (Some(self.tier_set(n, &fields[0])?), &fields[1..]),
+            None => (None, fields),
+        };
         let entry = match key {
             "dir" => {
                 want(n, key, fields, 2)?;
@@ -361,10 +418,25 @@ impl Parser {
             if !self.dirs.contains(&parent) {
                 return Err(syntax(n, format!("`{}` comes before its directory `{parent}`", entry.path)));
             }
+            if let Some(set) = set.filter(|s| s & !self.dir_sets[&parent] != 0) {
+                let names = self.tier_names.as_ref().expect("a set");
+                let t = Tiers { names: names.clone(), of_entry: vec![] };
+                return Err(syntax(
+                    n,
+                    format!(
+                        "`{}` is in tiers {} and its directory `{parent}` is in {} only",
+                        entry.path,
+                        t.spell(set),
+                        t.spell(self.dir_sets[&parent])
+                    ),
+                ));
+            }
         }
         if entry.kind == EntryKind::Dir {
             self.dirs.insert(entry.path.clone());
+            self.dir_sets.insert(entry.path.clone(), set.unwrap_or(u64::MAX));
         }
+        self.tier_sets.extend(set);
         self.entries.push(entry);
         self.entry_lines.push(n);
         Ok(())
@@ -374,11 +446,26 @@ impl Parser {
     fn finish(self, last_line: usize) -> Result<Manifest, ManifestError> {
         // Links are checked again with the links on their way followed,
         // once every entry is known: a link may go through one listed later.
-        check_link_chains(self.entries.iter().map(|e| match &e.kind {
-            EntryKind::Link { target } => (&e.path, Some(target.as_str())),
-            _ => (&e.path, None),
-        }))
-        .map_err(|e| syntax(self.entry_lines[e.index], e.to_string()))?;
+        let link = |e: &Entry| match &e.kind {
+            EntryKind::Link { target } => (e.path.clone(), Some(target.clone())),
+            _ => (e.path.clone(), None),
+        };
+        let all: Vec<_> = self.entries.iter().map(link).collect();
+        check_link_chains(all.iter().map(|(p, t)| (p, t.as_deref())))
+            .map_err(|e| syntax(self.entry_lines[e.index], e.to_string()))?;
+        let tiers = self.tier_names.clone().map(|names| Tiers { names, of_entry: self.tier_sets.clone() });
+        if let Some(t) = &tiers {
+            // Each tier is a tree of its own: its links are checked again
+            // without the entries it does not hold.
+            for bit in 0..t.names.len() {
+                let (lines, links): (Vec<usize>, Vec<_>) = (0..all.len())
+                    .filter(|&i| t.of_entry[i] & (1 << bit) != 0)
+                    .map(|i| (self.entry_lines[i], &all[i]))
+                    .unzip();
+                check_link_chains(links.iter().map(|(p, t)| (p, t.as_deref())))
+                    .map_err(|e| syntax(lines[e.index], format!("in tier `{}`: {e}", t.names[bit])))?;
+            }
+        }
         let missing = |what: &'static str| err(last_line, ManifestErrorKind::Missing(what));
         let headscale =
             self.headscale_value().ok_or_else(|| missing("headscale-login-server and headscale-hostname"))?;
@@ -396,7 +483,14 @@ impl Parser {
             headscale,
             hooks: self.hooks,
             entries: self.entries,
+            tiers,
         };
+        if let Some(t) = m.tiers.as_ref().filter(|t| !t.names.contains(&m.tier)) {
+            return Err(syntax(
+                last_line,
+                format!("the default tier `{}` is not on the `tiers` line ({})", m.tier, t.names.join(", ")),
+            ));
+        }
         check_frames(&m, last_line)?;
         Ok(m)
     }
