@@ -142,6 +142,9 @@ pub struct BuildRequest {
     pub platforms: Vec<String>,
     /// Empty means every tier of the spec.
     pub tiers: Vec<String>,
+    /// One bundle per platform holding every tier (a stick's), in place
+    /// of one per tier; `tiers` must then be empty.
+    pub multi_tier: bool,
     /// The stub binary for each platform.
     pub stubs: BTreeMap<String, PathBuf>,
     /// Component sources taken from elsewhere than the spec says: (name, path).
@@ -171,7 +174,11 @@ pub fn plan_build(req: &BuildRequest) -> Result<(Spec, Plan)> {
         spec.override_source(name, path).map_err(anyhow::Error::msg)?;
     }
     let mtime = spec.effective_mtime(req.source_date_epoch.as_deref()).map_err(anyhow::Error::msg)?;
-    let plan = plan::plan(&spec, &req.platforms, &req.tiers, &req.stubs, mtime)?;
+    let plan = match req.multi_tier {
+        true if !req.tiers.is_empty() => anyhow::bail!("a multi-tier build holds every tier: give no --tier"),
+        true => plan::plan_multi(&spec, &req.platforms, &req.stubs, mtime)?,
+        false => plan::plan(&spec, &req.platforms, &req.tiers, &req.stubs, mtime)?,
+    };
     Ok((spec, plan))
 }
 

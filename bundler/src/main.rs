@@ -44,6 +44,11 @@ enum Cmd {
         platforms: Vec<String>,
         #[arg(long = "tier")]
         tiers: Vec<String>,
+        /// One bundle per platform holding every tier, each file once
+        /// (a stick's); `install --tier` picks one, the spec's default
+        /// when none is named.
+        #[arg(long, conflicts_with = "tiers")]
+        multi_tier: bool,
         #[arg(long, default_value = "target/bundles")]
         out: PathBuf,
         /// Print the plan and write nothing.
@@ -255,12 +260,26 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Root { cmd } => run_root(cmd),
-        Cmd::Build { manifest, stubs, sources, keys, password_file, dev, platforms, tiers, out, dry_run, json } => {
+        Cmd::Build {
+            manifest,
+            stubs,
+            sources,
+            keys,
+            password_file,
+            dev,
+            platforms,
+            tiers,
+            multi_tier,
+            out,
+            dry_run,
+            json,
+        } => {
             let req = BuildRequest {
                 spec: manifest,
                 out_dir: out,
                 platforms,
                 tiers,
+                multi_tier,
                 stubs: stubs.into_iter().collect::<BTreeMap<_, _>>(),
                 sources,
                 keys,

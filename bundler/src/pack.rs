@@ -389,7 +389,7 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
             .map(|h| Hook { stage: h.stage, timeout_secs: h.timeout_secs, argv: h.argv.clone() })
             .collect(),
         entries,
-        tiers: None,
+        tiers: plan.tiers.clone(),
     };
     let text = manifest.to_text();
     // Guard the contract: what we write must parse back to what we meant.

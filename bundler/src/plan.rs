@@ -31,6 +31,9 @@ pub struct BundlePlan {
     pub file_name: String,
     /// In payload order: sorted by path, so every parent precedes its children.
     pub entries: Vec<PlannedEntry>,
+    /// A multi-tier bundle (a stick's): every tier, each entry once, with
+    /// the tiers it belongs to; `tier` is then the default.
+    pub tiers: Option<nxs_format::Tiers>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,10 +123,53 @@ pub fn plan(
                 target: target.clone(),
                 file_name: format!("{}-{}-{}-{}.run", spec.name, spec.version, tier_name, target),
                 entries: entries.into_values().collect(),
+                tiers: None,
             });
         }
     }
     Ok(Plan { mtime, bundles })
+}
+
+/// Plans one bundle per chosen platform (all when empty) holding every
+/// tier, each path once, marked with the tiers it belongs to: a stick's
+/// bundles. A path that two tiers would fill differently is refused, since
+/// it could be stored only once.
+pub fn plan_multi(spec: &Spec, platforms: &[String], stubs: &BTreeMap<String, PathBuf>, mtime: u64) -> Result<Plan> {
+    let per_tier = plan(spec, platforms, &[], stubs, mtime)?;
+    let names: Vec<String> = spec.tiers.iter().map(|t| t.name.clone()).collect();
+    let mut bundles = Vec::new();
+    for target in per_tier.bundles.iter().map(|b| &b.target).collect::<std::collections::BTreeSet<_>>() {
+        let mut merged: BTreeMap<EntryPath, (PlannedEntry, u64)> = BTreeMap::new();
+        for b in per_tier.bundles.iter().filter(|b| &b.target == target) {
+            let bit = 1u64 << names.iter().position(|n| n == &b.tier).expect("a spec tier");
+            for e in &b.entries {
+                match merged.get_mut(&e.path) {
+                    None => {
+                        merged.insert(e.path.clone(), (e.clone(), bit));
+                    }
+                    Some((have, set)) if same_content(have, e) => *set |= bit,
+                    Some((have, _)) => bail!(
+                        "`{}` differs between tiers for {target}: component `{}` and component `{}` (tier `{}`) give it different contents\n  help: a stick's bundle stores each path once; give each tier the same file there",
+                        e.path, have.component, e.component, b.tier
+                    ),
+                }
+            }
+        }
+        let (entries, of_entry): (Vec<PlannedEntry>, Vec<u64>) = merged.into_values().unzip();
+        bundles.push(BundlePlan {
+            tier: spec.default_tier.clone(),
+            target: target.clone(),
+            file_name: format!("{}-{}-{}.run", spec.name, spec.version, target),
+            entries,
+            tiers: Some(nxs_format::Tiers { names: names.clone(), of_entry }),
+        });
+    }
+    Ok(Plan { mtime, bundles })
+}
+
+/// The same entry, as far as the payload and manifest can tell.
+fn same_content(a: &PlannedEntry, b: &PlannedEntry) -> bool {
+    a.mode == b.mode && a.source == b.source && a.link == b.link
 }
 
 /// Refuses two entries that a filesystem ignoring case or normalising names
@@ -340,6 +386,94 @@ components = ["a", "b"]
             let spec = Spec::parse(&self.dir.path().join("spec.toml"), &text)?;
             plan(&spec, &[], &[], &BTreeMap::new(), 0)
         }
+    }
+
+    /// A two-platform, three-tier spec over components `a`, `b` and `c`.
+    fn multi(f: &Fixture, c_install: &str, default: &str, full_extends: &str) -> Result<Plan> {
+        let text = format!(
+            r#"
+platforms = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"]
+[product]
+name = "nxs-survival"
+version = "1.4.0"
+[trust]
+keys = ["keys/release.pub"]
+[[component]]
+name = "a"
+source = "src/a"
+install = "share/a"
+[[component]]
+name = "b"
+source = "src/b"
+install = "share/b"
+[[component]]
+name = "c"
+source = "src/a"
+install = "{c_install}"
+mode = 0o600
+[[tier]]
+name = "minimal"
+components = ["a"]
+[[tier]]
+name = "standard"
+extends = "minimal"
+components = ["b"]
+{default}
+[[tier]]
+name = "full"
+{full_extends}
+components = ["c"]
+"#
+        );
+        let spec = Spec::parse(&f.dir.path().join("spec.toml"), &text)?;
+        plan_multi(&spec, &[], &BTreeMap::new(), 0)
+    }
+
+    #[test]
+    fn a_multi_tier_plan_stores_each_path_once_with_its_tiers() {
+        let f = Fixture::new();
+        f.file("src/a/x").file("src/b/y");
+        let plan = multi(&f, "opt/c", "default = true", "extends = \"standard\"").unwrap();
+        let names: Vec<_> = plan.bundles.iter().map(|b| b.file_name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["nxs-survival-1.4.0-aarch64-unknown-linux-musl.run", "nxs-survival-1.4.0-x86_64-unknown-linux-musl.run"]
+        );
+        let b = &plan.bundles[1];
+        assert_eq!(b.tier, "standard", "the tier marked default");
+        let t = b.tiers.as_ref().unwrap();
+        assert_eq!(t.names, ["minimal", "standard", "full"]);
+        let sets: Vec<(&str, String)> =
+            b.entries.iter().zip(&t.of_entry).map(|(e, s)| (e.path.as_str(), t.spell(*s))).collect();
+        let want = [
+            ("opt", "full"),
+            ("opt/c", "full"),
+            ("opt/c/x", "full"),
+            ("share", "minimal,standard,full"),
+            ("share/a", "minimal,standard,full"),
+            ("share/a/x", "minimal,standard,full"),
+            ("share/b", "standard,full"),
+            ("share/b/y", "standard,full"),
+        ];
+        assert_eq!(sets, want.map(|(p, s)| (p, s.to_string())));
+        // Without a mark, the last tier is the default.
+        assert_eq!(multi(&f, "opt/c", "", "extends = \"standard\"").unwrap().bundles[0].tier, "full");
+    }
+
+    #[test]
+    fn a_path_two_tiers_fill_differently_is_refused() {
+        let f = Fixture::new();
+        f.file("src/a/x").file("src/b/y");
+        // Tier full (extending nothing) has component `c` put src/a at
+        // share/a, its files with another mode than component `a` gives.
+        refused(
+            multi(&f, "share/a", "", ""),
+            &[
+                "`share/a/x` differs between tiers",
+                "component `a` and component `c` (tier `full`)",
+                "stores each path once",
+            ],
+        );
     }
 
     fn refused(r: Result<Plan>, want: &[&str]) {

@@ -23,8 +23,8 @@ pub mod trust;
 pub mod version;
 
 pub use manifest::{
-    Entry, EntryKind, FirstMember, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region, ServerUrl,
-    TailscaleClient, Userspace,
+    Entry, EntryKind, FirstMember, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region, Selection,
+    ServerUrl, TailscaleClient, Tiers, Userspace,
 };
 pub use path::{EntryPath, PathError};
 pub use trailer::{Trailer, TrailerError, TRAILER_LEN};

@@ -217,6 +217,7 @@ impl Project {
             out_dir: out.to_path_buf(),
             platforms: vec![],
             tiers: vec![],
+            multi_tier: false,
             stubs,
             sources: vec![],
             keys: vec![key.to_path_buf()],

@@ -114,7 +114,17 @@ fn main() {
         Task::Demo => task::demo::demo(&root),
         Task::Bundle { manifest, platforms, tiers, out, key, password_file, sources, dry_run } => task::bundle(
             &root,
-            &task::BundleArgs { manifest, platforms, tiers, out, key, password_file, sources, dry_run },
+            &task::BundleArgs {
+                manifest,
+                platforms,
+                tiers,
+                multi_tier: false,
+                out,
+                key,
+                password_file,
+                sources,
+                dry_run,
+            },
         )
         .map(|_| ()),
         Task::Test { args } => task::suite::test(&root, &args),

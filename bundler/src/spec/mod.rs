@@ -105,6 +105,9 @@ pub struct Spec {
     pub hooks: Vec<HookSpec>,
     pub components: Vec<Component>,
     pub tiers: Vec<Tier>,
+    /// The tier a multi-tier bundle installs when none is named: the one
+    /// marked `default = true`, else the last (the largest).
+    pub default_tier: String,
 }
 
 struct Ctx<'a> {
@@ -406,6 +409,21 @@ impl Ctx<'_> {
         Ok(tiers)
     }
 
+    /// The one `[[tier]]` marked `default = true`, else the last.
+    fn default_tier(&self, raw: &[Spanned<RawTier>]) -> Result<String, SpecError> {
+        let marked: Vec<_> =
+            raw.iter().filter(|t| t.get_ref().default.as_ref().is_some_and(|d| *d.get_ref())).collect();
+        match marked.as_slice() {
+            [] => Ok(raw.last().expect("tiers checked non-empty").get_ref().name.get_ref().clone()),
+            [one] => Ok(one.get_ref().name.get_ref().clone()),
+            [_, second, ..] => Err(self.err(
+                second.get_ref().default.as_ref().expect("marked"),
+                "a second tier marked `default = true`",
+                Some("one tier is the default"),
+            )),
+        }
+    }
+
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
@@ -502,6 +520,7 @@ impl Spec {
             components.push(component);
         }
         let tiers = cx.tiers(&raw.tier, &components)?;
+        let default_tier = cx.default_tier(&raw.tier)?;
         Ok(Spec {
             file: file.to_path_buf(),
             base_dir,
@@ -515,6 +534,7 @@ impl Spec {
             hooks,
             components,
             tiers,
+            default_tier,
         })
     }
 

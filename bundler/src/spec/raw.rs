@@ -91,4 +91,6 @@ pub(super) struct RawTier {
     pub(super) extends: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) components: Vec<Spanned<String>>,
+    /// The tier a stick's bundle installs when `install` names none.
+    pub(super) default: Option<Spanned<bool>>,
 }

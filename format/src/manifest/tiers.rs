@@ -91,8 +91,8 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::EntryKind;
     use crate::manifest::Entry;
+    use crate::manifest::EntryKind;
     use crate::EntryPath;
 
     /// A format 5 manifest of three tiers: `bin/tool` in all, `doc/` in

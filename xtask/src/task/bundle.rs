@@ -13,6 +13,8 @@ pub struct BundleArgs {
     pub manifest: PathBuf,
     pub platforms: Vec<String>,
     pub tiers: Vec<String>,
+    /// One bundle per platform holding every tier (a stick's).
+    pub multi_tier: bool,
     pub out: PathBuf,
     /// Empty: the development key.
     pub key: Vec<PathBuf>,
@@ -69,6 +71,7 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
         out_dir: abs(&a.out),
         platforms,
         tiers: a.tiers.clone(),
+        multi_tier: a.multi_tier,
         stubs,
         sources,
         keys,

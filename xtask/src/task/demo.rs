@@ -63,6 +63,7 @@ pub fn demo(root: &Path) -> Result<()> {
             manifest: spec,
             platforms: vec![host.triple.clone()],
             tiers: vec!["standard".into()],
+            multi_tier: false,
             out: "target/demo/bundles".into(),
             key: Vec::new(),
             password_file: None,

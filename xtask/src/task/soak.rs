@@ -31,6 +31,7 @@ pub fn corpus_bundle(root: &Path, dir: &Path, name: &str, validate: bool) -> Res
         manifest: dir.join("spec.toml"),
         platforms: vec![host.triple],
         tiers: vec![],
+        multi_tier: false,
         out: dir.join("out"),
         key: Vec::new(),
         password_file: None,
