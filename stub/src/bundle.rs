@@ -14,7 +14,7 @@
 
 use crate::error::{Class, Error, Result};
 use nxs_format::trust::{self, PublicKey, Root, TrustBlock};
-use nxs_format::{hex, Manifest, Trailer, TRAILER_LEN};
+use nxs_format::{hex, Manifest, Selection, Trailer, TRAILER_LEN};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -42,6 +42,12 @@ pub struct Bundle {
     pub signature: String,
     /// Who signed it, under which root.
     pub trusted: Trusted,
+    /// The entries an install or extraction writes: the default tier's,
+    /// until [`Bundle::choose_tier`]. The payload is read whole either way.
+    pub selection: Selection,
+    /// The manifest as that tier sees it ([`Manifest::view`]): what is
+    /// sized, compared with an install record and checked in a tree.
+    pub view: Manifest,
 }
 
 /// What the trust check found: the root the manifest's signatures were
@@ -314,7 +320,19 @@ impl Signed {
                 manifest.payload.len
             )));
         }
-        let bundle = Bundle { path: path.to_path_buf(), file, trailer, manifest, manifest_bytes, signature, trusted };
+        let selection = manifest.select(None).map_err(crate::error::tampered)?;
+        let view = manifest.view(&selection);
+        let bundle = Bundle {
+            path: path.to_path_buf(),
+            file,
+            trailer,
+            manifest,
+            manifest_bytes,
+            signature,
+            trusted,
+            selection,
+            view,
+        };
         Ok(Signed { bundle })
     }
 
@@ -406,6 +424,44 @@ impl Bundle {
     pub fn open_verified(path: &Path, trust: &Trust) -> Result<Bundle> {
         Signed::open(path, trust)?.verify()
     }
+
+    /// Takes tier `name` of a multi-tier bundle (`None`: the default), or
+    /// refuses a tier it does not hold (exit 2, naming those it does).
+    pub fn choose_tier(&mut self, name: Option<&str>) -> Result<()> {
+        self.selection = self.manifest.select(name).map_err(|why| {
+            Error::usage(format!("{}: {why}", self.path.display())).hint("`list` names the tiers a bundle holds")
+        })?;
+        self.view = self.manifest.view(&self.selection);
+        Ok(())
+    }
+}
+
+/// The install record's tier file (format 5, multi-tier bundles): the
+/// tier installed, a line. Not signed: it only picks among signed tiers.
+pub const RECORD_TIER: &str = "tier";
+
+/// An install record's manifest as its install sees it: the tier its
+/// `tier` file names (the default without one), or a refusal when that
+/// is no tier of the manifest.
+pub fn record_view(root: &crate::door::Dir, m: Manifest) -> Result<Manifest> {
+    if m.tiers.is_none() {
+        return Ok(m);
+    }
+    let tier = match read_record(root, RECORD_TIER)? {
+        Some(b) => {
+            Some(String::from_utf8(b).ok().and_then(|t| t.strip_suffix('\n').map(str::to_string)).ok_or_else(|| {
+                crate::error::tampered(format!(
+                    "{}/{RECORD_TIER}: not a tier name and a newline",
+                    nxs_format::RECORD_DIR
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let sel = m.select(tier.as_deref()).map_err(|why| {
+        crate::error::tampered(format!("{}/{RECORD_TIER}: {why}", root.join(nxs_format::RECORD_DIR).display()))
+    })?;
+    Ok(m.view(&sel))
 }
 
 /// The install record of a root whose signature has been checked against
@@ -466,5 +522,6 @@ pub fn installed_record(root: &Path) -> Result<Attested> {
             manifest.format
         )));
     }
+    let manifest = record_view(&dir, manifest)?;
     Ok(Attested { manifest, trusted })
 }

@@ -36,6 +36,7 @@ const fn sw(name: &'static str, help: &'static str) -> Flag {
 }
 
 const JSON: Flag = sw("--json", "one JSON object a line on stdout (docs/EVENTS.md); progress goes to stderr");
+const TIER: Flag = v("--tier", "NAME", "of a stick's bundle, this tier (default: the one its spec names)");
 const STATE_DIR: Flag = v("--state-dir", "DIR", "the state directory (default $NXS_HOME, else ~/.nxs)");
 
 /// Every command the stub takes. `backup` and `restore` are passed whole to
@@ -49,25 +50,26 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "list",
-        synopsis: "[--json]",
-        flags: &[sw("--json", "the entries as one JSON object")],
-        help: "the files the bundle holds",
+        synopsis: "[--tier NAME] [--json]",
+        flags: &[TIER, sw("--json", "the entries as one JSON object")],
+        help: "the files the bundle holds (in a stick's bundle, with the tiers each belongs to), or one tier's",
     },
     Command {
         name: "extract",
-        synopsis: "--to DIR [--json]",
-        flags: &[v("--to", "DIR", "a new or empty directory"), JSON],
+        synopsis: "--to DIR [--tier NAME] [--json]",
+        flags: &[v("--to", "DIR", "a new or empty directory"), TIER, JSON],
         help: "verified extraction into a new or empty DIR",
     },
     Command {
         name: "install",
-        synopsis: "--root DIR [--state-dir DIR] [--allow-downgrade] [--allow-root-rollback] [--max-start-attempts N]\n\
+        synopsis: "--root DIR [--tier NAME] [--state-dir DIR] [--allow-downgrade] [--allow-root-rollback] [--max-start-attempts N]\n\
                    [--retry-failed]\n\
                    [--authkey-file F | --authkey-age F [--passphrase-file F]]\n\
                    [--join-attempts N] [--probe-timeout SECONDS] [--up-timeout SECONDS] [--quiet] [--json]\n\
                    [--restore-from FILE-or-DIR (--restore-identity F | --restore-passphrase-file F)]",
         flags: &[
             v("--root", "DIR", "where the instance is installed"),
+            TIER,
             STATE_DIR,
             sw("--allow-downgrade", "install a version older than one installed here before"),
             sw("--allow-root-rollback", "install a bundle whose root chain ends below the root accepted here"),
@@ -218,6 +220,11 @@ impl Flags {
         self.pairs.iter().rev().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone()).map(PathBuf::from)
     }
 
+    /// A value that is text: a name, not a path.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.pairs.iter().rev().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone())
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.pairs.iter().any(|(n, _)| *n == name)
     }
@@ -248,10 +255,12 @@ pub enum Cmd {
         pubkey: Option<PathBuf>,
     },
     List {
+        tier: Option<String>,
         json: bool,
     },
     Extract {
         to: PathBuf,
+        tier: Option<String>,
     },
     Install(Box<Install>),
     /// `backup` and `restore`: the whole argv goes to nxs-backup.
@@ -272,6 +281,8 @@ pub enum Cmd {
 /// `install`'s flags, validated.
 pub struct Install {
     pub root: PathBuf,
+    /// A stick's bundle: the tier to install (else the spec's default).
+    pub tier: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub allow_downgrade: bool,
     pub allow_root_rollback: bool,
@@ -309,8 +320,8 @@ impl Cmd {
         let f = Flags::parse(c, rest)?;
         Ok(match c.name {
             "verify" => Cmd::Verify { pubkey: f.value("--pubkey") },
-            "list" => Cmd::List { json: f.has("--json") },
-            "extract" => Cmd::Extract { to: f.require("--to")? },
+            "list" => Cmd::List { tier: f.text("--tier"), json: f.has("--json") },
+            "extract" => Cmd::Extract { to: f.require("--to")?, tier: f.text("--tier") },
             "install" => Cmd::Install(Box::new(Install::from_flags(&f, env)?)),
             "status" => Cmd::Status { state_dir: f.value("--state-dir"), json: f.has("--json") },
             "rollback" => Cmd::Rollback { state_dir: f.value("--state-dir") },
@@ -354,6 +365,7 @@ impl Install {
         let secs = |name: &str, default: u32| f.number(name, default).map(|n| Duration::from_secs(n.into()));
         Ok(Install {
             root: f.require("--root")?,
+            tier: f.text("--tier"),
             state_dir: f.value("--state-dir"),
             allow_downgrade: f.has("--allow-downgrade"),
             allow_root_rollback: f.has("--allow-root-rollback"),

@@ -26,7 +26,11 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     // Verify before the first byte is written anywhere, state dir included:
     // a bundle that fails here leaves the machine exactly as it was.
     eprintln!("  verifying {}", opts.bundle.display());
-    let preverified = Bundle::open_verified(&opts.bundle, &Trust::Embedded)?;
+    let mut preverified = Bundle::open_verified(&opts.bundle, &Trust::Embedded)?;
+    preverified.choose_tier(opts.tier.as_deref())?;
+    if preverified.manifest.tiers.is_some() {
+        eprintln!("  tier {}", preverified.selection.tier);
+    }
     let key = read_key(opts, &preverified.manifest)?;
     // --restore-from needs the bundle's nxs-backup: refused now (exit 4),
     // not after extracting.
@@ -37,7 +41,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
     // Links, foreign owners and special files are refused before anything
     // is written or locked.
     layout.check_if_present()?;
-    crate::preflight::check(&preverified.manifest, &layout.root)?;
+    crate::preflight::check(&preverified.view, &layout.root)?;
     // A bundle whose payload fails verification (format 3 finds out while
     // staging) leaves nothing behind: a state directory this run made goes
     // again, and one that was there gets back the checkpoint it had.
@@ -55,7 +59,7 @@ pub fn install(opts: &InstallOptions) -> Result<Outcome> {
         None => None,
     };
     if let Some(c) = &found {
-        crate::policy::give_up(c, &preverified.manifest.bundle_id(), opts.retry_failed)?;
+        crate::policy::give_up(c, &preverified.view.bundle_id(), opts.retry_failed)?;
     }
     Run::new(opts, sd, layout, found, preverified, key, lock.fd()).drive(undo)
 }

@@ -46,8 +46,8 @@ fn run(args: &[String]) -> Result<i32> {
             );
         }
         Cmd::Verify { pubkey } => verify(pubkey.as_deref())?,
-        Cmd::List { json } => list(json)?,
-        Cmd::Extract { to } => extract(&to)?,
+        Cmd::List { tier, json } => list(tier.as_deref(), json)?,
+        Cmd::Extract { to, tier } => extract(&to, tier.as_deref())?,
         Cmd::Install(i) => install(*i)?,
         Cmd::Tool => return nxs_stub::tool::exec(args),
         Cmd::Rollback { state_dir } => install::rollback_command(&fsx::state_dir(state_dir)?)?,
@@ -76,6 +76,7 @@ fn verify(pubkey: Option<&Path>) -> Result<()> {
                 ("bundle", json::s(&m.bundle_id())),
                 ("version", json::s(m.version.as_str())),
                 ("tier", json::s(&m.tier)),
+                ("tiers", format!("[{}]", m.tier_names().iter().map(|t| json::s(t)).collect::<Vec<_>>().join(","))),
                 ("target", json::s(&m.target)),
                 ("format", m.format.to_string()),
                 ("signer", json::s(&b.trusted.signers.join(","))),
@@ -109,14 +110,22 @@ fn verify(pubkey: Option<&Path>) -> Result<()> {
 }
 
 /// `list` reads a bundle whose signature is verified; its regions need not
-/// be (nothing of it is extracted).
-fn list(as_json: bool) -> Result<()> {
+/// be (nothing of it is extracted). A stick's bundle lists every entry
+/// with its tiers, or with `--tier` that tier's entries.
+fn list(tier: Option<&str>, as_json: bool) -> Result<()> {
     let b = bundle::Signed::open(&bundle::self_path()?, &Trust::Embedded)?;
-    let m = b.manifest();
+    let full = b.manifest();
+    let sel = match tier {
+        Some(t) => Some(full.select(Some(t)).map_err(|why| Error::usage(why).hint("`list` names the tiers"))?),
+        None => None,
+    };
+    let view = sel.as_ref().map(|s| full.view(s));
+    let m = view.as_ref().unwrap_or(full);
+    let tiers_of = |i: usize| m.tiers.as_ref().map(|t| t.spell(t.of_entry[i]));
     if as_json {
-        let items = m.entries.iter().map(|e| {
+        let items = m.entries.iter().enumerate().map(|(i, e)| {
             let o = Obj::new().str("path", e.path.as_str());
-            match &e.kind {
+            let o = match &e.kind {
                 EntryKind::Dir => o.str("type", "dir").str("mode", &format!("{:o}", e.mode)),
                 EntryKind::Link { target } => o.str("type", "link").str("target", target),
                 EntryKind::File { size, sha256 } => o
@@ -124,34 +133,48 @@ fn list(as_json: bool) -> Result<()> {
                     .str("mode", &format!("{:o}", e.mode))
                     .raw("size", size)
                     .str("sha256", &hex::encode(sha256)),
+            };
+            match tiers_of(i) {
+                Some(t) => o.array("tiers", t.split(',').map(json::s)),
+                None => o,
             }
             .finish()
         });
-        println!("{}", Obj::new().str("bundle", &m.bundle_id()).array("entries", items).finish());
+        let names = full.tier_names().into_iter().map(json::s);
+        let top = Obj::new().str("bundle", &full.bundle_id()).str("tier", &m.tier).array("tiers", names);
+        println!("{}", top.array("entries", items).finish());
         return Ok(());
     }
-    for e in &m.entries {
+    if full.tiers.is_some() {
+        match &sel {
+            Some(s) => println!("tier {} of {}", s.tier, full.tier_names().join(", ")),
+            None => println!("tiers {} (default {})", full.tier_names().join(", "), full.tier),
+        }
+    }
+    for (i, e) in m.entries.iter().enumerate() {
+        let t = tiers_of(i).map(|t| format!("  [{t}]")).unwrap_or_default();
         match &e.kind {
-            EntryKind::Dir => println!("d {:>5o} {:>12} {}/", e.mode, "-", e.path),
-            EntryKind::Link { target } => println!("l {:>5} {:>12} {} -> {target}", "-", "-", e.path),
-            EntryKind::File { size, .. } => println!("f {:>5o} {:>12} {}", e.mode, size, e.path),
+            EntryKind::Dir => println!("d {:>5o} {:>12} {}/{t}", e.mode, "-", e.path),
+            EntryKind::Link { target } => println!("l {:>5} {:>12} {} -> {target}{t}", "-", "-", e.path),
+            EntryKind::File { size, .. } => println!("f {:>5o} {:>12} {}{t}", e.mode, size, e.path),
         }
     }
     Ok(())
 }
 
-fn extract(to: &Path) -> Result<()> {
+fn extract(to: &Path, tier: Option<&str>) -> Result<()> {
     let layout = nxs_stub::root::Layout::new(to)?;
     layout.check_if_present()?;
     if !fsx::is_missing_or_empty(&layout.root)? {
         return Err(Error::new(Class::Io, format!("{} is not empty", layout.root.display()))
             .hint("extract into a new or empty directory"));
     }
-    let b = Bundle::open_verified(&bundle::self_path()?, &Trust::Embedded)?;
-    preflight::check(&b.manifest, &layout.root)?;
+    let mut b = Bundle::open_verified(&bundle::self_path()?, &Trust::Embedded)?;
+    b.choose_tier(tier)?;
+    preflight::check(&b.view, &layout.root)?;
     nxs_stub::root::stage(&b, &layout, false, true, None, &mut |_| Ok(()))?;
     nxs_stub::root::commit(&layout)?;
-    let n = b.manifest.entries.len();
+    let n = b.view.entries.len();
     if events::json_mode() {
         let to = json::s(&layout.root.display().to_string());
         events::emit(
@@ -172,6 +195,7 @@ fn install(i: cli::Install) -> Result<()> {
     }
     let opts = install::InstallOptions {
         restore: i.restore,
+        tier: i.tier,
         bundle: bundle::self_path()?,
         root: i.root,
         state_dir: fsx::state_dir(i.state_dir)?,

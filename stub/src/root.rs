@@ -175,6 +175,10 @@ fn write_record(layout: &Layout, staging: &crate::door::Dir, b: &Bundle) -> Resu
     rec.write_atomic("manifest", &b.manifest_bytes, 0o644)?;
     let name = if b.manifest.format >= 4 { crate::bundle::RECORD_TRUST } else { crate::bundle::RECORD_SIGNATURE };
     rec.write_atomic(name, b.signature.as_bytes(), 0o644)?;
+    if b.manifest.tiers.is_some() {
+        let tier = format!("{}\n", b.selection.tier);
+        rec.write_atomic(crate::bundle::RECORD_TIER, tier.as_bytes(), 0o644)?;
+    }
     // SAFETY: fchmod on the descriptor just opened.
     unsafe { libc::fchmod(rec.fd(), 0o755) };
     Ok(())
@@ -237,7 +241,7 @@ pub fn stage(
     // A rerun reads the bundle only from the first frame staging does not
     // hold intact (format 3); before, it reads it all again.
     let (start, kept) = match resuming && m.format >= 3 {
-        true => extract::resume_point(m, &layout.staging, staging.frames_done as usize, progress)?,
+        true => extract::resume_point(m, &b.selection, &layout.staging, staging.frames_done as usize, progress)?,
         false => (extract::Start::default(), 0),
     };
     if start.frame > 0 {
@@ -248,7 +252,7 @@ pub fn stage(
             m.frames.len(),
         );
     }
-    let mut p = Progress::start_if(progress, "extract", m.files_total());
+    let mut p = Progress::start_if(progress, "extract", b.view.files_total());
     let mut done = |frames: usize| {
         staging.frames_done = frames as u64;
         created(staging.clone())
@@ -427,8 +431,9 @@ pub fn installed_manifest(layout: &Layout) -> Result<Option<Found>> {
 /// link, regular file only.
 fn installed_manifest_in(root: &Dir) -> Result<Option<Manifest>> {
     let Some(bytes) = crate::bundle::read_record(root, "manifest")? else { return Ok(None) };
-    Manifest::parse(&bytes).map(Some).map_err(|e| {
+    let m = Manifest::parse(&bytes).map_err(|e| {
         let p = root.join(&format!("{RECORD_DIR}/manifest"));
         Error::new(Class::Io, format!("{}: damaged install record: {e}", p.display()))
-    })
+    })?;
+    crate::bundle::record_view(root, m).map(Some)
 }

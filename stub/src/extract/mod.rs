@@ -17,7 +17,7 @@
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::payload::PayloadReader;
-use nxs_format::{hex, EntryKind, FirstMember, Frame, Manifest};
+use nxs_format::{hex, EntryKind, FirstMember, Frame, Manifest, Selection};
 use sha2::{Digest, Sha256};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -102,11 +102,12 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
 pub fn run_from(b: &Bundle, sink: &Sink, progress: &mut Progress, start: Start, done: FramesDone) -> Result<usize> {
     let reader = PayloadReader::from_frame(&b.file, b.trailer.payload_offset(), &b.manifest, start.frame)
         .map_err(|e| region_err(&b.path, format!("payload: {e}")))?;
-    let (reused, reader) = walk_from(reader, &b.manifest, &b.path, sink, progress, start, done)?;
+    let walk = Walk { m: &b.manifest, sel: Some(&b.selection), label: &b.path, sink };
+    let (reused, reader) = walk.run(reader, progress, start, done)?;
     if !reader.finished() {
         return Err(region_err(&b.path, "payload was not read to its end"));
     }
-    finish(sink, &b.manifest)?;
+    finish(sink, &b.view)?;
     Ok(reused)
 }
 
@@ -118,7 +119,8 @@ pub fn run_from(b: &Bundle, sink: &Sink, progress: &mut Progress, start: Start, 
 /// with one link and the manifest's bytes; a real directory; the declared
 /// link). `hint` is the frames the checkpoint says were done: only a note
 /// when staging holds less (a power cut before the data reached the disk).
-pub fn resume_point(m: &Manifest, root: &Path, hint: usize, progress: bool) -> Result<(Start, usize)> {
+/// Only the entries of `sel` are staged; the others are passed over.
+pub fn resume_point(m: &Manifest, sel: &Selection, root: &Path, hint: usize, progress: bool) -> Result<(Start, usize)> {
     let mut kept = Vec::new();
     let mut first_bad = m.entries.len();
     // The `check` phase: the bytes of what staging holds at the right size
@@ -126,7 +128,9 @@ pub fn resume_point(m: &Manifest, root: &Path, hint: usize, progress: bool) -> R
     let staged: u64 = m
         .entries
         .iter()
-        .filter_map(|e| match e.kind {
+        .enumerate()
+        .filter(|(i, _)| sel.takes(*i))
+        .filter_map(|(_, e)| match e.kind {
             EntryKind::File { size, .. } => fs::symlink_metadata(root.join(e.path.as_str()))
                 .ok()
                 .filter(|md| md.is_file() && md.len() == size)
@@ -135,7 +139,7 @@ pub fn resume_point(m: &Manifest, root: &Path, hint: usize, progress: bool) -> R
         })
         .sum();
     let mut check = Progress::start_if(progress, "check", staged);
-    for (i, e) in m.entries.iter().enumerate() {
+    for (i, e) in m.entries.iter().enumerate().filter(|(i, _)| sel.takes(*i)) {
         let p = root.join(e.path.as_str());
         let ok = match &e.kind {
             EntryKind::Dir => staged_dir_is_ours(&p),
@@ -187,22 +191,45 @@ pub fn walk<R: Read>(
     sink: &Sink,
     progress: &mut Progress,
 ) -> Result<(usize, R)> {
-    walk_from(reader, m, label, sink, progress, Start::default(), &mut |_| Ok(()))
+    Walk { m, sel: None, label, sink }.run(reader, progress, Start::default(), &mut |_| Ok(()))
 }
 
-/// As [`walk`], of a stream that starts at `start`; format 3 members must
-/// begin where the frame index says, and `done` hears how far the disk has
-/// got.
-pub fn walk_from<R: Read>(
+/// One walk of a tar stream against a manifest: into `sink` the entries
+/// of `sel` (all when `None`); the others are read and checked the same
+/// way, and written nowhere.
+struct Walk<'a> {
+    m: &'a Manifest,
+    sel: Option<&'a Selection>,
+    label: &'a Path,
+    sink: &'a Sink<'a>,
+}
+
+impl Walk<'_> {
+    /// Where entry `i` goes.
+    fn sink_of(&self, i: usize) -> &Sink<'_> {
+        match self.sel {
+            Some(sel) if !sel.takes(i) => &Sink::Check,
+            _ => self.sink,
+        }
+    }
+
+    /// As [`walk`], of a stream that starts at `start`; format 3 members
+    /// must begin where the frame index says, and `done` hears how far the
+    /// disk has got.
+    fn run<R: Read>(&self, reader: R, progress: &mut Progress, start: Start, done: FramesDone) -> Result<(usize, R)> {
+        walk_members(self, reader, progress, start, done)
+    }
+}
+
+fn walk_members<R: Read>(
+    w: &Walk,
     reader: R,
-    m: &nxs_format::Manifest,
-    label: &Path,
-    sink: &Sink,
     progress: &mut Progress,
     start: Start,
     done: FramesDone,
 ) -> Result<(usize, R)> {
     use crate::tarwalk::Kind;
+    let (m, label, sink) = (w.m, w.label, w.sink);
     let mut reused = 0usize;
     let mut tar = crate::tarwalk::TarWalk::resume(reader, start.tar_offset, start.entry);
     let mut count = start.entry;
@@ -222,6 +249,7 @@ pub fn walk_from<R: Read>(
         let entry = &mut tar;
         let want = entry_for(m, count, &member, label)?;
         let name = want.path.as_str();
+        let sink = w.sink_of(count);
         fault_point(sink, writer.as_ref(), name)?;
         let (ty, size) = (member.kind, member.size);
         check_declared(m, want, &member, count, label)?;

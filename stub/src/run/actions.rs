@@ -35,7 +35,11 @@ impl Run<'_> {
     fn verify(&mut self) -> Result<Event> {
         self.bundle = Some(match self.preverified.take() {
             Some(b) => b,
-            None => Bundle::open_verified(&self.opts.bundle, &Trust::Embedded)?,
+            None => {
+                let mut b = Bundle::open_verified(&self.opts.bundle, &Trust::Embedded)?;
+                b.choose_tier(self.opts.tier.as_deref())?;
+                b
+            }
         });
         Ok(Event::Verified)
     }
@@ -48,7 +52,7 @@ impl Run<'_> {
         })?;
         self.probe_login_server();
         let installed = root::installed_manifest(&self.layout)?.map(|r| r.manifest);
-        let b = &self.bundle().manifest;
+        let b = &self.bundle().view;
         let root = self.layout.root.display().to_string();
         let running_here = self.found.as_ref().is_some_and(|c| c.state == State::Running && c.root == root);
         let tree_problems = match Survey::needs_tree_check(b, installed.as_ref(), running_here) {

@@ -35,6 +35,8 @@ pub struct InstallOptions {
     pub restore: Option<RestoreFrom>,
     pub bundle: PathBuf,
     pub root: PathBuf,
+    /// Of a multi-tier bundle, the tier to install (else its default).
+    pub tier: Option<String>,
     pub state_dir: PathBuf,
     pub allow_downgrade: bool,
     /// Install a bundle whose root chain ends below the highest root
@@ -243,7 +245,7 @@ impl<'a> Run<'a> {
             self.checkpoint.last_error = Some(e.msg.clone());
         }
         if let Some(b) = &self.bundle {
-            self.checkpoint.bundle_id = b.manifest.bundle_id();
+            self.checkpoint.bundle_id = b.view.bundle_id();
             self.checkpoint.version = b.manifest.version.to_string();
             self.checkpoint.payload_sha256 = hex::encode(&b.manifest.payload.sha256);
         }
