@@ -89,3 +89,103 @@ fn each_tier_of_a_multi_tier_bundle_installs_what_its_own_bundle_does() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("holds tier `full` only"), "{}", stderr(&o));
 }
+
+/// What installing manifest `m` gives, as [`snapshot`] spells a tree.
+fn tree_of(m: &nxs_format::Manifest) -> std::collections::BTreeMap<PathBuf, String> {
+    use nxs_format::EntryKind;
+    let spell = |e: &nxs_format::Entry| match &e.kind {
+        EntryKind::Dir => format!("40{:o} dir", e.mode),
+        EntryKind::File { sha256, .. } => format!("100{:o} {}", e.mode, nxs_format::hex::encode(sha256)),
+        EntryKind::Link { .. } => "120777 other".to_string(),
+    };
+    m.entries.iter().map(|e| (PathBuf::from(e.path.as_str()), spell(e))).collect()
+}
+
+/// A stick for every platform of platforms/, from the test project.
+fn make_stick(proj: &Project, out: &Path) -> xtask::task::stick::Stick {
+    let a = xtask::task::stick::StickArgs {
+        manifest: proj.spec.clone(),
+        out: out.to_path_buf(),
+        platforms: vec![],
+        key: vec![test_key().0],
+        password_file: None,
+        sources: vec![],
+        with_backups: None,
+    };
+    xtask::task::stick::stick(&workspace(), &a).expect("stick")
+}
+
+#[test]
+fn the_launcher_runs_the_machines_bundle_and_every_other_under_qemu() {
+    use xtask::platform::Platform;
+    let platforms = Platform::all(&workspace()).unwrap();
+    let triples: Vec<&str> = platforms.iter().map(|p| p.triple.as_str()).collect();
+    let proj = Project::for_platforms(None, &triples);
+    let t = tempfile::tempdir().unwrap();
+    let stick = make_stick(&proj, &t.path().join("stick"));
+    let launcher = stick.dir.join("install");
+    // The per-tier bundles of the same spec, for downloads: what each tier
+    // of the stick must install, file for file.
+    let stubs = platforms.iter().map(|p| (p.triple.clone(), stub_for(&p.triple))).collect();
+    let per_tier = nxs_bundler::build(&proj.request_with_stubs(&t.path().join("tiers"), &test_key().0, stubs)).unwrap();
+    let separate: u64 = per_tier.bundles.iter().map(|b| b.size).sum();
+    eprintln!(
+        "stick {} bytes ({} in bundles/), {} per-tier bundles {separate} bytes",
+        stick.bytes_under(""),
+        stick.bytes_under("bundles/"),
+        per_tier.bundles.len()
+    );
+
+    // On this x86_64 machine the launcher picks the x86_64 bundle by itself.
+    let o = output(std::process::Command::new(&launcher).arg("list")).unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("install: x86_64-unknown-linux-musl, because uname -m is x86_64"), "{}", stderr(&o));
+
+    for p in &platforms {
+        for tier in ["minimal", "full"] {
+            let d = tempfile::tempdir().unwrap();
+            let (root, state) = (d.path().join("root"), d.path().join("state"));
+            let mut cmd = std::process::Command::new(&launcher);
+            cmd.args(["--platform", &p.triple, "--tier", tier, "--quiet"]);
+            cmd.args(["--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+            if !p.runner.is_empty() {
+                require_tool(&p.runner);
+                cmd.env("NXS_RUNNER", &p.runner);
+            }
+            let o = output(&mut cmd).unwrap();
+            assert_eq!(code(&o), 0, "{} {tier}: {}{}", p.triple, stdout(&o), stderr(&o));
+            assert!(stderr(&o).contains(&format!("because --platform {}", p.triple)), "{}", stderr(&o));
+            let want = per_tier
+                .bundles
+                .iter()
+                .find(|b| b.manifest.target == p.triple && b.manifest.tier == tier)
+                .expect("a per-tier bundle");
+            assert_eq!(payload_tree(&root), tree_of(&want.manifest), "{} tier {tier}, file for file", p.triple);
+        }
+        eprintln!("{}: both tiers install from the stick through the launcher", p.triple);
+    }
+
+    // A machine no bundle serves: exit 4 and the report. `uname` is this
+    // test's, first on PATH.
+    let bin = t.path().join("bin");
+    write(&bin.join("uname"), b"#!/bin/sh\n[ \"$1\" = -m ] && echo mips64 || echo 6.1.0\n", 0o755);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = output(std::process::Command::new(&launcher).arg("list").env("PATH", &path)).unwrap();
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let report = stderr(&o);
+    assert!(report.contains("no bundle on this stick runs on this machine"), "{report}");
+    assert!(report.contains("this machine: uname -m = mips64"), "{report}");
+    for p in &platforms {
+        assert!(report.contains(&format!("    {} (uname -m: {})", p.triple, p.machines.join(" "))), "{report}");
+    }
+    // `arm64` is aarch64's other name.
+    write(&bin.join("uname"), b"#!/bin/sh\necho arm64\n", 0o755);
+    let o = output(
+        std::process::Command::new(&launcher).arg("--version").env("PATH", &path).env("NXS_RUNNER", "qemu-aarch64"),
+    )
+    .unwrap();
+    assert!(stderr(&o).contains("install: aarch64-unknown-linux-musl, because uname -m is arm64"), "{}", stderr(&o));
+    // A --platform that is no triple is refused before it becomes a path.
+    let o = output(std::process::Command::new(&launcher).args(["--platform", "../../x", "list"])).unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}

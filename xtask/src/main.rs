@@ -46,6 +46,31 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A directory for a USB stick: one bundle per platform holding every
+    /// tier, the `install` launcher, the release key, signed SHA256SUMS,
+    /// README.txt and the backups to restore.
+    Stick {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "manifests/survival.toml")]
+        manifest: PathBuf,
+        /// Only these platforms (default: all of the spec's).
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+        /// Minisign secret key (default: the development key, loudly);
+        /// once per signer for a k-of-n manifest signature.
+        #[arg(long = "key")]
+        key: Vec<PathBuf>,
+        /// File holding the key's password (else a prompt).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Take a component's files from PATH: NAME=PATH.
+        #[arg(long = "source", value_parser = nxs_bundler::parse_source)]
+        sources: Vec<(String, PathBuf)>,
+        /// A backup directory to carry under backups/.
+        #[arg(long)]
+        with_backups: Option<PathBuf>,
+    },
     /// nxs-survival side by side with the shell pipeline and makeself:
     /// build, install, verify, peak RSS and stub sizes, into
     /// target/bench/report.{md,json}.
@@ -127,6 +152,15 @@ fn main() {
             },
         )
         .map(|_| ()),
+        Task::Stick { out, manifest, platforms, key, password_file, sources, with_backups } => {
+            let a = task::stick::StickArgs { manifest, out, platforms, key, password_file, sources, with_backups };
+            task::stick::stick(&root, &a).map(|s| {
+                for (p, n) in &s.files {
+                    println!("{n:>12}  {p}");
+                }
+                println!("{:>12}  in all, in {}", s.bytes_under(""), s.dir.display());
+            })
+        }
         Task::Test { args } => task::suite::test(&root, &args),
         Task::StubSizes { platforms } => (|| {
             for (triple, size) in xtask::bench::stub_sizes(&root, &platforms)? {

@@ -380,30 +380,27 @@ impl Manifest {
             f.extend(hook.argv.iter().map(String::as_str));
             line(&f);
         }
-        for (i, e) in self.entries.iter().enumerate() {
-            let mode = format!("{:o}", e.mode);
-            let set = self.tiers.as_ref().map(|t| t.spell(t.of_entry[i]));
-            let (size, sha) = match &e.kind {
-                EntryKind::File { size, sha256 } => (size.to_string(), hex::encode(sha256)),
-                _ => (String::new(), String::new()),
-            };
-            let rest: Vec<&str> = match &e.kind {
-                EntryKind::Dir => vec![&mode, e.path.as_str()],
-                EntryKind::Link { target } => vec![e.path.as_str(), target],
-                EntryKind::File { .. } => vec![&mode, &size, &sha, e.path.as_str()],
-            };
-            let kw = match e.kind {
-                EntryKind::Dir => "dir",
-                EntryKind::Link { .. } => "link",
-                EntryKind::File { .. } => "file",
-            };
-            let mut f = vec![kw];
-            f.extend(set.as_deref());
-            f.extend(rest);
-            line(&f);
+        for i in 0..self.entries.len() {
+            let f = self.entry_fields(i);
+            line(&f.iter().map(String::as_str).collect::<Vec<_>>());
         }
         line(&["end"]);
         s
+    }
+
+    /// The fields of entry `i`'s line, its keyword first, unescaped: with
+    /// a `tiers` line, its tier set comes next.
+    fn entry_fields(&self, i: usize) -> Vec<String> {
+        let e = &self.entries[i];
+        let mode = format!("{:o}", e.mode);
+        let path = e.path.as_str().to_string();
+        let (kw, rest) = match &e.kind {
+            EntryKind::Dir => ("dir", vec![mode, path]),
+            EntryKind::Link { target } => ("link", vec![path, target.clone()]),
+            EntryKind::File { size, sha256 } => ("file", vec![mode, size.to_string(), hex::encode(sha256), path]),
+        };
+        let set = self.tiers.as_ref().map(|t| t.spell(t.of_entry[i]));
+        std::iter::once(kw.to_string()).chain(set).chain(rest).collect()
     }
 
     /// Sum of the raw sizes of all frames: the tar stream's length.

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod demo;
 pub mod fuzz;
 pub mod soak;
+pub mod stick;
 pub mod suite;
 
 pub use bundle::{bundle, BundleArgs};

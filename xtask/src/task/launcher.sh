@@ -1,0 +1,109 @@
+#!/bin/sh
+# The launcher of an nxs-survival stick, written by `cargo xtask stick`.
+#
+#   ./install [--platform TRIPLE] [COMMAND] [ARGS...]
+#
+# It picks the bundle for this machine from `uname -m` (or the one
+# --platform names), says which and why, and runs it with the arguments
+# given. With no COMMAND, or with one that begins with `-`, COMMAND is
+# `install`, and an install that names no --root gets --root $NXS_ROOT
+# (default /opt/nxs). Where no bundle fits this machine, it exits 4 with a
+# report.
+# NXS_RUNNER, when set, runs the bundle through that program (an emulator
+# such as qemu-aarch64). POSIX sh only; see README.txt beside it.
+set -u
+
+product='@PRODUCT@'
+version='@VERSION@'
+# Each line: a target triple, then the `uname -m` values it runs on.
+table='@TABLE@'
+
+say() { printf '%s\n' "$*" >&2; }
+
+stick=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P) || {
+    say "install: cannot find the stick's directory from $0"
+    exit 5
+}
+
+platform=
+why=
+if [ "${1:-}" = "--platform" ]; then
+    if [ $# -lt 2 ]; then
+        say "install: --platform needs a target triple"
+        exit 2
+    fi
+    # Only a triple of the table: the name becomes part of a path.
+    case "$2" in
+        *[!A-Za-z0-9_.-]*) say "install: --platform $2: not a target triple"; exit 2 ;;
+    esac
+    platform=$2
+    why="--platform $2"
+    shift 2
+fi
+case "${1:-}" in
+    -h | --help | -V | --version) ;;
+    '' | -*) set -- install "$@" ;;
+esac
+
+machine=$(uname -m 2>/dev/null || echo unknown)
+if [ -z "$platform" ]; then
+    platform=$(printf '%s\n' "$table" | while read -r triple machines; do
+        for m in $machines; do
+            if [ "$m" = "$machine" ]; then
+                echo "$triple"
+                exit 0
+            fi
+        done
+    done)
+    why="uname -m is $machine"
+fi
+
+bundle="$stick/bundles/$product-$version-$platform.run"
+if [ -z "$platform" ] || [ ! -f "$bundle" ]; then
+    say "install: no bundle on this stick runs on this machine"
+    say "  this machine: uname -m = $machine, kernel $(uname -r 2>/dev/null || echo unknown)"
+    if [ -n "$platform" ]; then
+        say "  asked for: $platform ($why); $bundle is not there"
+    fi
+    say "  this stick serves:"
+    printf '%s\n' "$table" | while read -r triple machines; do
+        if [ -f "$stick/bundles/$product-$version-$triple.run" ]; then
+            say "    $triple (uname -m: $machines)"
+        fi
+    done
+    say "  hint: ./install --platform TRIPLE runs one of them anyway (NXS_RUNNER=qemu-... to emulate)"
+    exit 4
+fi
+
+# An install names its root; the launcher's default is said aloud.
+if [ "${1:-}" = install ]; then
+    has_root=no
+    for a in "$@"; do
+        case "$a" in
+            --root | --root=*) has_root=yes ;;
+        esac
+    done
+    if [ "$has_root" = no ]; then
+        root=${NXS_ROOT:-/opt/nxs}
+        say "install: no --root given: installing into $root (--root DIR or NXS_ROOT to choose)"
+        set -- "$@" --root "$root"
+    fi
+fi
+
+say "install: $platform, because $why: running bundles/${bundle##*/} $*"
+if [ -x "$bundle" ]; then
+    ${NXS_RUNNER:-} "$bundle" "$@"
+    rc=$?
+    # 126: the kernel would not execute it (a noexec mount): copy it out.
+    if [ "$rc" -ne 126 ]; then
+        exit "$rc"
+    fi
+fi
+# A stick mounted noexec, or a filesystem without execute bits: run a copy
+# from a temporary directory, removed afterwards.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || exit 5
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+say "install: $bundle cannot be executed where it is: running a copy from $tmp"
+cp "$bundle" "$tmp/bundle.run" && chmod 700 "$tmp/bundle.run" || exit 5
+${NXS_RUNNER:-} "$tmp/bundle.run" "$@"
