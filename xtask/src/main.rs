@@ -70,6 +70,10 @@ enum Task {
         /// A backup directory to carry under backups/.
         #[arg(long)]
         with_backups: Option<PathBuf>,
+        /// Reed-Solomon recovery data per file, in percent of its blocks
+        /// (0: none); `./install stick repair` uses it.
+        #[arg(long, default_value_t = 10)]
+        parity: u32,
     },
     /// nxs-survival side by side with the shell pipeline and makeself:
     /// build, install, verify, peak RSS and stub sizes, into
@@ -152,8 +156,9 @@ fn main() {
             },
         )
         .map(|_| ()),
-        Task::Stick { out, manifest, platforms, key, password_file, sources, with_backups } => {
-            let a = task::stick::StickArgs { manifest, out, platforms, key, password_file, sources, with_backups };
+        Task::Stick { out, manifest, platforms, key, password_file, sources, with_backups, parity } => {
+            let a =
+                task::stick::StickArgs { manifest, out, platforms, key, password_file, sources, with_backups, parity };
             task::stick::stick(&root, &a).map(|s| {
                 for (p, n) in &s.files {
                     println!("{n:>12}  {p}");

@@ -10,6 +10,7 @@
 //! DIR/SHA256SUMS(.minisig)    every other file, `sha256sum -c` format
 //! DIR/bundles/<product>-<version>-<triple>.run
 //! DIR/backups/...             --with-backups, copied as they are
+//! DIR/parity/<path>.nxspar    recovery data for each file above (nxs-parity)
 //! ```
 //!
 //! The directory is built beside DIR under a temporary name and renamed
@@ -37,6 +38,9 @@ pub struct StickArgs {
     pub sources: Vec<(String, PathBuf)>,
     /// A backup directory (nxs-backup's) to carry under `backups/`.
     pub with_backups: Option<PathBuf>,
+    /// Recovery data per file, as a percentage of its blocks (1 to 100);
+    /// 0 for none.
+    pub parity: u32,
 }
 
 /// What a stick holds: each file's path inside it and its size.
@@ -54,6 +58,9 @@ impl Stick {
 
 pub fn stick(root: &Path, a: &StickArgs) -> Result<Stick> {
     let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    if a.parity > 100 {
+        bail!("--parity {}: expected a percentage from 0 (none) to 100", a.parity);
+    }
     let out = abs(&a.out);
     if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} exists and is not empty\n  help: name a new or empty directory with --out", out.display());
@@ -130,7 +137,25 @@ fn fill(root: &Path, a: &StickArgs, work: &Path) -> Result<()> {
     write(&work.join("SHA256SUMS"), sums.as_bytes(), 0o644)?;
     let sig = key.sign(sums.as_bytes(), &format!("{} {} stick SHA256SUMS", spec.name, spec.version))?;
     write(&work.join("SHA256SUMS.minisig"), sig.as_bytes(), 0o644)?;
+    if a.parity > 0 {
+        write_parity(work, a.parity)?;
+    }
     sync_dir(work)?;
+    Ok(())
+}
+
+/// `parity/<path>.nxspar` for every file of the stick, the sums and their
+/// signature included (docs/FORMAT.md, "Stick parity").
+fn write_parity(work: &Path, percent: u32) -> Result<()> {
+    let mut files = list_files(work)?;
+    files.extend(["SHA256SUMS", "SHA256SUMS.minisig"].map(|p| (p.to_string(), 0)));
+    for (rel, _) in files {
+        let data = std::fs::read(work.join(&rel)).with_context(|| format!("cannot read {rel}"))?;
+        let parity = nxs_parity::create(&data, percent).map_err(|e| anyhow::anyhow!("{rel}: {e}"))?;
+        let at = work.join("parity").join(format!("{rel}.nxspar"));
+        std::fs::create_dir_all(at.parent().expect("under parity/"))?;
+        write(&at, &parity, 0o644)?;
+    }
     Ok(())
 }
 
