@@ -111,6 +111,7 @@ fn make_stick(proj: &Project, out: &Path) -> xtask::task::stick::Stick {
         password_file: None,
         sources: vec![],
         with_backups: None,
+        parity: 10,
     };
     xtask::task::stick::stick(&workspace(), &a).expect("stick")
 }
@@ -188,4 +189,164 @@ fn the_launcher_runs_the_machines_bundle_and_every_other_under_qemu() {
     // A --platform that is no triple is refused before it becomes a path.
     let o = output(std::process::Command::new(&launcher).args(["--platform", "../../x", "list"])).unwrap();
     assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+/// A real backup of a small state directory, made by the host's
+/// nxs-backup into `out` with the passphrase in `pass`.
+fn real_backup(t: &Path, out: &Path, pass: &Path) {
+    let platform = xtask::platform::Platform::load(&workspace(), HOST).unwrap();
+    let bin = xtask::tool::build_backup(&workspace(), &platform, &[], true).expect("nxs-backup build");
+    let state = t.join("state-to-back-up");
+    write(&state.join("sessions/demo.json"), b"{\"session\":\"demo\"}\n", 0o600);
+    // Incompressible, so the backup is about this size.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let big: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write(&state.join("db/blob.bin"), &big, 0o600);
+    write(pass, b"correct horse battery staple\n", 0o600);
+    let o = run(
+        &bin,
+        &[
+            "backup",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--to",
+            out.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// Runs the stick's launcher with a PATH of `sh`, `uname`, `dirname`,
+/// `cp`, `mktemp`, `chmod`, `rm` and `sha256sum` only: no `par2`, no
+/// `minisign`.
+fn launcher_bare(stick: &Path, args: &[&str]) -> std::process::Output {
+    let bin = stick.parent().unwrap().join("bare-bin");
+    if !bin.exists() {
+        std::fs::create_dir_all(&bin).unwrap();
+        for tool in ["sh", "uname", "dirname", "cp", "mktemp", "chmod", "rm", "sha256sum"] {
+            let at = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+                .map(|d| d.join(tool))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| panic!("{tool} on PATH"));
+            std::os::unix::fs::symlink(at, bin.join(tool)).unwrap();
+        }
+    }
+    output(std::process::Command::new(stick.join("install")).args(args).env("PATH", &bin)).unwrap()
+}
+
+#[test]
+fn stick_verify_names_the_damage_and_stick_repair_undoes_it_offline() {
+    let t = tempfile::tempdir().unwrap();
+    let backups = t.path().join("backups");
+    real_backup(t.path(), &backups, &t.path().join("pass"));
+    // Two platforms that both run here: the damaged bundle is this
+    // machine's own, its stub among the damage, and the other one repairs.
+    let proj = Project::for_platforms(None, &[HOST, "i686-unknown-linux-musl"]);
+    let a = xtask::task::stick::StickArgs {
+        manifest: proj.spec.clone(),
+        out: t.path().join("stick"),
+        platforms: vec![],
+        key: vec![test_key().0],
+        password_file: None,
+        sources: vec![],
+        with_backups: Some(backups.clone()),
+        parity: 10,
+    };
+    let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
+    let dir = &stick.dir;
+    eprintln!("stick: {} bytes, of which parity {} bytes", stick.bytes_under(""), stick.bytes_under("parity/"));
+    let pristine = snapshot(dir);
+    let o = launcher_bare(dir, &["stick", "verify"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("OK: "), "{}", stdout(&o));
+
+    // The damage: three 4 KiB regions of the bundle, one byte of the sums,
+    // and the backup cut short.
+    let run_file = dir.join(format!("bundles/demo-2.0.1-{HOST}.run"));
+    let bundle_rel = format!("bundles/{}", run_file.file_name().unwrap().to_str().unwrap());
+    let mut bytes = std::fs::read(&run_file).unwrap();
+    for at in [100_000usize, 1_500_000, 3_000_000] {
+        bytes[at..at + 4096].iter_mut().for_each(|b| *b = !*b);
+    }
+    std::fs::write(&run_file, &bytes).unwrap();
+    let sums = dir.join("SHA256SUMS");
+    let mut s = std::fs::read(&sums).unwrap();
+    s[10] = if s[10] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&sums, &s).unwrap();
+    let backup = std::fs::read_dir(dir.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with(".age"))
+        .expect("a backup on the stick");
+    let backup_rel = format!("backups/{}", backup.file_name().unwrap().to_str().unwrap());
+    let len = std::fs::metadata(&backup).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&backup).unwrap().set_len(len - 5000).unwrap();
+
+    let o = launcher_bare(dir, &["stick", "verify", "--json"]);
+    assert_eq!(code(&o), 3, "damage is a failed verification: {}{}", stdout(&o), stderr(&o));
+    let j = stdout(&o);
+    assert!(j.contains("\"damaged\":3"), "{j}");
+    // Each region is two 4 KiB blocks: none is aligned.
+    let ranges = "[[98304,106496],[1499136,1507328],[2998272,3006464]]";
+    assert!(
+        j.contains(&format!(
+            "{{\"path\":\"{bundle_rel}\",\"state\":\"damaged\",\"ranges\":{ranges},\"repairable\":true}}"
+        )),
+        "{j}"
+    );
+    assert!(j.contains("{\"path\":\"SHA256SUMS\",\"state\":\"damaged\",\"ranges\":[[0,"), "{j}");
+    let tail = (len - 5000) / 4096 * 4096;
+    assert!(
+        j.contains(&format!(
+            "{{\"path\":\"{backup_rel}\",\"state\":\"damaged\",\"ranges\":[[{tail},{len}]],\"repairable\":true}}"
+        )),
+        "{j}"
+    );
+    let text = launcher_bare(dir, &["stick", "verify"]);
+    assert!(stdout(&text).contains(&format!("DAMAGED {bundle_rel}: bytes 98304..106496, bytes 1499136..1507328, bytes 2998272..3006464; the parity can repair it")), "{}", stdout(&text));
+
+    let o = launcher_bare(dir, &["stick", "repair"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // The machine's own bundle does not match its sum: the i686 one ran.
+    assert!(
+        stderr(&o).contains("checking the stick with bundles/demo-2.0.1-i686-unknown-linux-musl.run"),
+        "{}",
+        stderr(&o)
+    );
+    for p in [&bundle_rel, "SHA256SUMS", &backup_rel] {
+        assert!(stdout(&o).contains(&format!("REPAIRED {p}\n")), "{}", stdout(&o));
+    }
+    assert_eq!(snapshot(dir), pristine, "every file byte-identical to the original");
+    assert!(
+        !std::fs::read_dir(dir.join("bundles")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_str()
+            .unwrap()
+            .starts_with('.')),
+        "no temporary left"
+    );
+
+    // Beyond the parity: a third of the bundle gone. Not repairable, and
+    // nothing overwritten.
+    let mut bytes = std::fs::read(&run_file).unwrap();
+    let n = bytes.len();
+    bytes[..n / 3].fill(0);
+    std::fs::write(&run_file, &bytes).unwrap();
+    let before = snapshot(dir);
+    let o = launcher_bare(dir, &["stick", "repair"]);
+    assert_eq!(code(&o), 3, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(&format!("DAMAGED {bundle_rel}: bytes 0..")), "{}", stdout(&o));
+    assert!(stdout(&o).contains("NOT repairable"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("beyond the parity"), "{}", stdout(&o));
+    assert_eq!(snapshot(dir), before, "nothing overwritten");
 }

@@ -64,6 +64,8 @@ pub struct Trusted {
     pub steps: usize,
     /// The sha256 of that root's exact bytes, for the freeze record.
     pub root_sha256: [u8; 32],
+    /// That root's keys: what a stick's `SHA256SUMS` may be signed by.
+    pub keys: Vec<PublicKey>,
 }
 
 /// A bundle whose manifest signature has been verified, and nothing else:
@@ -109,6 +111,14 @@ enum Anchor {
     /// One key given from outside (`verify --pubkey KEY.pub`): a manifest
     /// signature by it is enough, whatever chain the bundle carries.
     Key(PublicKey),
+}
+
+/// The root this stub embeds.
+pub fn embedded_root() -> Result<Root> {
+    match anchor(&Trust::Embedded)? {
+        Anchor::Root(root, _) => Ok(root),
+        Anchor::Key(_) => unreachable!("the embedded trust is a root"),
+    }
 }
 
 /// Where trust starts.
@@ -272,6 +282,7 @@ fn check_trust(
         signers,
         steps,
         root_sha256: Sha256::digest(text.as_bytes()).into(),
+        keys: root.keys,
     })
 }
 
@@ -334,6 +345,11 @@ impl Signed {
             view,
         };
         Ok(Signed { bundle })
+    }
+
+    /// Who signed it, under which root.
+    pub fn trusted(&self) -> &Trusted {
+        &self.bundle.trusted
     }
 
     /// The signed manifest.

@@ -105,6 +105,14 @@ pub const COMMANDS: &[Command] = &[
         help: "restore the state directory from a backup, by the verified bin/nxs-backup (`restore --help`)",
     },
     Command {
+        name: "stick",
+        synopsis: "verify|repair DIR [--json]",
+        flags: &[sw("--json", "the files and their state as one JSON object")],
+        help: "check every file of a stick (`cargo xtask stick`) against its signed SHA256SUMS, naming each \
+               damaged file and byte range; `repair` rebuilds what the stick's parity can, never replacing a \
+               good file (exit 3 while damage remains)",
+    },
+    Command {
         name: "status",
         synopsis: "[--state-dir DIR] [--json]",
         flags: &[STATE_DIR, sw("--json", "the checkpoint as one JSON object")],
@@ -276,6 +284,12 @@ pub enum Cmd {
         root: PathBuf,
         json: bool,
     },
+    /// `stick verify DIR` or `stick repair DIR`.
+    Stick {
+        repair: bool,
+        dir: PathBuf,
+        json: bool,
+    },
 }
 
 /// `install`'s flags, validated.
@@ -316,6 +330,16 @@ impl Cmd {
         }
         if rest.iter().any(|a| a == "--help" || a == "-h") {
             return Ok(Cmd::CommandHelp(c));
+        }
+        if c.name == "stick" {
+            let (repair, dir) = match rest {
+                [what, dir, ..] if (what == "verify" || what == "repair") && !dir.starts_with('-') => {
+                    (what == "repair", PathBuf::from(dir))
+                }
+                _ => return Err(Error::usage("stick takes verify or repair, then the stick's directory")),
+            };
+            let f = Flags::parse(c, &rest[2..])?;
+            return Ok(Cmd::Stick { repair, dir, json: f.has("--json") });
         }
         let f = Flags::parse(c, rest)?;
         Ok(match c.name {

@@ -26,6 +26,7 @@ pub mod root;
 pub mod run;
 pub mod secret;
 pub mod statedir;
+pub mod stick;
 pub mod tailnet;
 pub mod tarwalk;
 pub mod tool;

@@ -53,6 +53,7 @@ fn run(args: &[String]) -> Result<i32> {
         Cmd::Rollback { state_dir } => install::rollback_command(&fsx::state_dir(state_dir)?)?,
         Cmd::Status { state_dir, json } => return status(&fsx::state_dir(state_dir)?, json),
         Cmd::Check { root, json } => return check(&root, json),
+        Cmd::Stick { repair, dir, json } => return stick(&dir, repair, json),
     }
     Ok(0)
 }
@@ -301,6 +302,27 @@ fn status(dir: &Path, as_json: bool) -> Result<i32> {
         println!("history:  {}", tail.join(" -> "));
     }
     Ok(0)
+}
+
+/// `stick verify|repair DIR`: the report, and exit 3 while damage remains.
+fn stick(dir: &Path, repair: bool, as_json: bool) -> Result<i32> {
+    use nxs_stub::stick;
+    let (report, repaired) = match repair {
+        true => stick::repair(dir).map(|(r, done)| (r, Some(done)))?,
+        false => (stick::verify(dir)?, None),
+    };
+    stick::print(&report, repaired.as_deref(), as_json);
+    if report.damaged().next().is_none() {
+        return Ok(0);
+    }
+    if !as_json {
+        let hint = match repair {
+            true => "what is left is beyond the stick's parity: copy it again from another stick or the release",
+            false => "`stick repair DIR` rebuilds each file the parity can",
+        };
+        eprintln!("error: {}: damage found\n  hint: {hint}", dir.display());
+    }
+    Ok(Class::Verify as i32)
 }
 
 /// The install's trust as `status` reports it.

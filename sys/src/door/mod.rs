@@ -267,6 +267,18 @@ impl Dir {
     /// Opens the directory `name` below this one; with `create`, makes it
     /// (mode 0700) if missing. It must be a real directory of this user's.
     pub fn subdir(&self, name: &str, create: bool) -> Result<Option<Dir>> {
+        let d = self.subdir_of_anyone(name, create)?;
+        if let Some(d) = &d {
+            check_owner(&d.path, &d.stat()?)?;
+        }
+        Ok(d)
+    }
+
+    /// As [`Dir::subdir`], without the owner check: for a directory whose
+    /// owner says nothing about trust, as on a stick whose every file is
+    /// checked against signed sums (a FAT32 stick mounted for one user and
+    /// read by root). Still never a link.
+    pub fn subdir_of_anyone(&self, name: &str, create: bool) -> Result<Option<Dir>> {
         let c = cstr(name, &self.path)?;
         if self.expect_dir(name)?.is_none() {
             if !create {
@@ -287,9 +299,7 @@ impl Dir {
             return Err(Self::open_error(&path, std::io::Error::last_os_error(), Some((self, name))));
         }
         // SAFETY: a fresh descriptor.
-        let d = Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path };
-        check_owner(&d.path, &d.stat()?)?;
-        Ok(Some(d))
+        Ok(Some(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path }))
     }
 
     /// Opens the regular file `name`. `None` if it is missing and `access`
