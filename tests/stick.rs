@@ -350,3 +350,65 @@ fn stick_verify_names_the_damage_and_stick_repair_undoes_it_offline() {
     assert!(stdout(&o).contains("beyond the parity"), "{}", stdout(&o));
     assert_eq!(snapshot(dir), before, "nothing overwritten");
 }
+
+#[test]
+fn a_stick_copied_through_a_fat32_image_still_verifies_and_installs() {
+    for tool in ["mkfs.vfat", "mcopy", "mdir"] {
+        require_tool(tool);
+    }
+    let t = tempfile::tempdir().unwrap();
+    let proj = Project::new(None);
+    let a = xtask::task::stick::StickArgs {
+        manifest: proj.spec.clone(),
+        out: t.path().join("stick"),
+        platforms: vec![],
+        key: vec![test_key().0],
+        password_file: None,
+        sources: vec![],
+        with_backups: None,
+        parity: 10,
+    };
+    let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
+    // A FAT32 filesystem image, filled and read back with mtools: this
+    // machine's kernel may not mount vfat, and mtools needs no mount.
+    let img = t.path().join("stick.img");
+    let sh = |cmd: &mut std::process::Command| {
+        let o = output(cmd).unwrap();
+        assert!(o.status.success(), "{cmd:?}: {}{}", stdout(&o), stderr(&o));
+        o
+    };
+    sh(std::process::Command::new("truncate").args(["-s", "64M"]).arg(&img));
+    sh(std::process::Command::new("mkfs.vfat").args(["-F", "32", "-n", "NXSSTICK"]).arg(&img));
+    let mut copy_in = std::process::Command::new("mcopy");
+    copy_in.args(["-s", "-i"]).arg(&img);
+    for e in std::fs::read_dir(&stick.dir).unwrap() {
+        copy_in.arg(e.unwrap().path());
+    }
+    sh(copy_in.arg("::/"));
+    let listing = stdout(&sh(std::process::Command::new("mdir").args(["-/", "-b", "-i"]).arg(&img).arg("::/")));
+    for (rel, _) in &stick.files {
+        assert!(listing.contains(&format!("::/{rel}")), "{rel} on the FAT32 image:\n{listing}");
+    }
+    let back = t.path().join("from-fat");
+    std::fs::create_dir(&back).unwrap();
+    sh(std::process::Command::new("mcopy").args(["-s", "-i"]).arg(&img).arg("::/*").arg(&back));
+    // FAT32 keeps no execute bits: the launcher is run with sh, and it
+    // runs a copy of the bundle it cannot execute where it is.
+    let run_sh = |args: &[&str]| output(std::process::Command::new("sh").arg(back.join("install")).args(args)).unwrap();
+    let o = run_sh(&["stick", "verify"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "OK: {} files match the signed SHA256SUMS",
+            stick.files.iter().filter(|(p, _)| !p.starts_with("parity/")).count() + 2
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let d = tempfile::tempdir().unwrap();
+    let (root, state) = (d.path().join("root"), d.path().join("state"));
+    let o = run_sh(&["--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("cannot be executed where it is: running a copy"), "{}", stderr(&o));
+    assert!(root.join("share/data/big.bin").is_file(), "the default tier (the last, full) installed");
+}

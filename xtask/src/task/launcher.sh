@@ -21,6 +21,36 @@ table='@TABLE@'
 
 say() { printf '%s\n' "$*" >&2; }
 
+# Runs bundle $1 with the other arguments and returns its exit code. One
+# the kernel will not execute where it is (exit 126: a noexec mount, or a
+# filesystem without execute bits such as FAT32) runs from a copy in a
+# temporary directory, removed afterwards.
+tmp=
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+run_bundle() {
+    b=$1
+    shift
+    if [ -x "$b" ]; then
+        ${NXS_RUNNER:-} "$b" "$@"
+        rc=$?
+        if [ "$rc" -ne 126 ]; then
+            return "$rc"
+        fi
+    fi
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || return 5
+    say "install: bundles/${b##*/} cannot be executed where it is: running a copy from $tmp"
+    if cp "$b" "$tmp/bundle.run" && chmod 700 "$tmp/bundle.run"; then
+        ${NXS_RUNNER:-} "$tmp/bundle.run" "$@"
+        rc=$?
+    else
+        rc=5
+    fi
+    rm -rf "$tmp"
+    tmp=
+    return "$rc"
+}
+
 stick=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P) || {
     say "install: cannot find the stick's directory from $0"
     exit 5
@@ -114,7 +144,7 @@ if [ "${1:-}" = stick ]; then
     for b in $good $bad; do
         IFS=$old_ifs
         say "install: checking the stick with bundles/${b##*/}"
-        "$b" "$@"
+        run_bundle "$b" "$@"
         rc=$?
         case "$rc" in
             126 | 127) say "install: bundles/${b##*/} cannot run here; trying the next" ;;
@@ -142,19 +172,5 @@ if [ "${1:-}" = install ]; then
 fi
 
 say "install: $platform, because $why: running bundles/${bundle##*/} $*"
-if [ -x "$bundle" ]; then
-    ${NXS_RUNNER:-} "$bundle" "$@"
-    rc=$?
-    # 126: the kernel would not execute it (a noexec mount): copy it out.
-    if [ "$rc" -ne 126 ]; then
-        exit "$rc"
-    fi
-fi
-# A stick mounted noexec, or a filesystem without execute bits: run a copy
-# from a temporary directory, removed afterwards.
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || exit 5
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM
-say "install: $bundle cannot be executed where it is: running a copy from $tmp"
-cp "$bundle" "$tmp/bundle.run" && chmod 700 "$tmp/bundle.run" || exit 5
-${NXS_RUNNER:-} "$tmp/bundle.run" "$@"
+run_bundle "$bundle" "$@"
+exit $?

@@ -19,6 +19,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
     ("strace", "strace"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mcopy", "mtools"),
 ];
 
 /// Installs missing stock tools from Debian's packages when we are root,
