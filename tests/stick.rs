@@ -412,3 +412,48 @@ fn a_stick_copied_through_a_fat32_image_still_verifies_and_installs() {
     assert!(stderr(&o).contains("cannot be executed where it is: running a copy"), "{}", stderr(&o));
     assert!(root.join("share/data/big.bin").is_file(), "the default tier (the last, full) installed");
 }
+
+#[test]
+fn one_launcher_command_restores_the_sticks_backup_and_installs() {
+    let t = tempfile::tempdir().unwrap();
+    let (backups, pass) = (t.path().join("backups"), t.path().join("pass"));
+    real_backup(t.path(), &backups, &pass);
+    // The project's bundle carries this machine's nxs-backup, as the
+    // example spec's does.
+    let platform = xtask::platform::Platform::load(&workspace(), HOST).unwrap();
+    let tool = xtask::tool::build_backup(&workspace(), &platform, &[], true).unwrap();
+    let proj = Project::new(None);
+    let spec = std::fs::read_to_string(&proj.spec)
+        .unwrap()
+        .replace("components = [\"tool\", \"config\"]", "components = [\"tool\", \"config\", \"backup\"]")
+        + &format!(
+            "\n[[component]]\nname = \"backup\"\nsource = \"{}\"\ninstall = \"bin/nxs-backup\"\nmode = 0o755\n",
+            tool.display()
+        );
+    write(&proj.spec, spec.as_bytes(), 0o644);
+    let a = xtask::task::stick::StickArgs {
+        manifest: proj.spec.clone(),
+        out: t.path().join("stick"),
+        platforms: vec![],
+        key: vec![test_key().0],
+        password_file: None,
+        sources: vec![],
+        with_backups: Some(backups),
+        parity: 10,
+    };
+    let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
+    let d = tempfile::tempdir().unwrap();
+    let (root, state) = (d.path().join("root"), d.path().join("state"));
+    // From the stick's directory, as README.txt says.
+    let o = output(
+        std::process::Command::new("./install")
+            .current_dir(&stick.dir)
+            .args(["--root", root.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--quiet"])
+            .args(["--restore-from", "backups/", "--restore-passphrase-file", pass.to_str().unwrap()]),
+    )
+    .unwrap();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(std::fs::read(state.join("sessions/demo.json")).unwrap(), b"{\"session\":\"demo\"}\n", "restored");
+    assert_eq!(std::fs::read(state.join("db/blob.bin")).unwrap().len(), 300_000);
+    assert!(root.join("bin/nxs-backup").is_file() && root.join("share/data/big.bin").is_file(), "installed");
+}
