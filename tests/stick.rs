@@ -112,6 +112,7 @@ fn make_stick(proj: &Project, out: &Path) -> xtask::task::stick::Stick {
         sources: vec![],
         with_backups: None,
         parity: 10,
+        piece: xtask::task::stick::FAT32_PIECE,
     };
     xtask::task::stick::stick(&workspace(), &a).expect("stick")
 }
@@ -260,6 +261,7 @@ fn stick_verify_names_the_damage_and_stick_repair_undoes_it_offline() {
         sources: vec![],
         with_backups: Some(backups.clone()),
         parity: 10,
+        piece: xtask::task::stick::FAT32_PIECE,
     };
     let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
     let dir = &stick.dir;
@@ -367,6 +369,7 @@ fn a_stick_copied_through_a_fat32_image_still_verifies_and_installs() {
         sources: vec![],
         with_backups: None,
         parity: 10,
+        piece: xtask::task::stick::FAT32_PIECE,
     };
     let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
     // A FAT32 filesystem image, filled and read back with mtools: this
@@ -440,6 +443,7 @@ fn one_launcher_command_restores_the_sticks_backup_and_installs() {
         sources: vec![],
         with_backups: Some(backups),
         parity: 10,
+        piece: xtask::task::stick::FAT32_PIECE,
     };
     let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
     let d = tempfile::tempdir().unwrap();
@@ -456,4 +460,43 @@ fn one_launcher_command_restores_the_sticks_backup_and_installs() {
     assert_eq!(std::fs::read(state.join("sessions/demo.json")).unwrap(), b"{\"session\":\"demo\"}\n", "restored");
     assert_eq!(std::fs::read(state.join("db/blob.bin")).unwrap().len(), 300_000);
     assert!(root.join("bin/nxs-backup").is_file() && root.join("share/data/big.bin").is_file(), "installed");
+}
+
+#[test]
+fn a_bundle_too_large_for_fat32_is_stored_in_pieces_and_joined_to_run() {
+    let t = tempfile::tempdir().unwrap();
+    let proj = Project::new(None);
+    // Pieces of 1 MiB stand in for FAT32's 4 GiB here.
+    let a = xtask::task::stick::StickArgs {
+        manifest: proj.spec.clone(),
+        out: t.path().join("stick"),
+        platforms: vec![],
+        key: vec![test_key().0],
+        password_file: None,
+        sources: vec![],
+        with_backups: None,
+        parity: 10,
+        piece: 1 << 20,
+    };
+    let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
+    let run = format!("bundles/demo-2.0.1-{HOST}.run");
+    assert!(!stick.dir.join(&run).exists());
+    let pieces: Vec<_> = stick.files.iter().filter(|(p, _)| p.starts_with(&format!("{run}.part-"))).collect();
+    assert!(pieces.len() >= 4, "{pieces:?}");
+    assert!(stick.files.iter().all(|(_, n)| *n <= 1 << 20), "no file over the piece size: {:?}", stick.files);
+    let o = output(std::process::Command::new(stick.dir.join("install")).args(["stick", "verify"])).unwrap();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let d = tempfile::tempdir().unwrap();
+    let (root, state) = (d.path().join("root"), d.path().join("state"));
+    let o = output(std::process::Command::new(stick.dir.join("install")).args([
+        "--root",
+        root.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--quiet",
+    ]))
+    .unwrap();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains(&format!("joining the pieces of {run}")), "{}", stderr(&o));
+    assert!(root.join("share/data/big.bin").is_file());
 }

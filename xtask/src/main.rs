@@ -74,6 +74,10 @@ enum Task {
         /// (0: none); `./install stick repair` uses it.
         #[arg(long, default_value_t = 10)]
         parity: u32,
+        /// Store files larger than this many bytes as pieces (default: as
+        /// FAT32 needs, 4 GiB less 1 MiB).
+        #[arg(long, default_value_t = task::stick::FAT32_PIECE)]
+        piece_size: u64,
     },
     /// nxs-survival side by side with the shell pipeline and makeself:
     /// build, install, verify, peak RSS and stub sizes, into
@@ -156,9 +160,18 @@ fn main() {
             },
         )
         .map(|_| ()),
-        Task::Stick { out, manifest, platforms, key, password_file, sources, with_backups, parity } => {
-            let a =
-                task::stick::StickArgs { manifest, out, platforms, key, password_file, sources, with_backups, parity };
+        Task::Stick { out, manifest, platforms, key, password_file, sources, with_backups, parity, piece_size } => {
+            let a = task::stick::StickArgs {
+                manifest,
+                out,
+                platforms,
+                key,
+                password_file,
+                sources,
+                with_backups,
+                parity,
+                piece: piece_size,
+            };
             task::stick::stick(&root, &a).map(|s| {
                 for (p, n) in &s.files {
                     println!("{n:>12}  {p}");

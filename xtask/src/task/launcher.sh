@@ -26,7 +26,8 @@ say() { printf '%s\n' "$*" >&2; }
 # filesystem without execute bits such as FAT32) runs from a copy in a
 # temporary directory, removed afterwards.
 tmp=
-trap 'rm -rf "$tmp"' EXIT
+copy=
+trap 'rm -rf "$tmp" "$copy"' EXIT
 trap 'exit 130' INT TERM
 run_bundle() {
     b=$1
@@ -38,16 +39,16 @@ run_bundle() {
             return "$rc"
         fi
     fi
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || return 5
-    say "install: bundles/${b##*/} cannot be executed where it is: running a copy from $tmp"
-    if cp "$b" "$tmp/bundle.run" && chmod 700 "$tmp/bundle.run"; then
-        ${NXS_RUNNER:-} "$tmp/bundle.run" "$@"
+    copy=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || return 5
+    say "install: ${b##*/} cannot be executed where it is: running a copy from $copy"
+    if cp "$b" "$copy/bundle.run" && chmod 700 "$copy/bundle.run"; then
+        ${NXS_RUNNER:-} "$copy/bundle.run" "$@"
         rc=$?
     else
         rc=5
     fi
-    rm -rf "$tmp"
-    tmp=
+    rm -rf "$copy"
+    copy=
     return "$rc"
 }
 
@@ -90,6 +91,17 @@ if [ -z "$platform" ]; then
 fi
 
 bundle="$stick/bundles/$product-$version-$platform.run"
+# A bundle too large for FAT32 is stored as pieces: joined again into a
+# temporary file (removed when the launcher ends) to be run.
+if [ -n "$platform" ] && [ ! -f "$bundle" ] && [ -f "$bundle.part-000" ]; then
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || exit 5
+    say "install: joining the pieces of bundles/${bundle##*/} in $tmp"
+    if ! cat "$bundle".part-* >"$tmp/${bundle##*/}" || ! chmod 700 "$tmp/${bundle##*/}"; then
+        say "install: cannot join the pieces into $tmp (is it full? TMPDIR chooses another place)"
+        exit 5
+    fi
+    bundle="$tmp/${bundle##*/}"
+fi
 if [ -z "$platform" ] || [ ! -f "$bundle" ]; then
     say "install: no bundle on this stick runs on this machine"
     say "  this machine: uname -m = $machine, kernel $(uname -r 2>/dev/null || echo unknown)"
@@ -98,7 +110,7 @@ if [ -z "$platform" ] || [ ! -f "$bundle" ]; then
     fi
     say "  this stick serves:"
     printf '%s\n' "$table" | while read -r triple machines; do
-        if [ -f "$stick/bundles/$product-$version-$triple.run" ]; then
+        if [ -f "$stick/bundles/$product-$version-$triple.run" ] || [ -f "$stick/bundles/$product-$version-$triple.run.part-000" ]; then
             say "    $triple (uname -m: $machines)"
         fi
     done

@@ -22,8 +22,9 @@ use anyhow::{bail, Context, Result};
 use nxs_bundler::sign::SigningKey;
 use std::path::{Path, PathBuf};
 
-/// FAT32 holds no file of 4 GiB or more.
-pub const FAT32_MAX_FILE: u64 = (4 << 30) - 1;
+/// FAT32 holds no file of 4 GiB or more; a larger file is stored as
+/// pieces of at most this many bytes (4 GiB less 1 MiB).
+pub const FAT32_PIECE: u64 = (4 << 30) - (1 << 20);
 
 const LAUNCHER: &str = include_str!("launcher.sh");
 
@@ -41,6 +42,9 @@ pub struct StickArgs {
     /// Recovery data per file, as a percentage of its blocks (1 to 100);
     /// 0 for none.
     pub parity: u32,
+    /// Files larger than this are stored as pieces `<name>.part-NNN` of
+    /// this size: [`FAT32_PIECE`] unless a test asks for less.
+    pub piece: u64,
 }
 
 /// What a stick holds: each file's path inside it and its size.
@@ -124,13 +128,13 @@ fn fill(root: &Path, a: &StickArgs, work: &Path) -> Result<()> {
     let key = signing_key(root, a)?;
     let public = format!("untrusted comment: minisign public key {}\n{}\n", key.key_id(), key.public_base64());
     write(&work.join("release.pub"), public.as_bytes(), 0o644)?;
-    let mut sums = String::new();
     for (rel, size) in list_files(work)? {
-        if size > FAT32_MAX_FILE {
-            bail!(
-                "{rel} is {size} bytes: FAT32 holds no file of 4 GiB or more\n  help: a stick of exFAT or ext4 holds it; splitting is not done yet"
-            );
+        if size > a.piece {
+            split(&work.join(&rel), a.piece)?;
         }
+    }
+    let mut sums = String::new();
+    for (rel, _) in list_files(work)? {
         let digest = nxs_bundler::sha256_file(&work.join(&rel))?;
         sums.push_str(&format!("{}  {rel}\n", nxs_format::hex::encode(&digest)));
     }
@@ -156,6 +160,31 @@ fn write_parity(work: &Path, percent: u32) -> Result<()> {
         std::fs::create_dir_all(at.parent().expect("under parity/"))?;
         write(&at, &parity, 0o644)?;
     }
+    Ok(())
+}
+
+/// Splits `path` into `<path>.part-000`, `-001`, ... of `piece` bytes (the
+/// last shorter), each synced, then removes `path`: the launcher joins
+/// them again into a temporary file to run a bundle (docs/FORMAT.md).
+fn split(path: &Path, piece: u64) -> Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = f.metadata()?.len();
+    if len.div_ceil(piece) > 1000 {
+        bail!("{}: {len} bytes would be more than 1000 pieces of {piece}", path.display());
+    }
+    for i in 0..len.div_ceil(piece) {
+        let name = format!("{}.part-{i:03}", path.file_name().expect("a file").to_string_lossy());
+        let to = path.with_file_name(name);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&to)
+            .with_context(|| format!("cannot create {}", to.display()))?;
+        std::io::copy(&mut (&mut f).take(piece), &mut out)?;
+        out.sync_all()?;
+    }
+    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
     Ok(())
 }
 
