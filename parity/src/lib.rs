@@ -95,8 +95,13 @@ impl Header {
         if !block.is_power_of_two() || block < MIN_BLOCK || n > MAX_BLOCKS || r > MAX_BLOCKS {
             return Err(format!("header says block {block}, {n} data and {r} recovery blocks: out of range"));
         }
-        if size.div_ceil(block as u64) != n as u64 {
-            return Err(format!("header says {size} bytes in {n} blocks of {block}: they do not agree"));
+        if size.div_ceil(block as u64) != n as u64 || layout(size, 1).0 != block {
+            return Err(format!("header says {size} bytes in {n} blocks of {block}: that is not the layout"));
+        }
+        if usize::try_from(size).is_err() || r > n.max(1) {
+            return Err(format!(
+                "header says {size} bytes and {r} recovery blocks: more than this machine can address"
+            ));
         }
         let len = Header::len_for(n as usize, r as usize);
         if b.len() < len {
@@ -348,6 +353,18 @@ mod tests {
         par4[n - 40] ^= 1;
         let e = Parity::read(&par4).unwrap_err();
         assert!(e.contains("first header") && e.contains("second header"), "{e}");
+    }
+
+    #[test]
+    fn headers_that_are_not_the_layout_are_refused() {
+        let par = create(&data(50_000), 10).unwrap();
+        let (mut h, _) = Header::decode(&par).unwrap();
+        h.block = 8192;
+        h.blocks.truncate(7);
+        assert!(Header::decode(&h.encode()).unwrap_err().contains("not the layout"));
+        let (mut h, _) = Header::decode(&par).unwrap();
+        h.recovery = vec![[0; 32]; 14];
+        assert!(Header::decode(&h.encode()).unwrap_err().contains("recovery blocks"));
     }
 
     #[test]

@@ -468,7 +468,7 @@ pub fn record_view(root: &crate::door::Dir, m: Manifest) -> Result<Manifest> {
             Some(String::from_utf8(b).ok().and_then(|t| t.strip_suffix('\n').map(str::to_string)).ok_or_else(|| {
                 crate::error::tampered(format!(
                     "{}/{RECORD_TIER}: not a tier name and a newline",
-                    nxs_format::RECORD_DIR
+                    root.join(nxs_format::RECORD_DIR).display()
                 ))
             })?)
         }

@@ -32,8 +32,9 @@ pub const PARITY_DIR: &str = "parity";
 pub const PARITY_EXT: &str = ".nxspar";
 /// The largest `SHA256SUMS` (and signature) read.
 const MAX_SUMS: u64 = 16 << 20;
-/// The largest file read whole to be analysed or repaired.
-const MAX_REPAIR: u64 = 8 << 30;
+/// The largest file read whole to be analysed or repaired: 8 GiB, or
+/// 1 GiB where addresses are 32 bits.
+const MAX_REPAIR: u64 = if usize::BITS < 64 { 1 << 30 } else { 8 << 30 };
 
 /// What was found of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +172,10 @@ fn parity_of(top: &Dir, rel: &str, want: &[u8; 32]) -> std::result::Result<Parit
 
 /// A damaged file's ranges and whether it can be rebuilt, and the bytes.
 fn analyse(top: &Dir, rel: &str, want: &[u8; 32]) -> Result<(State, Option<Vec<u8>>)> {
-    let data = read_all(top, rel, MAX_REPAIR)?.unwrap_or_default();
+    let data = match read_all(top, rel, MAX_REPAIR) {
+        Ok(d) => d.unwrap_or_default(),
+        Err(e) => return Ok((State::Damaged { ranges: vec![], repair: Err(e.to_string()) }, None)),
+    };
     let p = match parity_of(top, rel, want) {
         Ok(p) => p,
         Err(why) => return Ok((State::Damaged { ranges: vec![], repair: Err(why) }, None)),

@@ -7,7 +7,7 @@ use std::process::Command;
 
 /// The fuzz targets, in fuzz/Cargo.toml.
 const FUZZ_TARGETS: &[&str] =
-    &["trailer", "manifest", "checkpoint", "extract", "status_json", "tar_walk", "state_dir", "trust"];
+    &["trailer", "manifest", "checkpoint", "extract", "status_json", "tar_walk", "state_dir", "trust", "parity"];
 
 /// Runs each fuzz target for `seconds`, starting from the committed seeds;
 /// new inputs go to target/fuzz-corpus/, so the committed corpus stays as
