@@ -252,7 +252,9 @@ pub fn stage(
             m.frames.len(),
         );
     }
-    let mut p = Progress::start_if(progress, "extract", b.view.files_total());
+    // Every entry is read and hashed, the tier's or not: the progress
+    // counts them all.
+    let mut p = Progress::start_if(progress, "extract", m.files_total());
     let mut done = |frames: usize| {
         staging.frames_done = frames as u64;
         created(staging.clone())
