@@ -101,11 +101,12 @@ fn tree_of(m: &nxs_format::Manifest) -> std::collections::BTreeMap<PathBuf, Stri
     m.entries.iter().map(|e| (PathBuf::from(e.path.as_str()), spell(e))).collect()
 }
 
-/// A stick for every platform of platforms/, from the test project.
-fn make_stick(proj: &Project, out: &Path) -> xtask::task::stick::Stick {
-    let a = xtask::task::stick::StickArgs {
+/// The stick of the test project's spec into `out`: its platforms, the
+/// test key, 10 % parity, FAT32's piece size, no backups.
+fn stick_args(proj: &Project, out: PathBuf) -> xtask::task::stick::StickArgs {
+    xtask::task::stick::StickArgs {
         manifest: proj.spec.clone(),
-        out: out.to_path_buf(),
+        out,
         platforms: vec![],
         key: vec![test_key().0],
         password_file: None,
@@ -113,7 +114,12 @@ fn make_stick(proj: &Project, out: &Path) -> xtask::task::stick::Stick {
         with_backups: None,
         parity: 10,
         piece: xtask::task::stick::FAT32_PIECE,
-    };
+    }
+}
+
+/// A stick for every platform of platforms/, from the test project.
+fn make_stick(proj: &Project, out: &Path) -> xtask::task::stick::Stick {
+    let a = stick_args(proj, out.to_path_buf());
     xtask::task::stick::stick(&workspace(), &a).expect("stick")
 }
 
@@ -253,15 +259,8 @@ fn stick_verify_names_the_damage_and_stick_repair_undoes_it_offline() {
     // machine's own, its stub among the damage, and the other one repairs.
     let proj = Project::for_platforms(None, &[HOST, "i686-unknown-linux-musl"]);
     let a = xtask::task::stick::StickArgs {
-        manifest: proj.spec.clone(),
-        out: t.path().join("stick"),
-        platforms: vec![],
-        key: vec![test_key().0],
-        password_file: None,
-        sources: vec![],
         with_backups: Some(backups.clone()),
-        parity: 10,
-        piece: xtask::task::stick::FAT32_PIECE,
+        ..stick_args(&proj, t.path().join("stick"))
     };
     let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
     let dir = &stick.dir;
@@ -360,17 +359,7 @@ fn a_stick_copied_through_a_fat32_image_still_verifies_and_installs() {
     }
     let t = tempfile::tempdir().unwrap();
     let proj = Project::new(None);
-    let a = xtask::task::stick::StickArgs {
-        manifest: proj.spec.clone(),
-        out: t.path().join("stick"),
-        platforms: vec![],
-        key: vec![test_key().0],
-        password_file: None,
-        sources: vec![],
-        with_backups: None,
-        parity: 10,
-        piece: xtask::task::stick::FAT32_PIECE,
-    };
+    let a = stick_args(&proj, t.path().join("stick"));
     let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
     // A FAT32 filesystem image, filled and read back with mtools: this
     // machine's kernel may not mount vfat, and mtools needs no mount.
@@ -434,17 +423,7 @@ fn one_launcher_command_restores_the_sticks_backup_and_installs() {
             tool.display()
         );
     write(&proj.spec, spec.as_bytes(), 0o644);
-    let a = xtask::task::stick::StickArgs {
-        manifest: proj.spec.clone(),
-        out: t.path().join("stick"),
-        platforms: vec![],
-        key: vec![test_key().0],
-        password_file: None,
-        sources: vec![],
-        with_backups: Some(backups),
-        parity: 10,
-        piece: xtask::task::stick::FAT32_PIECE,
-    };
+    let a = xtask::task::stick::StickArgs { with_backups: Some(backups), ..stick_args(&proj, t.path().join("stick")) };
     let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
     let d = tempfile::tempdir().unwrap();
     let (root, state) = (d.path().join("root"), d.path().join("state"));
@@ -467,17 +446,7 @@ fn a_bundle_too_large_for_fat32_is_stored_in_pieces_and_joined_to_run() {
     let t = tempfile::tempdir().unwrap();
     let proj = Project::new(None);
     // Pieces of 1 MiB stand in for FAT32's 4 GiB here.
-    let a = xtask::task::stick::StickArgs {
-        manifest: proj.spec.clone(),
-        out: t.path().join("stick"),
-        platforms: vec![],
-        key: vec![test_key().0],
-        password_file: None,
-        sources: vec![],
-        with_backups: None,
-        parity: 10,
-        piece: 1 << 20,
-    };
+    let a = xtask::task::stick::StickArgs { piece: 1 << 20, ..stick_args(&proj, t.path().join("stick")) };
     let stick = xtask::task::stick::stick(&workspace(), &a).expect("stick");
     let run = format!("bundles/demo-2.0.1-{HOST}.run");
     assert!(!stick.dir.join(&run).exists());

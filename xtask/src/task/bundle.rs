@@ -23,27 +23,31 @@ pub struct BundleArgs {
     pub dry_run: bool,
 }
 
+/// `p`, taken from the workspace root `root` when relative.
+pub(crate) fn under(root: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
+/// The key password in `--password-file`, if one is given.
+pub(crate) fn read_password(root: &Path, file: Option<&Path>) -> Result<Option<String>> {
+    file.map(|f| {
+        let text = std::fs::read_to_string(under(root, f)).with_context(|| format!("cannot read {}", f.display()))?;
+        Ok(text.trim_end().to_string())
+    })
+    .transpose()
+}
+
 /// Builds the bundles; `None` for a dry run.
 pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildReport>> {
-    let abs = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            root.join(p)
-        }
-    };
+    let abs = |p: &Path| under(root, p);
     let spec = Spec::load(&abs(&a.manifest))?;
     let (keys, dev) =
         if a.key.is_empty() { (vec![dev_key(root)?], true) } else { (a.key.iter().map(|k| abs(k)).collect(), false) };
-    let password = match &a.password_file {
-        Some(f) => Some(
-            std::fs::read_to_string(abs(f))
-                .with_context(|| format!("cannot read {}", f.display()))?
-                .trim_end()
-                .to_string(),
-        ),
-        None => None,
-    };
+    let password = read_password(root, a.password_file.as_deref())?;
     let dev_public = if dev { Some(SigningKey::load(&keys[0], password.clone())?.public()) } else { None };
     let (trust, warnings) = nxs_bundler::trust_plan(&spec, dev_public.as_ref())?;
     for w in warnings {

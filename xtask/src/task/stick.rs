@@ -16,7 +16,7 @@
 //! The directory is built beside DIR under a temporary name and renamed
 //! into place once complete, so a failed build leaves no half a stick.
 
-use super::bundle::{bundle, BundleArgs};
+use super::bundle::{bundle, read_password, under, BundleArgs};
 use crate::platform::Platform;
 use anyhow::{bail, Context, Result};
 use nxs_bundler::sign::SigningKey;
@@ -61,7 +61,7 @@ impl Stick {
 }
 
 pub fn stick(root: &Path, a: &StickArgs) -> Result<Stick> {
-    let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    let abs = |p: &Path| under(root, p);
     if a.parity > 100 {
         bail!("--parity {}: expected a percentage from 0 (none) to 100", a.parity);
     }
@@ -88,7 +88,7 @@ pub fn stick(root: &Path, a: &StickArgs) -> Result<Stick> {
 
 /// Everything the stick holds, written into `work`.
 fn fill(root: &Path, a: &StickArgs, work: &Path) -> Result<()> {
-    let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    let abs = |p: &Path| under(root, p);
     let spec = nxs_bundler::Spec::load(&abs(&a.manifest))?;
     let report = bundle(
         root,
@@ -191,16 +191,12 @@ fn split(path: &Path, piece: u64) -> Result<()> {
 /// The key SHA256SUMS is signed with: the first `--key`, else the
 /// development key (the bundle build has said so loudly already).
 fn signing_key(root: &Path, a: &StickArgs) -> Result<SigningKey> {
-    let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    let abs = |p: &Path| under(root, p);
     let path = match a.key.first() {
         Some(k) => abs(k),
         None => crate::devkey::ensure(root)?,
     };
-    let password = match &a.password_file {
-        Some(f) => Some(std::fs::read_to_string(abs(f))?.trim_end().to_string()),
-        None => None,
-    };
-    SigningKey::load(&path, password)
+    SigningKey::load(&path, read_password(root, a.password_file.as_deref())?)
 }
 
 /// Every regular file under `dir`, as (path relative to it, size), sorted;
