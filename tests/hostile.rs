@@ -143,6 +143,7 @@ fn a_decompression_bomb_stops_at_the_declared_size() {
         raw: 4096,
         sha256: Some(<sha2::Sha256 as sha2::Digest>::digest(&c).into()),
         first: Some(nxs_format::FirstMember { entry: 0, offset: 0 }),
+        shared: false,
     }];
     let b = bundle_with(d.path(), "bomb.run", &c, frames, vec![file("evil", 0o644, b"")], &|s| s);
     refused(&b, 3, "does not decode within its declared 4096 bytes");

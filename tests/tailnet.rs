@@ -581,6 +581,7 @@ fn a_bundle_of_the_example_spec_joins_with_the_keys_tags() {
         platforms: vec![HOST.to_string()],
         tiers: vec!["minimal".to_string()],
         multi_tier: false,
+        shared: false,
         stubs: std::collections::BTreeMap::from([(HOST.to_string(), stub().to_path_buf())]),
         // nxs-backup only runs for backups: any file stands in for it here.
         sources: vec![

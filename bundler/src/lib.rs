@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod pack;
 pub mod plan;
 pub mod root;
+pub mod shared;
 pub mod sign;
 pub mod spec;
 
@@ -145,6 +146,10 @@ pub struct BuildRequest {
     /// One bundle per platform holding every tier (a stick's), in place
     /// of one per tier; `tiers` must then be empty.
     pub multi_tier: bool,
+    /// With `multi_tier`: keep the files of platform-independent components
+    /// once, in the shared part [`shared_name`] beside the bundles, which
+    /// every platform's bundle reads (format 6).
+    pub shared: bool,
     /// The stub binary for each platform.
     pub stubs: BTreeMap<String, PathBuf>,
     /// Component sources taken from elsewhere than the spec says: (name, path).
@@ -176,6 +181,7 @@ pub fn plan_build(req: &BuildRequest) -> Result<(Spec, Plan)> {
     let mtime = spec.effective_mtime(req.source_date_epoch.as_deref()).map_err(anyhow::Error::msg)?;
     let plan = match req.multi_tier {
         true if !req.tiers.is_empty() => anyhow::bail!("a multi-tier build holds every tier: give no --tier"),
+        false if req.shared => anyhow::bail!("only a multi-tier build (a stick's) keeps a shared part"),
         true => plan::plan_multi(&spec, &req.platforms, &req.stubs, mtime)?,
         false => plan::plan(&spec, &req.platforms, &req.tiers, &req.stubs, mtime)?,
     };
@@ -190,7 +196,8 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let (trust, _) = trust_plan(&spec, dev_key.as_ref())?;
     let keys = signing_keys(&trust, &req.keys, req.key_password.as_deref(), &spec.file)?;
     std::fs::create_dir_all(&req.out_dir).with_context(|| format!("cannot create {}", req.out_dir.display()))?;
-    let mut bundles = Vec::new();
+    let mut bundles: Vec<Packed> = Vec::new();
+    let shared_path = req.out_dir.join(shared_name(&spec));
     for b in &plan.bundles {
         let stub = req.stubs.get(&b.target).with_context(|| format!("no stub given for {}", b.target))?;
         let started = std::time::Instant::now();
@@ -205,6 +212,10 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
             keys: &keys,
             chain: &trust.chain,
             dev: req.dev,
+            shared: req.shared.then(|| shared::SharedOut {
+                path: &shared_path,
+                written: bundles.iter().find_map(|p| p.manifest.shared.as_ref()).map(|s| s.region),
+            }),
         };
         let packed = pack::pack(&input, &req.out_dir, &req.pack)?;
         if req.pack.progress {
@@ -219,7 +230,14 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         }
         bundles.push(packed);
     }
-    let (sums, sums_signature) = write_sums(&req.out_dir, &bundles, &keys[0])?;
+    let shared = bundles.iter().find_map(|p| p.manifest.shared.as_ref()).map(|s| (shared_path.clone(), s.region));
+    if let Some(i) = shared.as_ref().and(bundles.iter().position(|p| p.manifest.shared.is_none())) {
+        bail!(
+            "{} has no platform-independent files, and the other platforms' bundles do: they could not share a part",
+            bundles[i].path.display()
+        );
+    }
+    let (sums, sums_signature) = write_sums(&req.out_dir, &bundles, shared.as_ref(), &keys[0])?;
     Ok(BuildReport { bundles, sums, sums_signature })
 }
 
@@ -238,12 +256,23 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
     }
 }
 
-/// Writes `SHA256SUMS` for the bundles in `sha256sum -c` format and signs it.
-fn write_sums(out_dir: &Path, bundles: &[Packed], key: &SigningKey) -> Result<(PathBuf, PathBuf)> {
+/// The shared part's file name: `PRODUCT-VERSION.shared`.
+pub fn shared_name(spec: &Spec) -> String {
+    format!("{}-{}.shared", spec.name, spec.version)
+}
+
+/// Writes `SHA256SUMS` for the bundles (and the shared part) in
+/// `sha256sum -c` format and signs it.
+fn write_sums(
+    out_dir: &Path,
+    bundles: &[Packed],
+    shared: Option<&(PathBuf, nxs_format::Region)>,
+    key: &SigningKey,
+) -> Result<(PathBuf, PathBuf)> {
     let mut lines: Vec<String> = Vec::new();
-    for b in bundles {
-        let digest = b.sha256;
-        let name = b.path.file_name().unwrap().to_string_lossy();
+    let files = bundles.iter().map(|b| (&b.path, b.sha256)).chain(shared.map(|(p, r)| (p, r.sha256)));
+    for (path, digest) in files {
+        let name = path.file_name().unwrap().to_string_lossy();
         lines.push(format!("{}  {}\n", nxs_format::hex::encode(&digest), name));
     }
     lines.sort_by(|a, b| a[66..].cmp(&b[66..]));

@@ -49,6 +49,11 @@ enum Cmd {
         /// when none is named.
         #[arg(long, conflicts_with = "tiers")]
         multi_tier: bool,
+        /// With --multi-tier: keep the files of platform_independent
+        /// components once, in PRODUCT-VERSION.shared beside the bundles
+        /// (a stick's layout; each bundle then needs that file to install).
+        #[arg(long, requires = "multi_tier")]
+        shared: bool,
         #[arg(long, default_value = "target/bundles")]
         out: PathBuf,
         /// Print the plan and write nothing.
@@ -270,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             platforms,
             tiers,
             multi_tier,
+            shared,
             out,
             dry_run,
             json,
@@ -280,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                 platforms,
                 tiers,
                 multi_tier,
+                shared,
                 stubs: stubs.into_iter().collect::<BTreeMap<_, _>>(),
                 sources,
                 keys,

@@ -72,14 +72,32 @@ struct FrameWriter<W: Write> {
     frames: Vec<Frame>,
     hasher: Sha256,
     written: u64,
+    /// Format 6: where the shared part's frames go, and whether the frames
+    /// cut now belong to it; each sent frame's choice, by number.
+    shared: Option<SharedSink>,
+    to_shared: bool,
+    kinds: Vec<bool>,
     raw_total: u64,
     /// Raw bytes taken so far: where in the tar stream the next byte is.
     position: u64,
     next_report: u64,
 }
 
+/// The shared part's writer and region, once written.
+type SharedWritten = Option<(BufWriter<File>, Region)>;
+
+/// What [`FrameWriter::finish`] gives back.
+type Finished<W> = (W, Vec<Frame>, Region, SharedWritten);
+
 /// A compressed frame and the sha256 of its bytes (format 3 signs it).
 type Compressed = (Vec<u8>, [u8; 32]);
+
+/// The shared part being written: its file, hash and length so far.
+struct SharedSink {
+    out: BufWriter<File>,
+    hasher: Sha256,
+    written: u64,
+}
 
 impl<W: Write> FrameWriter<W> {
     fn new(out: W, opts: PackOptions) -> Self {
@@ -119,6 +137,9 @@ impl<W: Write> FrameWriter<W> {
             frames: Vec::new(),
             hasher: Sha256::new(),
             written: 0,
+            shared: None,
+            to_shared: false,
+            kinds: Vec::new(),
             raw_total: 0,
             position: 0,
             next_report: 256 << 20,
@@ -128,6 +149,7 @@ impl<W: Write> FrameWriter<W> {
     fn send(&mut self, raw: Vec<u8>) -> io::Result<()> {
         let stopped = || io::Error::other("a compression thread stopped");
         self.jobs.as_ref().ok_or_else(stopped)?.send((self.sent, raw)).map_err(|_| stopped())?;
+        self.kinds.push(self.to_shared);
         self.sent += 1;
         // Two frames a thread in flight keep the pool busy; more only costs memory.
         let limit = 2 * self.opts.threads.max(1);
@@ -144,15 +166,26 @@ impl<W: Write> FrameWriter<W> {
             match self.ready.remove(&self.next) {
                 Some((raw, comp)) => {
                     let (comp, sha256) = comp?;
-                    self.out.as_mut().expect("not finished").write_all(&comp)?;
-                    self.hasher.update(&comp);
-                    self.written += comp.len() as u64;
+                    let shared = self.kinds[self.next];
+                    match self.shared.as_mut().filter(|_| shared) {
+                        Some(part) => {
+                            part.out.write_all(&comp)?;
+                            part.hasher.update(&comp);
+                            part.written += comp.len() as u64;
+                        }
+                        None => {
+                            self.out.as_mut().expect("not finished").write_all(&comp)?;
+                            self.hasher.update(&comp);
+                            self.written += comp.len() as u64;
+                        }
+                    }
                     self.raw_total += raw as u64;
                     self.frames.push(Frame {
                         compressed: comp.len() as u64,
                         raw: raw as u64,
                         sha256: Some(sha256),
                         first: None,
+                        shared,
                     });
                     self.next += 1;
                     wait = false;
@@ -171,18 +204,35 @@ impl<W: Write> FrameWriter<W> {
         }
     }
 
-    fn finish(mut self) -> io::Result<(W, Vec<Frame>, Region)> {
+    /// Ends the frame being filled, so that the next byte starts a frame,
+    /// and sends the frames from here on to the shared part (`to_shared`,
+    /// which must then be set up) or to the payload. The shared part's
+    /// frames are then cut at the same offsets of its own bytes on every
+    /// platform, so they compress to the same bytes.
+    fn cut(&mut self, to_shared: bool) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let last = std::mem::take(&mut self.buf);
-            self.send(last)?;
+            let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.opts.frame_size));
+            self.send(part)?;
         }
+        self.to_shared = to_shared && self.shared.is_some();
+        Ok(())
+    }
+
+    /// The payload's writer, its frames and region, and the shared part's
+    /// writer and region when it had one.
+    fn finish(mut self) -> io::Result<Finished<W>> {
+        self.cut(false)?;
         while self.next < self.sent {
             self.write_ready(true)?;
         }
         // The workers, idle now, end when `Drop` closes their queue.
         let sha256 = std::mem::take(&mut self.hasher).finalize().into();
         let out = self.out.take().expect("finished once");
-        Ok((out, std::mem::take(&mut self.frames), Region { len: self.written, sha256 }))
+        let shared = self.shared.take().map(|p| {
+            let region = Region { len: p.written, sha256: p.hasher.finalize().into() };
+            (p.out, region)
+        });
+        Ok((out, std::mem::take(&mut self.frames), Region { len: self.written, sha256 }, shared))
     }
 }
 
@@ -339,12 +389,15 @@ pub struct PackInput<'a> {
     pub chain: &'a [SignedRoot],
     /// Signed with a development key.
     pub dev: bool,
+    /// Format 6, a stick's bundles: the shared part to keep the plan's
+    /// platform-independent files in.
+    pub shared: Option<crate::shared::SharedOut<'a>>,
 }
 
 /// Packs one bundle into `out_dir`: written under a temp name, fsynced and
 /// renamed, so a failed or interrupted build leaves no `.run` behind.
 pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Packed> {
-    let PackInput { spec, plan, stub, mtime, keys, chain, dev } = *input;
+    let PackInput { spec, plan, stub, mtime, keys, chain, dev, shared } = *input;
     let key = &keys[0];
     let final_path = out_dir.join(&plan.file_name);
     let tmp = tempfile::Builder::new()
@@ -357,19 +410,17 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
     let stub_region =
         copy_hashed(stub_file, &mut out).with_context(|| format!("cannot copy stub {}", stub.display()))?;
 
-    let frames_out = FrameWriter::new(&mut out, opts.clone());
-    let mut tar = tar::Builder::new(frames_out);
-    let mut entries = Vec::with_capacity(plan.entries.len());
-    // Where each member begins in the tar stream, then the end marker.
-    let mut starts = Vec::with_capacity(plan.entries.len() + 1);
-    for e in &plan.entries {
-        starts.push(tar.get_ref().position);
-        entries.push(append_entry(&mut tar, e, mtime)?);
-    }
-    starts.push(tar.get_ref().position);
-    let frames_out = tar.into_inner().context("cannot finish the tar stream")?;
-    let (_, mut frames, payload) = frames_out.finish().context("cannot write the payload")?;
-    index_frames(&mut frames, &starts);
+    let mut frames_out = FrameWriter::new(&mut out, opts.clone());
+    let shared = shared.filter(|_| plan.shared_from < plan.entries.len());
+    let shared_tmp = match shared {
+        Some(s) => Some(shared_sink(s.path, &mut frames_out)?),
+        None => None,
+    };
+    let (entries, frames, payload, shared_written) = write_tar(plan, mtime, frames_out)?;
+    let shared = match (shared, shared_tmp, shared_written) {
+        (Some(s), Some(tmp), Some((w, region))) => Some(crate::shared::keep(s, tmp, w, region, &plan.target)?),
+        _ => None,
+    };
 
     let manifest = Manifest {
         format: nxs_format::FORMAT_VERSION,
@@ -390,6 +441,7 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
             .collect(),
         entries,
         tiers: plan.tiers.clone(),
+        shared,
     };
     let text = manifest.to_text();
     // Guard the contract: what we write must parse back to what we meant.
@@ -420,6 +472,47 @@ pub fn pack(input: &PackInput, out_dir: &Path, opts: &PackOptions) -> Result<Pac
     let signature_path = PathBuf::from(format!("{}.minisig", final_path.display()));
     crate::fsutil::write_atomic(&signature_path, detached.as_bytes(), 0o644)?;
     Ok(Packed { path: final_path, signature_path, size, stub_len: manifest.stub.len, manifest, sha256 })
+}
+
+/// The tar stream of `plan`'s entries into `frames_out`: the entries'
+/// manifest lines, the indexed frames, the payload region and the shared
+/// part's writer and region, if it had one.
+fn write_tar<W: Write>(
+    plan: &BundlePlan,
+    mtime: u64,
+    frames_out: FrameWriter<W>,
+) -> Result<(Vec<Entry>, Vec<Frame>, Region, SharedWritten)> {
+    let mut tar = tar::Builder::new(frames_out);
+    let mut entries = Vec::with_capacity(plan.entries.len());
+    // Where each member begins in the tar stream, then the end marker.
+    let mut starts = Vec::with_capacity(plan.entries.len() + 1);
+    for (i, e) in plan.entries.iter().enumerate() {
+        if i == plan.shared_from {
+            tar.get_mut().cut(true)?;
+        }
+        starts.push(tar.get_ref().position);
+        entries.push(append_entry(&mut tar, e, mtime)?);
+    }
+    // The end-of-archive marker is the bundle's own.
+    tar.get_mut().cut(false)?;
+    starts.push(tar.get_ref().position);
+    let frames_out = tar.into_inner().context("cannot finish the tar stream")?;
+    let (_, mut frames, payload, shared) = frames_out.finish().context("cannot write the payload")?;
+    index_frames(&mut frames, &starts);
+    Ok((entries, frames, payload, shared))
+}
+
+/// A temporary file beside `path` for the shared part, which `w` then
+/// writes the shared frames to.
+fn shared_sink<W: Write>(path: &Path, w: &mut FrameWriter<W>) -> Result<tempfile::NamedTempFile> {
+    let (dir, name) = (nxs_sys::fs::parent(path), path.file_name().unwrap_or_default());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.partial-", name.to_string_lossy()))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+    let out = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone()?);
+    w.shared = Some(SharedSink { out, hasher: Sha256::new(), written: 0 });
+    Ok(tmp)
 }
 
 /// Passes writes through, and hashes what was written (sha256 for
@@ -490,7 +583,7 @@ mod tests {
             let opts = PackOptions { frame_size: 1 << 20, level: 3, threads, progress: false };
             let mut w = FrameWriter::new(Vec::new(), opts);
             w.write_all(&data).unwrap();
-            let (out, frames, region) = w.finish().unwrap();
+            let (out, frames, region, _) = w.finish().unwrap();
             assert_eq!(frames.len(), 4);
             assert_eq!(frames.iter().map(|f| f.raw).sum::<u64>(), data.len() as u64);
             assert_eq!(region.len, out.len() as u64);

@@ -29,8 +29,12 @@ pub struct BundlePlan {
     pub tier: String,
     pub target: String,
     pub file_name: String,
-    /// In payload order: sorted by path, so every parent precedes its children.
+    /// In payload order: sorted by path, so every parent precedes its
+    /// children; in a stick's bundle, the platform-independent files
+    /// follow the rest, from `shared_from` on, each sorted by path.
     pub entries: Vec<PlannedEntry>,
+    /// The first platform-independent file; `entries.len()` when none.
+    pub shared_from: usize,
     /// A multi-tier bundle (a stick's): every tier, each entry once, with
     /// the tiers it belongs to; `tier` is then the default.
     pub tiers: Option<nxs_format::Tiers>,
@@ -118,11 +122,13 @@ pub fn plan(
                     anyhow::anyhow!("{e} (component `{component}`)\n  help: a packed link must lead inside the install root, with the links on its way followed")
                 })
                 .with_context(|| format!("tier `{tier_name}` for {target}"))?;
+            let entries: Vec<PlannedEntry> = entries.into_values().collect();
             bundles.push(BundlePlan {
                 tier: tier_name.clone(),
                 target: target.clone(),
                 file_name: format!("{}-{}-{}-{}.run", spec.name, spec.version, tier_name, target),
-                entries: entries.into_values().collect(),
+                shared_from: entries.len(),
+                entries,
                 tiers: None,
             });
         }
@@ -155,12 +161,20 @@ pub fn plan_multi(spec: &Spec, platforms: &[String], stubs: &BTreeMap<String, Pa
                 }
             }
         }
-        let (entries, of_entry): (Vec<PlannedEntry>, Vec<u64>) = merged.into_values().unzip();
+        // Directories and links stay in every platform's own part, so
+        // each tree is whole before the shared files arrive.
+        let independent = |e: &PlannedEntry| {
+            e.source.is_some() && spec.component(&e.component).is_some_and(|c| c.platform_independent)
+        };
+        let (shared, own): (Vec<_>, Vec<_>) = merged.into_values().partition(|(e, _)| independent(e));
+        let shared_from = own.len();
+        let (entries, of_entry): (Vec<PlannedEntry>, Vec<u64>) = own.into_iter().chain(shared).unzip();
         bundles.push(BundlePlan {
             tier: spec.default_tier.clone(),
             target: target.clone(),
             file_name: format!("{}-{}-{}.run", spec.name, spec.version, target),
             entries,
+            shared_from,
             tiers: Some(nxs_format::Tiers { names: names.clone(), of_entry }),
         });
     }

@@ -24,7 +24,7 @@ pub mod version;
 
 pub use manifest::{
     Entry, EntryKind, FirstMember, Frame, Headscale, Hook, HookStage, Manifest, ManifestError, Region, Selection,
-    ServerUrl, TailscaleClient, Tiers, Userspace,
+    ServerUrl, SharedPart, TailscaleClient, Tiers, Userspace,
 };
 pub use path::{EntryPath, PathError};
 pub use trailer::{Trailer, TrailerError, TRAILER_LEN};
@@ -36,8 +36,9 @@ pub use version::Version;
 /// each frame's sha256 and its first member; version 4 the trust block
 /// (a root chain and k-of-n manifest signatures, [`trust`]) in place of
 /// the single signature; version 5 bundles that hold several tiers, each
-/// entry naming the tiers it belongs to ([`manifest::Tiers`]).
-pub const FORMAT_VERSION: u32 = 5;
+/// entry naming the tiers it belongs to ([`manifest::Tiers`]); version 6
+/// frames kept in a shared part beside the bundle ([`SharedPart`]).
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format version this code still reads: install records and
 /// bundles written by earlier releases.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;

@@ -201,9 +201,10 @@ mod tests {
             b[48..56].copy_from_slice(&sum.to_le_bytes());
             b
         };
-        assert_eq!(Trailer::decode(&with_version(6), len), Err(TrailerError::UnsupportedVersion(6)));
+        assert_eq!(Trailer::decode(&with_version(7), len), Err(TrailerError::UnsupportedVersion(7)));
         assert_eq!(Trailer::decode(&with_version(0), len), Err(TrailerError::UnsupportedVersion(0)));
         // Every version this code knows is read.
+        assert_eq!(Trailer::decode(&with_version(6), len).map(|t| t.format_version), Ok(6));
         assert_eq!(Trailer::decode(&with_version(5), len).map(|t| t.format_version), Ok(5));
         assert_eq!(Trailer::decode(&with_version(4), len).map(|t| t.format_version), Ok(4));
         assert_eq!(Trailer::decode(&with_version(3), len).map(|t| t.format_version), Ok(3));

@@ -48,6 +48,9 @@ pub struct Bundle {
     /// The manifest as that tier sees it ([`Manifest::view`]): what is
     /// sized, compared with an install record and checked in a tree.
     pub view: Manifest,
+    /// Format 6: the shared part its `shared-frame`s lie in, opened by
+    /// [`Signed::verify`] from beside the bundle or `$NXS_SHARED_DIR`.
+    pub shared: Option<File>,
 }
 
 /// What the trust check found: the root the manifest's signatures were
@@ -343,6 +346,7 @@ impl Signed {
             trusted,
             selection,
             view,
+            shared: None,
         };
         Ok(Signed { bundle })
     }
@@ -359,9 +363,10 @@ impl Signed {
 
     /// Checks the target and the regions: what turns a signed bundle into
     /// one that may be extracted or installed.
-    pub fn verify(self) -> Result<Bundle> {
+    pub fn verify(mut self) -> Result<Bundle> {
         self.check_target()?;
         self.check_regions()?;
+        self.bundle.shared = crate::shared::open(&self.bundle.path, &self.bundle.manifest)?;
         Ok(self.bundle)
     }
 
@@ -435,6 +440,18 @@ impl Signed {
 }
 
 impl Bundle {
+    /// A reader of the payload from frame `first` (0: all of it), which
+    /// reads the shared part's frames from the shared part.
+    pub fn payload_from(&self, first: usize) -> std::io::Result<crate::payload::PayloadReader<'_>> {
+        let r = crate::payload::PayloadReader::from_frame(
+            &self.file,
+            self.trailer.payload_offset(),
+            &self.manifest,
+            first,
+        )?;
+        Ok(r.with_shared(self.shared.as_ref()))
+    }
+
     /// [`Signed::open`], then [`Signed::verify`]: the signature, the
     /// target and the regions.
     pub fn open_verified(path: &Path, trust: &Trust) -> Result<Bundle> {

@@ -25,6 +25,7 @@ pub mod preflight;
 pub mod root;
 pub mod run;
 pub mod secret;
+pub mod shared;
 pub mod statedir;
 pub mod stick;
 pub mod tailnet;
@@ -59,5 +60,6 @@ pub(crate) fn test_manifest(
         hooks: vec![],
         entries,
         tiers: None,
+        shared: None,
     }
 }

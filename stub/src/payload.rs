@@ -27,13 +27,19 @@ use std::sync::{mpsc, Arc, Mutex};
 
 pub struct PayloadReader<'a> {
     file: &'a File,
+    /// Format 6: the shared part the manifest's `shared-frame`s lie in,
+    /// and its name, for messages.
+    shared: Option<&'a File>,
+    shared_name: &'a str,
     frames: &'a [Frame],
     /// The next frame to hand to the reader, and the next to read from disk.
     next: usize,
     submitted: usize,
-    /// File offset of frame `submitted`, and of the payload region.
+    /// File offset of the next frame of the payload to read, and of the
+    /// payload region; offset of the next one in the shared part.
     offset: u64,
     start: u64,
+    shared_offset: u64,
     /// Formats 1 and 2: the whole payload's hash, computed as frames are
     /// read and compared once the last one is.
     whole: Option<(Sha256, [u8; 32])>,
@@ -162,7 +168,8 @@ impl<'a> PayloadReader<'a> {
             (_, Some(m)) if per_frame => m.offset as usize,
             _ => return Err(bad(format!("payload frame {first}: no member begins there to start from"))),
         };
-        let offset = payload_offset + frames[..first].iter().map(|f| f.compressed).sum::<u64>();
+        let before = |shared: bool| frames[..first].iter().filter(|f| f.shared == shared).map(|f| f.compressed).sum();
+        let offset = payload_offset + before(false);
         let n = if frames.len() - first > 1 { workers() } else { 0 };
         let decoders = if n < 2 {
             Decoders::Inline(Box::new(decoder()?))
@@ -189,11 +196,14 @@ impl<'a> PayloadReader<'a> {
         };
         Ok(PayloadReader {
             file,
+            shared: None,
+            shared_name: manifest.shared.as_ref().map_or("", |p| p.name.as_str()),
             frames,
             next: first,
             submitted: first,
             offset,
             start: payload_offset,
+            shared_offset: before(true),
             whole: (!per_frame).then(|| (Sha256::new(), manifest.payload.sha256)),
             out: Vec::new(),
             out_pos: 0,
@@ -209,7 +219,13 @@ impl<'a> PayloadReader<'a> {
         })
     }
 
-    /// Bytes of the bundle read so far.
+    /// Reads the manifest's `shared-frame`s from `part` (format 6).
+    pub fn with_shared(mut self, part: Option<&'a File>) -> Self {
+        self.shared = part;
+        self
+    }
+
+    /// Bytes of the bundle (and its shared part) read so far.
     pub fn bytes_read(&self) -> u64 {
         self.read
     }
@@ -218,22 +234,23 @@ impl<'a> PayloadReader<'a> {
     fn read_frame(&mut self) -> io::Result<Job> {
         let i = self.submitted;
         let f = self.frames[i];
-        let where_ = format!(
-            "payload frame {i} of {} (bytes {}..{} of the bundle)",
-            self.frames.len(),
-            self.offset,
-            self.offset + f.compressed
-        );
+        let (file, at, of) = match f.shared {
+            false => (Some(self.file), &mut self.offset, "the bundle".to_string()),
+            true => (self.shared, &mut self.shared_offset, format!("the shared part {}", self.shared_name)),
+        };
+        let where_ =
+            format!("payload frame {i} of {} (bytes {}..{} of {of})", self.frames.len(), *at, *at + f.compressed);
+        let file = file.ok_or_else(|| bad(format!("{where_}: the shared part is not open")))?;
         // A reused buffer is only grown (the growth zeroed); the read
         // overwrites all of it.
         let mut comp = self.spare_comp.pop().unwrap_or_default();
         comp.resize(f.compressed as usize, 0);
-        self.file.read_exact_at(&mut comp, self.offset).map_err(|e| bad(format!("{where_}: read failed: {e}")))?;
+        file.read_exact_at(&mut comp, *at).map_err(|e| bad(format!("{where_}: read failed: {e}")))?;
+        *at += f.compressed;
         self.read += f.compressed;
         if let Some((h, _)) = &mut self.whole {
             h.update(&comp);
         }
-        self.offset += f.compressed;
         self.submitted += 1;
         if self.submitted == self.frames.len() {
             if let Some((h, want)) = self.whole.take() {
@@ -424,6 +441,58 @@ mod tests {
         // Formats 1 and 2 have no per-frame hash: only a whole read.
         m.format = 2;
         assert!(PayloadReader::from_frame(f.as_file(), 0, &m, 3).is_err());
+    }
+
+    #[test]
+    fn shared_frames_are_read_from_the_shared_part_in_tar_order() {
+        // Frames 0 and 3 in the bundle (after 7 bytes of stub), 1 and 2 in
+        // the shared part.
+        let parts: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'k' + i; 30_000]).collect();
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let (_, frames, bytes) = payload_file(&refs);
+        let mut m = manifest(frames, 0, [0; 32]);
+        format3(&mut m, &bytes, 0);
+        let (mut own, mut shared, mut at) = (b"stub...".to_vec(), Vec::new(), 0usize);
+        for (i, f) in m.frames.iter_mut().enumerate() {
+            f.shared = i == 1 || i == 2;
+            let c = &bytes[at..at + f.compressed as usize];
+            if f.shared {
+                shared.extend_from_slice(c)
+            } else {
+                own.extend_from_slice(c)
+            }
+            at += f.compressed as usize;
+        }
+        m.shared = Some(nxs_format::SharedPart {
+            name: "p.shared".into(),
+            region: Region { len: shared.len() as u64, sha256: Sha256::digest(&shared).into() },
+        });
+        let file = |b: &[u8]| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, b).unwrap();
+            f
+        };
+        let (own_f, shared_f) = (file(&own), file(&shared));
+        let mut out = Vec::new();
+        let r = PayloadReader::new(own_f.as_file(), 7, &m).unwrap();
+        r.with_shared(Some(shared_f.as_file())).read_to_end(&mut out).unwrap();
+        assert_eq!(out, parts.concat());
+        // From frame 2: one frame of the part, then the bundle's last.
+        let mut out = Vec::new();
+        let r = PayloadReader::from_frame(own_f.as_file(), 7, &m, 2).unwrap();
+        r.with_shared(Some(shared_f.as_file())).read_to_end(&mut out).unwrap();
+        assert_eq!(out, parts[2..].concat());
+        // Without the part, the first shared frame is refused by name.
+        let e = PayloadReader::new(own_f.as_file(), 7, &m).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("payload frame 1 of 4 (bytes 0..") && e.to_string().contains("p.shared"), "{e}");
+        // A flipped byte in the part is named with its range in the part.
+        let mut evil = shared.clone();
+        evil[m.frames[1].compressed as usize + 3] ^= 1;
+        let evil_f = file(&evil);
+        let r = PayloadReader::new(own_f.as_file(), 7, &m).unwrap();
+        let e = r.with_shared(Some(evil_f.as_file())).read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        let range = format!("bytes {}..{} of the shared part p.shared", m.frames[1].compressed, shared.len());
+        assert!(e.contains("payload frame 2 of 4") && e.contains(&range), "{e}");
     }
 
     #[test]

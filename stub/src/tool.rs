@@ -62,8 +62,7 @@ pub fn load() -> Result<Vec<u8>> {
     // nothing before it.
     let entry = b.manifest.entries.iter().position(|e| e.path.as_str() == TOOL).unwrap_or(0);
     let frame = crate::extract::frame_of(&b.manifest, entry);
-    let reader = crate::payload::PayloadReader::from_frame(&b.file, b.trailer.payload_offset(), &b.manifest, frame)
-        .map_err(|e| crate::error::tampered(format!("{label}: {e}")))?;
+    let reader = b.payload_from(frame).map_err(|e| crate::error::tampered(format!("{label}: {e}")))?;
     let mut ar = tar::Archive::new(reader);
     for e in ar.entries().map_err(|e| crate::error::tampered(format!("{label}: {e}")))? {
         let e = e.map_err(|e| crate::error::tampered(format!("{label}: {e}")))?;

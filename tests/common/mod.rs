@@ -218,6 +218,7 @@ impl Project {
             platforms: vec![],
             tiers: vec![],
             multi_tier: false,
+            shared: false,
             stubs,
             sources: vec![],
             keys: vec![key.to_path_buf()],
@@ -344,11 +345,17 @@ pub fn format_md_recipe(bundle: &Path, work: &Path) -> Output {
 
 /// [`format_md_recipe`], with the publisher's key `pubkey`.
 pub fn format_md_recipe_with(bundle: &Path, work: &Path, pubkey: &Path) -> Output {
+    format_md_recipe_envs(work, &[("BUNDLE", bundle), ("PUBKEY", pubkey)])
+}
+
+/// The recipe with the environment `envs` (`BUNDLE`, `PUBKEY`, and for a
+/// stick's bundle `SHARED`).
+pub fn format_md_recipe_envs(work: &Path, envs: &[(&str, &Path)]) -> Output {
     let doc = std::fs::read_to_string(workspace().join("docs/FORMAT.md")).unwrap();
     let block =
         doc.split("<!-- verify-by-hand:begin -->").nth(1).unwrap().split("<!-- verify-by-hand:end -->").next().unwrap();
     let script = block.trim().trim_start_matches("```sh").trim_end_matches("```");
-    bash(script, work, &[("BUNDLE", bundle), ("PUBKEY", pubkey)])
+    bash(script, work, envs)
 }
 
 /// The names the recipe's `tar -tv` lists, in order, each checked to be
@@ -436,6 +443,7 @@ pub mod hostile {
                 raw: chunk.len() as u64,
                 sha256: Some(Sha256::digest(&c).into()),
                 first,
+                shared: false,
             });
             payload.extend_from_slice(&c);
             at = end;
@@ -491,6 +499,7 @@ pub mod hostile {
             hooks: vec![],
             entries,
             tiers: None,
+            shared: None,
         };
         let text = edit(m.to_text());
         let key = nxs_bundler::sign::SigningKey::load(&test_key().0, None).unwrap();

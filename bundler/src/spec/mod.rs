@@ -51,6 +51,9 @@ pub struct Component {
     pub dir_mode: u32,
     /// Platforms this component is for; empty means all.
     pub platforms: Vec<String>,
+    /// Its files are the same on every platform: a stick keeps them once,
+    /// in the shared part (docs/FORMAT.md, "The shared part").
+    pub platform_independent: bool,
     /// Where it is declared, for errors found later.
     pub at: (usize, usize),
 }
@@ -341,6 +344,14 @@ impl Ctx<'_> {
             }
             cplat.push(p.get_ref().clone());
         }
+        let independent = rc.platform_independent.as_ref().filter(|b| *b.get_ref());
+        if let Some((flag, why)) = independent.and_then(|f| Some((f, not_independent(&source, &cplat)?))) {
+            return Err(self.err(
+                flag,
+                format!("component `{cname}` cannot be platform_independent: {why}"),
+                Some("mark only components whose files are the same for every platform"),
+            ));
+        }
         Ok(Component {
             name: cname.clone(),
             source,
@@ -348,6 +359,7 @@ impl Ctx<'_> {
             mode,
             dir_mode,
             platforms: cplat,
+            platform_independent: independent.is_some(),
             at: self.line_col(c.span().start),
         })
     }
@@ -632,6 +644,15 @@ extends = "minimal"
             "looks like a secret",
         );
         check_err(&GOOD.replace("[trust]", "[trust]\ncolour = 1"), 7, 1, "unknown field `colour`");
+        let shared = GOOD.replace("mode = 0o755", "mode = 0o755\nplatform_independent = true");
+        check_err(&shared, 13, 24, "installs the stub");
+        let docs =
+            "[[component]]\nname = \"docs\"\nsource = \"doc/{target}\"\ninstall = \"d\"\nplatform_independent = true\n";
+        check_err(&format!("{GOOD}{docs}"), 23, 24, "names `{target}`");
+        let s = Spec::parse(Path::new("m/spec.toml"), &format!("{GOOD}{}", docs.replace("/{target}", ""))).unwrap();
+        assert!(
+            s.component("docs").unwrap().platform_independent && !s.component("tool").unwrap().platform_independent
+        );
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub(super) struct RawComponent {
     pub(super) dir_mode: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) platforms: Vec<Spanned<String>>,
+    /// The same bytes on every platform: a stick stores them once.
+    pub(super) platform_independent: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -93,4 +95,15 @@ pub(super) struct RawTier {
     pub(super) components: Vec<Spanned<String>>,
     /// The tier a stick's bundle installs when `install` names none.
     pub(super) default: Option<Spanned<bool>>,
+}
+
+/// Why a component may not be `platform_independent`: its files may differ
+/// by platform. `None` when it may.
+pub(super) fn not_independent(source: &super::Source, platforms: &[String]) -> Option<&'static str> {
+    match source {
+        super::Source::Stub => Some("it installs the stub, which is built for each platform"),
+        super::Source::Path(p) if p.contains("{target}") => Some("its source names `{target}`"),
+        _ if !platforms.is_empty() => Some("it is limited to some platforms"),
+        _ => None,
+    }
 }

@@ -53,13 +53,35 @@ pub struct Frame {
     /// Format 3 and later: the first tar member that begins in this frame,
     /// if one does, so a reader can start at this frame.
     pub first: Option<FirstMember>,
+    /// Format 6 and later: the frame lies in the manifest's shared part
+    /// (a file beside the bundle, on a stick), not in the bundle's payload.
+    pub shared: bool,
 }
 
 impl Frame {
     /// A frame of a format 1 or 2 manifest: sizes only.
     pub fn sized(compressed: u64, raw: u64) -> Frame {
-        Frame { compressed, raw, sha256: None, first: None }
+        Frame { compressed, raw, sha256: None, first: None, shared: false }
     }
+}
+
+/// Format 6: the platform-independent part of a stick's bundles, stored
+/// once beside them. Its frames are listed in the frame table, in tar
+/// order among the bundle's own, each with its signed hash; this is the
+/// file's name (a plain file name, [`shared_name_ok`]), length and sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPart {
+    pub name: String,
+    pub region: Region,
+}
+
+/// A shared part's name: 1 to 128 bytes of `A-Za-z0-9._-`, not starting
+/// with a dot, so it names a file in the bundle's own directory on any
+/// filesystem and nothing else.
+pub fn shared_name_ok(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Where the first tar member that begins in a frame is: its index among
@@ -205,6 +227,8 @@ pub struct Manifest {
     /// Format 5 and later: the tiers the bundle holds, when it holds more
     /// than the one its `tier` line names. That line is then the default.
     pub tiers: Option<Tiers>,
+    /// Format 6 and later: the shared part some frames lie in, if any.
+    pub shared: Option<SharedPart>,
 }
 
 /// Why a manifest was refused, with the 1-based line it was found on.
@@ -342,18 +366,12 @@ impl Manifest {
         line(&["dev", if self.dev { "1" } else { "0" }]);
         line(&["stub", &self.stub.len.to_string(), &hex::encode(&self.stub.sha256)]);
         line(&["payload", &self.payload.len.to_string(), &hex::encode(&self.payload.sha256)]);
+        if let Some(p) = &self.shared {
+            line(&["shared", &p.name, &p.region.len.to_string(), &hex::encode(&p.region.sha256)]);
+        }
         for fr in &self.frames {
-            let (c, r) = (fr.compressed.to_string(), fr.raw.to_string());
-            if self.format < 3 {
-                line(&["frame", &c, &r]);
-                continue;
-            }
-            let sha = fr.sha256.map(|h| hex::encode(&h)).unwrap_or_default();
-            let (e, o) = match fr.first {
-                Some(f) => (f.entry.to_string(), f.offset.to_string()),
-                None => ("-".to_string(), "-".to_string()),
-            };
-            line(&["frame", &c, &r, &sha, &e, &o]);
+            let f = self.frame_fields(fr);
+            line(&f.iter().map(String::as_str).collect::<Vec<_>>());
         }
         if let Some(h) = &self.headscale {
             line(&["headscale-login-server", &h.login_server]);
@@ -386,6 +404,21 @@ impl Manifest {
         }
         line(&["end"]);
         s
+    }
+
+    /// The fields of a frame's line, its keyword first, unescaped.
+    fn frame_fields(&self, fr: &Frame) -> Vec<String> {
+        let (c, r) = (fr.compressed.to_string(), fr.raw.to_string());
+        if self.format < 3 {
+            return vec!["frame".into(), c, r];
+        }
+        let sha = fr.sha256.map(|h| hex::encode(&h)).unwrap_or_default();
+        let (e, o) = match fr.first {
+            Some(f) => (f.entry.to_string(), f.offset.to_string()),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        let kw = if fr.shared { "shared-frame" } else { "frame" };
+        vec![kw.into(), c, r, sha, e, o]
     }
 
     /// The fields of entry `i`'s line, its keyword first, unescaped: with
@@ -451,8 +484,9 @@ mod tests {
                     raw: 4096,
                     sha256: Some([3; 32]),
                     first: Some(FirstMember { entry: 0, offset: 0 }),
+                    shared: false,
                 },
-                Frame { compressed: 20, raw: 1024, sha256: Some([4; 32]), first: None },
+                Frame { compressed: 20, raw: 1024, sha256: Some([4; 32]), first: None, shared: false },
             ],
             headscale: Some(Headscale {
                 login_server: "https://hs.example.net".into(),
@@ -474,6 +508,7 @@ mod tests {
                 Entry { path: p("etc/a b%c"), mode: 0o4755, kind: EntryKind::File { size: 0, sha256: [4; 32] } },
             ],
             tiers: None,
+            shared: None,
         }
     }
 
@@ -497,7 +532,7 @@ mod tests {
         let good = sample().to_text();
         let edit = |from: &str, to: &str| good.replacen(from, to, 1);
         check_refused("hello\n", 1, "does not start");
-        check_refused("nxs-manifest 6\nend\n", 1, "format 6");
+        check_refused("nxs-manifest 7\nend\n", 1, "format 7");
         check_refused(&edit("end\n", ""), 22, "`end` is missing");
         check_refused(&good.replace("\nend\n", "\nend"), 23, "newline");
         check_refused(&edit("etc/ca.pem\n", "../ca.pem\n"), 13, "`..`");
@@ -813,6 +848,32 @@ mod tests {
             Manifest::parse(fine.as_bytes()).unwrap().frames[1].first,
             Some(FirstMember { entry: 2, offset: 5 })
         );
+    }
+
+    #[test]
+    fn a_format_6_shared_part_lists_its_frames_and_they_must_add_up() {
+        let mut m = sample();
+        m.frames[1].shared = true;
+        m.payload.len = 10;
+        m.shared = Some(SharedPart { name: "nxs-1.4.0.shared".into(), region: Region { len: 20, sha256: [5; 32] } });
+        let text = m.to_text();
+        assert!(text.contains(&format!("\nshared nxs-1.4.0.shared 20 {}\n", "05".repeat(32))), "{text}");
+        assert!(text.contains(&format!("\nshared-frame 20 1024 {} - -\n", "04".repeat(32))), "{text}");
+        assert_eq!(Manifest::parse(text.as_bytes()), Ok(m.clone()));
+        let edit = |from: &str, to: &str| text.replacen(from, to, 1);
+        check_refused(&edit("shared nxs-1.4.0.shared 20", "shared nxs-1.4.0.shared 21"), 24, "shared part's length");
+        check_refused(&edit("shared nxs-1.4.0.shared", "shared ../x"), 10, "shared part `../x`");
+        check_refused(&edit("shared nxs-1.4.0.shared", "shared .hidden"), 10, "not first a dot");
+        let line = format!("shared nxs-1.4.0.shared 20 {}\n", "05".repeat(32));
+        check_refused(&edit(&line, ""), 23, "no `shared` line");
+        check_refused(&edit("\nshared-frame", "\nframe"), 24, "payload length");
+        check_refused(&text.replacen("nxs-manifest 6", "nxs-manifest 5", 1), 10, "format 6 line");
+        for ok in ["a", "nxs-survival-1.4.0.shared", "A_b.c-9"] {
+            assert!(shared_name_ok(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert!(!shared_name_ok(bad), "{bad}");
+        }
     }
 
     #[test]

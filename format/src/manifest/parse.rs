@@ -162,6 +162,7 @@ struct Parser {
     dev: Option<bool>,
     stub: Option<Region>,
     payload: Option<Region>,
+    shared: Option<SharedPart>,
     frames: Vec<Frame>,
     last_first: Option<FirstMember>,
     hs_server: Option<String>,
@@ -225,7 +226,25 @@ impl Parser {
                 }
             }
             "tiers" => self.tiers(n, fields),
-            "frame" => self.frame(n, fields),
+            "frame" => self.frame(n, fields, false),
+            "shared" | "shared-frame" if self.format < 6 => {
+                Err(syntax(n, format!("`{key}` is a format 6 line, in a format {} manifest", self.format)))
+            }
+            "shared-frame" => self.frame(n, fields, true),
+            "shared" => {
+                want(n, key, fields, 3)?;
+                if !shared_name_ok(&fields[0]) {
+                    return Err(syntax(
+                        n,
+                        format!(
+                            "shared part `{}`: a name is 1 to 128 of A-Z a-z 0-9 . _ -, not first a dot",
+                            fields[0]
+                        ),
+                    ));
+                }
+                let region = Region { len: num(n, key, &fields[1])?, sha256: digest(n, &fields[2])? };
+                set_once(&mut self.shared, SharedPart { name: fields[0].clone(), region }, n, "shared")
+            }
             "hook" => self.hook(n, fields),
             "dir" | "file" | "link" => self.entry(n, key, fields),
             "headscale-login-server"
@@ -239,13 +258,16 @@ impl Parser {
         }
     }
 
-    /// `frame COMPRESSED RAW`, and in format 3 `SHA256 ENTRY OFFSET` too.
-    fn frame(&mut self, n: usize, fields: &[String]) -> Result<(), ManifestError> {
+    /// `frame COMPRESSED RAW`, and in format 3 `SHA256 ENTRY OFFSET` too;
+    /// in format 6, `shared-frame` with the same fields for a frame of the
+    /// shared part.
+    fn frame(&mut self, n: usize, fields: &[String], shared: bool) -> Result<(), ManifestError> {
         want(n, "frame", fields, if self.format >= 3 { 5 } else { 2 })?;
         if self.frames.len() >= MAX_FRAMES {
             return Err(err(n, ManifestErrorKind::Limit(format!("more than {MAX_FRAMES} frames"))));
         }
         let mut f = Frame::sized(num(n, "frame", &fields[0])?, num(n, "frame", &fields[1])?);
+        f.shared = shared;
         if f.raw == 0 || f.raw > MAX_FRAME_RAW || f.compressed == 0 {
             return Err(err(n, ManifestErrorKind::Limit(format!("frame sizes must be 1..={MAX_FRAME_RAW} bytes"))));
         }
@@ -484,6 +506,7 @@ impl Parser {
             hooks: self.hooks,
             entries: self.entries,
             tiers,
+            shared: self.shared,
         };
         if let Some(t) = m.tiers.as_ref().filter(|t| !t.names.contains(&m.tier)) {
             return Err(syntax(
@@ -525,9 +548,20 @@ impl Parser {
 /// The frame table adds up to the payload, and in format 3 its index
 /// starts at entry 0 and names no entry past the last.
 fn check_frames(m: &Manifest, last_line: usize) -> Result<(), ManifestError> {
-    let compressed = m.frames.iter().try_fold(0u64, |acc, f| acc.checked_add(f.compressed));
-    if compressed != Some(m.payload.len) {
+    let sum = |shared: bool| {
+        m.frames.iter().filter(|f| f.shared == shared).try_fold(0u64, |acc, f| acc.checked_add(f.compressed))
+    };
+    if sum(false) != Some(m.payload.len) {
         return Err(syntax(last_line, "frame table does not add up to the payload length"));
+    }
+    match &m.shared {
+        Some(p) if sum(true) != Some(p.region.len) || p.region.len == 0 => {
+            return Err(syntax(last_line, "the shared frames do not add up to the shared part's length"));
+        }
+        None if m.frames.iter().any(|f| f.shared) => {
+            return Err(syntax(last_line, "a `shared-frame` line, and no `shared` line names its part"));
+        }
+        _ => {}
     }
     if m.frames.iter().try_fold(0u64, |acc, f| acc.checked_add(f.raw)).is_none() {
         return Err(syntax(last_line, "frame table overflows"));

@@ -16,7 +16,6 @@
 
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
-use crate::payload::PayloadReader;
 use nxs_format::{hex, EntryKind, FirstMember, Frame, Manifest, Selection};
 use sha2::{Digest, Sha256};
 use std::fs::{self, OpenOptions};
@@ -102,8 +101,7 @@ pub fn run(b: &Bundle, sink: &Sink, progress: &mut Progress) -> Result<usize> {
 /// As [`run`], from `start`: the entries before it must already be in the
 /// sink (checked by [`resume_point`]).
 pub fn run_from(b: &Bundle, sink: &Sink, progress: &mut Progress, start: Start, done: FramesDone) -> Result<usize> {
-    let reader = PayloadReader::from_frame(&b.file, b.trailer.payload_offset(), &b.manifest, start.frame)
-        .map_err(|e| region_err(&b.path, format!("payload: {e}")))?;
+    let reader = b.payload_from(start.frame).map_err(|e| region_err(&b.path, format!("payload: {e}")))?;
     let walk = Walk { m: &b.manifest, sel: Some(&b.selection), label: &b.path, sink };
     let (reused, reader) = walk.run(reader, progress, start, done)?;
     if !reader.finished() {

@@ -13,7 +13,8 @@ pub struct BundleArgs {
     pub manifest: PathBuf,
     pub platforms: Vec<String>,
     pub tiers: Vec<String>,
-    /// One bundle per platform holding every tier (a stick's).
+    /// One bundle per platform holding every tier, the platform-independent
+    /// files in one shared part beside them: a stick's.
     pub multi_tier: bool,
     pub out: PathBuf,
     /// Empty: the development key.
@@ -76,6 +77,7 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
         platforms,
         tiers: a.tiers.clone(),
         multi_tier: a.multi_tier,
+        shared: a.multi_tier,
         stubs,
         sources,
         keys,

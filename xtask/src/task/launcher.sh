@@ -90,18 +90,35 @@ if [ -z "$platform" ]; then
     why="uname -m is $machine"
 fi
 
-bundle="$stick/bundles/$product-$version-$platform.run"
-# A bundle too large for FAT32 is stored as pieces: joined again into a
-# temporary file (removed when the launcher ends) to be run.
-if [ -n "$platform" ] && [ ! -f "$bundle" ] && [ -f "$bundle.part-000" ]; then
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || exit 5
-    say "install: joining the pieces of bundles/${bundle##*/} in $tmp"
-    if ! cat "$bundle".part-* >"$tmp/${bundle##*/}" || ! chmod 700 "$tmp/${bundle##*/}"; then
+# A file too large for FAT32 is stored as pieces: join_pieces joins
+# bundles/$1 again into a temporary directory (removed when the launcher
+# ends) and prints the joined file's path.
+join_pieces() {
+    if [ -z "$tmp" ]; then
+        tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || exit 5
+    fi
+    say "install: joining the pieces of bundles/$1 in $tmp"
+    if ! cat "$stick/bundles/$1".part-* >"$tmp/$1" || ! chmod 700 "$tmp/$1"; then
         say "install: cannot join the pieces into $tmp (is it full? TMPDIR chooses another place)"
         exit 5
     fi
+}
+
+bundle="$stick/bundles/$product-$version-$platform.run"
+if [ -n "$platform" ] && [ ! -f "$bundle" ] && [ -f "$bundle.part-000" ]; then
+    join_pieces "${bundle##*/}"
     bundle="$tmp/${bundle##*/}"
 fi
+# The files every platform has in common are kept once, in the shared part
+# beside the bundles. A bundle run from anywhere else (a copy, or joined
+# pieces) finds it through NXS_SHARED_DIR.
+shared="$product-$version.shared"
+NXS_SHARED_DIR="$stick/bundles"
+if [ ! -f "$stick/bundles/$shared" ] && [ -f "$stick/bundles/$shared.part-000" ]; then
+    join_pieces "$shared"
+    NXS_SHARED_DIR=$tmp
+fi
+export NXS_SHARED_DIR
 if [ -z "$platform" ] || [ ! -f "$bundle" ]; then
     say "install: no bundle on this stick runs on this machine"
     say "  this machine: uname -m = $machine, kernel $(uname -r 2>/dev/null || echo unknown)"

@@ -120,7 +120,8 @@ fn fill(root: &Path, a: &StickArgs, work: &Path) -> Result<()> {
         .replace("@TABLE@", &table.join("\n"));
     write(&work.join("install"), launcher.as_bytes(), 0o755)?;
     let tiers: Vec<&str> = spec.tiers.iter().map(|t| t.name.as_str()).collect();
-    let readme = readme(&spec.name, spec.version.as_str(), &table, &tiers, &spec.default_tier);
+    let shared = report.bundles.iter().any(|b| b.manifest.shared.is_some());
+    let readme = readme(&spec.name, spec.version.as_str(), &table, &tiers, &spec.default_tier, shared);
     write(&work.join("README.txt"), readme.as_bytes(), 0o644)?;
     if let Some(from) = &a.with_backups {
         copy_backups(&abs(from), &work.join("backups"))?;
@@ -269,8 +270,16 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// The stick's README.txt: what an operator reads first, offline.
-fn readme(product: &str, version: &str, table: &[String], tiers: &[&str], default: &str) -> String {
+fn readme(product: &str, version: &str, table: &[String], tiers: &[&str], default: &str, shared: bool) -> String {
     let platforms: String = table.iter().map(|l| format!("  {l}\n")).collect();
+    let shared = match shared {
+        true => format!(
+            "The files every platform shares are kept once, in\n\
+             bundles/{product}-{version}.shared: copy it with a bundle, or run the\n\
+             bundle with NXS_SHARED_DIR naming the folder that holds it.\n"
+        ),
+        false => String::new(),
+    };
     format!(
         "{product} {version}: survival stick\n\
          =====================================\n\
@@ -304,7 +313,7 @@ fn readme(product: &str, version: &str, table: &[String], tiers: &[&str], defaul
          \n\
          Each bundle verifies its own signature, every frame and every file\n\
          before it writes anything. `./install list` shows what a tier holds;\n\
-         `./install --help` lists every command.\n",
+         `./install --help` lists every command.\n{shared}",
         last = tiers.last().copied().unwrap_or(default),
         tiers = tiers.join(", "),
     )
