@@ -57,7 +57,11 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
     // Refuse missing or short signers before any stub is built.
     nxs_bundler::signing_keys(&trust, &keys, password.as_deref(), &spec.file)?;
     let platforms: Vec<String> = if a.platforms.is_empty() { spec.platforms.clone() } else { a.platforms.clone() };
-    let stubs = build_stubs(root, &platforms, &trust.anchor, a.dry_run)?;
+    // A dry run builds nothing: an empty file stands in for each program
+    // it would build (the stub, nxs-backup), so the plan can still be made.
+    let placeholder = tempfile::NamedTempFile::new()?;
+    let stand_in = a.dry_run.then(|| placeholder.path());
+    let stubs = build_stubs(root, &platforms, &trust.anchor, stand_in)?;
     // The spec's `backup` component is the nxs-backup program, built here
     // for each platform unless --source backup=... names another.
     let mut sources: Vec<(String, PathBuf)> = a.sources.iter().map(|(n, p)| (n.clone(), abs(p))).collect();
@@ -69,7 +73,8 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
                 eprintln!("  nxs-backup {triple}: {} bytes", std::fs::metadata(&bin)?.len());
             }
         }
-        sources.push((crate::tool::COMPONENT.to_string(), crate::tool::backup_source(root)));
+        let built = stand_in.map(Path::to_path_buf).unwrap_or_else(|| crate::tool::backup_source(root));
+        sources.push((crate::tool::COMPONENT.to_string(), built));
     }
     let req = BuildRequest {
         spec: abs(&a.manifest),
@@ -91,7 +96,7 @@ pub fn bundle(root: &Path, a: &BundleArgs) -> Result<Option<nxs_bundler::BuildRe
         for b in &plan.bundles {
             println!("{} ({} entries)", b.file_name, b.entries.len());
         }
-        println!("dry run: nothing was built or written");
+        println!("dry run: nothing was built or written (an empty file stood in for each stub and nxs-backup)");
         return Ok(None);
     }
     let report = nxs_bundler::build(&req)?;
@@ -113,12 +118,17 @@ fn dev_key(root: &Path) -> Result<PathBuf> {
 }
 
 /// The stub of each platform, built with `trust` (placeholders in a dry run).
-fn build_stubs(root: &Path, platforms: &[String], trust: &Root, dry_run: bool) -> Result<BTreeMap<String, PathBuf>> {
+fn build_stubs(
+    root: &Path,
+    platforms: &[String],
+    trust: &Root,
+    stand_in: Option<&Path>,
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut stubs = BTreeMap::new();
     for triple in platforms {
         let p = Platform::load(root, triple)?;
-        let stub = if dry_run {
-            PathBuf::from(format!("<stub for {triple}>"))
+        let stub = if let Some(s) = stand_in {
+            s.to_path_buf()
         } else {
             eprintln!("building the stub for {triple} ({})", p.name);
             let s = crate::stub::build(root, &p, trust, true)?;
