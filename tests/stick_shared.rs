@@ -209,8 +209,9 @@ fn a_bundle_without_its_shared_part_says_what_it_needs_and_refuses_a_damaged_one
     let with_dir = |dir: &Path, args: &[&str]| {
         output(std::process::Command::new(&bundle).args(args).env("NXS_SHARED_DIR", dir)).unwrap()
     };
-    let o = with_dir(&s.dir.join("bundles"), &["verify"]);
+    let o = with_dir(&s.dir.join("bundles"), &["verify", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"shared\":\"half-1.0.0.shared\""), "{}", stdout(&o));
     // docs/FORMAT.md's recipe, by hand with stock tools: every frame
     // checked, from the bundle or the part, and tar lists every entry.
     let shared = s.dir.join("bundles/half-1.0.0.shared");

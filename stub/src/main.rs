@@ -91,6 +91,7 @@ fn verify(pubkey: Option<&Path>) -> Result<()> {
                 ("dev", m.dev.to_string()),
                 ("entries", m.entries.len().to_string()),
                 ("payload_sha256", json::s(&hex::encode(&m.payload.sha256))),
+                ("shared", m.shared.as_ref().map_or("null".into(), |p| json::s(&p.name))),
             ],
         );
         return Ok(());
@@ -103,7 +104,11 @@ fn verify(pubkey: Option<&Path>) -> Result<()> {
         (v, 0) => format!("of root {v} (threshold {})", t.threshold),
         (v, n) => format!("of root {v} (threshold {}, {n} root rotation(s) walked)", t.threshold),
     };
-    println!("OK {}: signed by {by} {under}; stub, payload and {} entries verified", m.bundle_id(), m.entries.len());
+    let payload = match &m.shared {
+        Some(p) => format!("payload (and its shared part {})", p.name),
+        None => "payload".to_string(),
+    };
+    println!("OK {}: signed by {by} {under}; stub, {payload} and {} entries verified", m.bundle_id(), m.entries.len());
     if m.dev {
         println!("WARNING: signed with a development key; not for production");
     }
