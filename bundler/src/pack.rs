@@ -482,19 +482,24 @@ fn write_tar<W: Write>(
     mtime: u64,
     frames_out: FrameWriter<W>,
 ) -> Result<(Vec<Entry>, Vec<Frame>, Region, SharedWritten)> {
+    // Only a stick's bundle, writing a shared part, cuts frames other
+    // than every `frame_size` bytes.
+    let sharing = frames_out.shared.is_some();
     let mut tar = tar::Builder::new(frames_out);
     let mut entries = Vec::with_capacity(plan.entries.len());
     // Where each member begins in the tar stream, then the end marker.
     let mut starts = Vec::with_capacity(plan.entries.len() + 1);
     for (i, e) in plan.entries.iter().enumerate() {
-        if i == plan.shared_from {
+        if sharing && i == plan.shared_from {
             tar.get_mut().cut(true)?;
         }
         starts.push(tar.get_ref().position);
         entries.push(append_entry(&mut tar, e, mtime)?);
     }
-    // The end-of-archive marker is the bundle's own.
-    tar.get_mut().cut(false)?;
+    if sharing {
+        // The end-of-archive marker is the bundle's own.
+        tar.get_mut().cut(false)?;
+    }
     starts.push(tar.get_ref().position);
     let frames_out = tar.into_inner().context("cannot finish the tar stream")?;
     let (_, mut frames, payload, shared) = frames_out.finish().context("cannot write the payload")?;
@@ -592,6 +597,33 @@ mod tests {
             outs.push(out);
         }
         assert_eq!(outs[0], outs[1]);
+    }
+
+    #[test]
+    fn a_cut_starts_a_frame_and_sends_the_frames_after_it_to_the_shared_part() {
+        let data: Vec<u8> = (0..(3 << 20)).map(|i| (i * 13 % 241) as u8).collect();
+        let opts = PackOptions { frame_size: 1 << 20, level: 3, threads: 2, progress: false };
+        let mut w = FrameWriter::new(Vec::new(), opts);
+        let part = tempfile::tempfile().unwrap();
+        w.shared =
+            Some(SharedSink { out: BufWriter::new(part.try_clone().unwrap()), hasher: Sha256::new(), written: 0 });
+        w.write_all(b"own head").unwrap();
+        w.cut(true).unwrap();
+        w.write_all(&data).unwrap();
+        w.cut(false).unwrap();
+        w.write_all(b"own tail").unwrap();
+        let (own, frames, region, shared) = w.finish().unwrap();
+        let kinds: Vec<(u64, bool)> = frames.iter().map(|f| (f.raw, f.shared)).collect();
+        assert_eq!(kinds, [(8, false), (1 << 20, true), (1 << 20, true), (1 << 20, true), (8, false)]);
+        assert_eq!((region.len, zstd::decode_all(&own[..]).unwrap()), (own.len() as u64, b"own headown tail".to_vec()));
+        let (out, part_region) = shared.unwrap();
+        drop(out.into_inner().unwrap());
+        let mut bytes = Vec::new();
+        std::io::Seek::rewind(&mut &part).unwrap();
+        (&part).read_to_end(&mut bytes).unwrap();
+        assert_eq!(part_region.len, bytes.len() as u64);
+        assert_eq!(part_region.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        assert_eq!(zstd::decode_all(&bytes[..]).unwrap(), data);
     }
 
     #[test]
