@@ -279,6 +279,18 @@ fn stick_verify_names_the_damage_and_stick_repair_undoes_it_offline() {
         bytes[at..at + 4096].iter_mut().for_each(|b| *b = !*b);
     }
     std::fs::write(&run_file, &bytes).unwrap();
+    // The signed regions those bytes lie in, by the bundle's frame table:
+    // the stub (the first), and the frames the other two fall in.
+    let (_, m) = read_manifest(&run_file);
+    let mut regions = vec!["stub".to_string()];
+    let mut at = m.stub.len;
+    for (i, f) in m.frames.iter().enumerate() {
+        if [1_500_000u64, 3_000_000].iter().any(|&d| d + 4096 > at && d < at + f.compressed) {
+            regions.push(format!("frame {i}"));
+        }
+        at += f.compressed;
+    }
+    let regions_json = format!("[{}]", regions.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(","));
     let sums = dir.join("SHA256SUMS");
     let mut s = std::fs::read(&sums).unwrap();
     s[10] = if s[10] == b'0' { b'1' } else { b'0' };
@@ -300,7 +312,7 @@ fn stick_verify_names_the_damage_and_stick_repair_undoes_it_offline() {
     let ranges = "[[98304,106496],[1499136,1507328],[2998272,3006464]]";
     assert!(
         j.contains(&format!(
-            "{{\"path\":\"{bundle_rel}\",\"state\":\"damaged\",\"ranges\":{ranges},\"repairable\":true}}"
+            "{{\"path\":\"{bundle_rel}\",\"state\":\"damaged\",\"ranges\":{ranges},\"repairable\":true,\"regions\":{regions_json}}}"
         )),
         "{j}"
     );
@@ -313,7 +325,8 @@ fn stick_verify_names_the_damage_and_stick_repair_undoes_it_offline() {
         "{j}"
     );
     let text = launcher_bare(dir, &["stick", "verify"]);
-    assert!(stdout(&text).contains(&format!("DAMAGED {bundle_rel}: bytes 98304..106496, bytes 1499136..1507328, bytes 2998272..3006464; the parity can repair it")), "{}", stdout(&text));
+    let signed = format!("(signed regions damaged: {})", regions.join(", "));
+    assert!(stdout(&text).contains(&format!("DAMAGED {bundle_rel}: bytes 98304..106496, bytes 1499136..1507328, bytes 2998272..3006464 {signed}; the parity can repair it")), "{}", stdout(&text));
 
     let o = launcher_bare(dir, &["stick", "repair"]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));

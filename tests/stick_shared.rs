@@ -244,6 +244,31 @@ fn a_bundle_without_its_shared_part_says_what_it_needs_and_refuses_a_damaged_one
     let o = with_dir(&part, &["verify"]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(stderr(&o).contains("the shared part is"), "{}", stderr(&o));
+
+    // On the stick, the part damaged and its parity gone: `stick verify`
+    // still locates the damage, by the frame the signed manifest hashes.
+    let on_stick = s.dir.join("bundles/half-1.0.0.shared");
+    let mut bytes = std::fs::read(&on_stick).unwrap();
+    bytes[700_000] ^= 0x10;
+    std::fs::write(&on_stick, &bytes).unwrap();
+    std::fs::remove_file(s.dir.join("parity/bundles/half-1.0.0.shared.nxspar")).unwrap();
+    let (_, m) = read_manifest(&s.dir.join(format!("bundles/half-1.0.0-{HOST}.run")));
+    let mut at = 0;
+    let mut hit = None;
+    for (i, f) in m.frames.iter().enumerate().filter(|(_, f)| f.shared) {
+        if (at..at + f.compressed).contains(&700_000) {
+            hit = Some((i, at, at + f.compressed));
+        }
+        at += f.compressed;
+    }
+    let (i, a, b) = hit.expect("a shared frame holds byte 700000");
+    let o = output(std::process::Command::new(s.dir.join("install")).args(["stick", "verify", "--json"])).unwrap();
+    assert_eq!(code(&o), 3, "{}{}", stdout(&o), stderr(&o));
+    let want = format!(
+        "{{\"path\":\"bundles/half-1.0.0.shared\",\"state\":\"damaged\",\"ranges\":[[{a},{b}]],\"repairable\":false,"
+    );
+    assert!(stdout(&o).contains(&want), "{}", stdout(&o));
+    assert!(stdout(&o).contains(&format!("\"regions\":[\"frame {i}\"]")), "{}", stdout(&o));
 }
 
 /// The example spec (manifests/survival.toml: 5 platforms, 3 tiers, its

@@ -300,6 +300,11 @@ impl Signed {
     /// equal the trailer's. Region hashes are checked by [`Signed::verify`].
     pub fn open(path: &Path, trust: &Trust) -> Result<Signed> {
         let file = File::open(path).map_err(|e| Error::io("cannot open the bundle", path, e))?;
+        Self::open_file(file, path, trust)
+    }
+
+    /// [`Signed::open`] of a bundle already open as `file` (named `path`).
+    pub fn open_file(file: File, path: &Path, trust: &Trust) -> Result<Signed> {
         let trailer = read_trailer(&file, path)?;
         let manifest_bytes = read_at(&file, path, trailer.manifest_offset(), trailer.manifest_len, "manifest")?;
         let (signature, sig_region) = read_signature(&file, path, &trailer)?;

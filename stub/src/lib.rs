@@ -28,6 +28,7 @@ pub mod secret;
 pub mod shared;
 pub mod statedir;
 pub mod stick;
+pub mod stick_frames;
 pub mod tailnet;
 pub mod tarwalk;
 pub mod tool;

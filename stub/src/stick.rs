@@ -17,6 +17,7 @@
 
 use crate::door::{Access, Dir};
 use crate::error::{Class, Error, Result};
+use crate::stick_frames::Region;
 use nxs_format::trust::PublicKey;
 use nxs_format::{hex, json};
 use nxs_parity::Parity;
@@ -58,6 +59,9 @@ pub struct Found {
     /// The rebuilt bytes, when found damaged and repairable (kept only for
     /// the sums and their signature, which `repair` writes first).
     rebuilt: Option<Vec<u8>>,
+    /// A damaged bundle's or shared part's damaged signed regions (stub,
+    /// frames), by the signed manifest's hashes.
+    pub regions: Vec<Region>,
 }
 
 /// A file's rebuilt bytes and the damaged ranges they replace.
@@ -199,7 +203,7 @@ fn signed_sums(top: &Dir, keys: &[PublicKey]) -> Result<(Sums, Vec<Found>)> {
     };
     if verifies(&sums, &sig) {
         let list = parse_sums(&sums).map_err(|e| crate::error::tampered(format!("{SUMS}: {e}")))?;
-        let ok = [SUMS, SUMS_SIG].map(|p| Found { path: p.into(), state: State::Ok, rebuilt: None });
+        let ok = [SUMS, SUMS_SIG].map(|p| Found { path: p.into(), state: State::Ok, rebuilt: None, regions: vec![] });
         return Ok((list, ok.to_vec()));
     }
     // Either may be the damaged one: try each rebuilt from its parity.
@@ -226,9 +230,10 @@ fn signed_sums(top: &Dir, keys: &[PublicKey]) -> Result<(Sums, Vec<Found>)> {
     }
     let found = |name: &str, have: &[u8], new: Rebuilt| match new {
         Some((b, ranges)) if b != have => {
-            Found { path: name.into(), state: State::Damaged { ranges, repair: Ok(()) }, rebuilt: Some(b) }
+            let state = State::Damaged { ranges, repair: Ok(()) };
+            Found { path: name.into(), state, rebuilt: Some(b), regions: vec![] }
         }
-        _ => Found { path: name.into(), state: State::Ok, rebuilt: None },
+        _ => Found { path: name.into(), state: State::Ok, rebuilt: None, regions: vec![] },
     };
     let list = parse_sums(&s).map_err(|e| crate::error::tampered(format!("{SUMS}: {e}")))?;
     Ok((list, vec![found(SUMS, &sums, new_sums), found(SUMS_SIG, &sig, new_sig)]))
@@ -246,11 +251,42 @@ pub fn verify(dir: &Path) -> Result<Report> {
         };
         // Only the small files keep their rebuilt bytes; `repair` rebuilds
         // the others again, one at a time.
-        files.push(Found { path: rel.clone(), state: state.0, rebuilt: None });
+        files.push(Found { path: rel.clone(), state: state.0, rebuilt: None, regions: vec![] });
         p.add(1);
     }
     p.end();
+    let runs: Vec<&str> = sums.iter().map(|(r, _)| r.as_str()).filter(|r| r.ends_with(".run")).collect();
+    for f in files.iter_mut().filter(|f| f.state != State::Ok) {
+        f.regions = signed_regions(&top, &f.path, &runs)?;
+        // Where no parity located the damage, the frames do.
+        if let State::Damaged { ranges, .. } = &mut f.state {
+            if ranges.is_empty() {
+                *ranges = f.regions.iter().map(|r| (r.start, r.end)).collect();
+            }
+        }
+    }
     Ok(Report { files, sums })
+}
+
+/// The damaged signed regions of the stick's file `rel` when it is a
+/// bundle (by its own manifest, if that is intact) or the shared part (by
+/// the manifest of a bundle in `runs` that names it); else none.
+fn signed_regions(top: &Dir, rel: &str, runs: &[&str]) -> Result<Vec<Region>> {
+    let manifest = |bundle: &str| -> Result<Option<nxs_format::Manifest>> {
+        let Some((f, path)) = open(top, bundle)? else { return Ok(None) };
+        Ok(crate::stick_frames::manifest_of(f, &path))
+    };
+    let Some((file, _)) = open(top, rel)? else { return Ok(vec![]) };
+    if rel.ends_with(".run") {
+        return Ok(manifest(rel)?.map(|m| crate::stick_frames::damaged(&file, &m, false)).unwrap_or_default());
+    }
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    for run in runs {
+        if let Some(m) = manifest(run)?.filter(|m| m.shared.as_ref().is_some_and(|p| p.name == name)) {
+            return Ok(crate::stick_frames::damaged(&file, &m, true));
+        }
+    }
+    Ok(vec![])
 }
 
 /// Rebuilds every damaged file that parity can, each written under a
@@ -310,6 +346,10 @@ pub fn print(r: &Report, repaired: Option<&[String]>, as_json: bool) {
                 State::Damaged { ranges, repair } => {
                     let rs = ranges.iter().map(|(a, b)| format!("[{a},{b}]"));
                     let o = o.str("state", "damaged").array("ranges", rs).raw("repairable", repair.is_ok());
+                    let o = match f.regions.is_empty() {
+                        true => o,
+                        false => o.array("regions", f.regions.iter().map(|r| json::s(&r.name))),
+                    };
                     match repair {
                         Ok(()) => o,
                         Err(why) => o.str("why_not", why),
@@ -328,7 +368,11 @@ pub fn print(r: &Report, repaired: Option<&[String]>, as_json: bool) {
     for f in r.damaged() {
         let State::Damaged { ranges, repair } = &f.state else { continue };
         let at: Vec<String> = ranges.iter().map(|(a, b)| format!("bytes {a}..{b}")).collect();
-        let at = if at.is_empty() { "its damage is not located".to_string() } else { at.join(", ") };
+        let mut at = if at.is_empty() { "its damage is not located".to_string() } else { at.join(", ") };
+        if !f.regions.is_empty() {
+            let names: Vec<&str> = f.regions.iter().map(|r| r.name.as_str()).collect();
+            at = format!("{at} (signed regions damaged: {})", names.join(", "));
+        }
         match repair {
             Ok(()) => println!("DAMAGED {}: {at}; the parity can repair it", f.path),
             Err(why) => println!("DAMAGED {}: {at}; NOT repairable: {why}", f.path),
