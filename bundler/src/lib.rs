@@ -6,6 +6,7 @@
 //! each bundle. Nothing is written before the whole plan is known good.
 
 pub mod fsutil;
+pub mod oci;
 pub mod pack;
 pub mod plan;
 pub mod root;

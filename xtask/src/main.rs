@@ -14,6 +14,45 @@ struct Cli {
     task: Task,
 }
 
+/// What a build takes: the spec, its platforms, the signers, and
+/// components taken from elsewhere (`bundle`, `stick`, `publish`).
+#[derive(clap::Args)]
+struct Build {
+    #[arg(long, default_value = "manifests/survival.toml")]
+    manifest: PathBuf,
+    /// Only these platforms (default: all of the spec's).
+    #[arg(long = "platform")]
+    platforms: Vec<String>,
+    /// Minisign secret key (default: the development key, loudly);
+    /// once per signer for a k-of-n manifest signature.
+    #[arg(long = "key")]
+    key: Vec<PathBuf>,
+    /// File holding the key's password (else a prompt).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Take a component's files from PATH instead of its spec source:
+    /// NAME=PATH (`{target}` in PATH is the platform's triple).
+    #[arg(long = "source", value_parser = nxs_bundler::parse_source)]
+    sources: Vec<(String, PathBuf)>,
+}
+
+impl Build {
+    /// The bundle task's arguments for these flags.
+    fn args(self, tiers: Vec<String>, out: PathBuf, dry_run: bool) -> task::BundleArgs {
+        task::BundleArgs {
+            manifest: self.manifest,
+            platforms: self.platforms,
+            tiers,
+            multi_tier: false,
+            out,
+            key: self.key,
+            password_file: self.password_file,
+            sources: self.sources,
+            dry_run,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Task {
     /// Build the example bundle for this machine with the development key,
@@ -21,30 +60,29 @@ enum Task {
     Demo,
     /// The release build: a static stub per platform, every tier, signed.
     Bundle {
-        #[arg(long, default_value = "manifests/survival.toml")]
-        manifest: PathBuf,
-        /// Only these platforms (default: all of the spec's).
-        #[arg(long = "platform")]
-        platforms: Vec<String>,
+        #[command(flatten)]
+        build: Build,
         /// Only these tiers (default: all).
         #[arg(long = "tier")]
         tiers: Vec<String>,
         #[arg(long, default_value = "target/bundles")]
         out: PathBuf,
-        /// Minisign secret key (default: the development key, loudly);
-        /// once per signer for a k-of-n manifest signature.
-        #[arg(long = "key")]
-        key: Vec<PathBuf>,
-        /// File holding the key's password (else a prompt).
-        #[arg(long)]
-        password_file: Option<PathBuf>,
-        /// Take a component's files from PATH instead of its spec source:
-        /// NAME=PATH (`{target}` in PATH is the platform's triple).
-        #[arg(long = "source", value_parser = nxs_bundler::parse_source)]
-        sources: Vec<(String, PathBuf)>,
         /// Print the plan; build and write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Every tier's bundles for every platform as an OCI image layout
+    /// (an index per tier, tagged VERSION-TIER, a manifest per platform),
+    /// for `skopeo copy` to a registry or a mirror.
+    Publish {
+        #[command(flatten)]
+        build: Build,
+        /// The layout to write: a new or empty directory.
+        #[arg(long)]
+        oci_layout: PathBuf,
+        /// One more tag, naming the spec's default tier.
+        #[arg(long)]
+        tag: Option<String>,
     },
     /// A directory for a USB stick: one bundle per platform holding every
     /// tier, the `install` launcher, the release key, signed SHA256SUMS,
@@ -52,21 +90,8 @@ enum Task {
     Stick {
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "manifests/survival.toml")]
-        manifest: PathBuf,
-        /// Only these platforms (default: all of the spec's).
-        #[arg(long = "platform")]
-        platforms: Vec<String>,
-        /// Minisign secret key (default: the development key, loudly);
-        /// once per signer for a k-of-n manifest signature.
-        #[arg(long = "key")]
-        key: Vec<PathBuf>,
-        /// File holding the key's password (else a prompt).
-        #[arg(long)]
-        password_file: Option<PathBuf>,
-        /// Take a component's files from PATH: NAME=PATH.
-        #[arg(long = "source", value_parser = nxs_bundler::parse_source)]
-        sources: Vec<(String, PathBuf)>,
+        #[command(flatten)]
+        build: Build,
         /// A backup directory to carry under backups/.
         #[arg(long)]
         with_backups: Option<PathBuf>,
@@ -145,29 +170,26 @@ fn main() {
     let root = xtask::workspace_root();
     let result = match cli.task {
         Task::Demo => task::demo::demo(&root),
-        Task::Bundle { manifest, platforms, tiers, out, key, password_file, sources, dry_run } => task::bundle(
-            &root,
-            &task::BundleArgs {
-                manifest,
-                platforms,
-                tiers,
-                multi_tier: false,
-                out,
-                key,
-                password_file,
-                sources,
-                dry_run,
-            },
-        )
-        .map(|_| ()),
-        Task::Stick { out, manifest, platforms, key, password_file, sources, with_backups, parity, piece_size } => {
+        Task::Bundle { build, tiers, out, dry_run } => {
+            task::bundle(&root, &build.args(tiers, out, dry_run)).map(|_| ())
+        }
+        Task::Publish { build, oci_layout, tag } => {
+            let a = task::publish::PublishArgs { build: build.args(vec![], oci_layout, false), tag };
+            task::publish::publish(&root, &a).map(|l| {
+                for (tag, digest) in &l.tags {
+                    println!("{tag}  {digest}");
+                }
+                println!("{}", l.dir.display());
+            })
+        }
+        Task::Stick { out, build, with_backups, parity, piece_size } => {
             let a = task::stick::StickArgs {
-                manifest,
+                manifest: build.manifest,
                 out,
-                platforms,
-                key,
-                password_file,
-                sources,
+                platforms: build.platforms,
+                key: build.key,
+                password_file: build.password_file,
+                sources: build.sources,
                 with_backups,
                 parity,
                 piece: piece_size,

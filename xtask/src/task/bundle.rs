@@ -9,6 +9,7 @@ use nxs_format::trust::Root;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[derive(Clone)]
 pub struct BundleArgs {
     pub manifest: PathBuf,
     pub platforms: Vec<String>,

@@ -5,6 +5,7 @@ pub mod big;
 pub mod bundle;
 pub mod demo;
 pub mod fuzz;
+pub mod publish;
 pub mod soak;
 pub mod stick;
 pub mod suite;

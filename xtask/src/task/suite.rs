@@ -20,6 +20,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     ("strace", "strace"),
     ("mkfs.vfat", "dosfstools"),
+    ("skopeo", "skopeo"),
+    ("docker-registry", "docker-registry"),
     ("mcopy", "mtools"),
 ];
 
