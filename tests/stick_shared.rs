@@ -237,7 +237,7 @@ fn a_bundle_without_its_shared_part_says_what_it_needs_and_refuses_a_damaged_one
     let o = with_dir(&part, &[&install[..], &["--state-dir", state.to_str().unwrap()]].concat());
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(stderr(&o).contains("of the shared part half-1.0.0.shared"), "{}", stderr(&o));
-    assert!(!root.join("share/common/c/data.bin").exists());
+    assert!(!root.join(".nxs-bundle").exists(), "no install record: nothing was installed");
     // A part of the wrong length is refused before anything is read.
     bytes.pop();
     write(&part.join("half-1.0.0.shared"), &bytes, 0o644);
@@ -255,20 +255,20 @@ fn a_bundle_without_its_shared_part_says_what_it_needs_and_refuses_a_damaged_one
     let (_, m) = read_manifest(&s.dir.join(format!("bundles/half-1.0.0-{HOST}.run")));
     let mut at = 0;
     let mut hit = None;
-    for (i, f) in m.frames.iter().enumerate().filter(|(_, f)| f.shared) {
+    for (k, f) in m.frames.iter().filter(|f| f.shared).enumerate() {
         if (at..at + f.compressed).contains(&700_000) {
-            hit = Some((i, at, at + f.compressed));
+            hit = Some((k, at, at + f.compressed));
         }
         at += f.compressed;
     }
-    let (i, a, b) = hit.expect("a shared frame holds byte 700000");
+    let (k, a, b) = hit.expect("a shared frame holds byte 700000");
     let o = output(std::process::Command::new(s.dir.join("install")).args(["stick", "verify", "--json"])).unwrap();
     assert_eq!(code(&o), 3, "{}{}", stdout(&o), stderr(&o));
     let want = format!(
         "{{\"path\":\"bundles/half-1.0.0.shared\",\"state\":\"damaged\",\"ranges\":[[{a},{b}]],\"repairable\":false,"
     );
     assert!(stdout(&o).contains(&want), "{}", stdout(&o));
-    assert!(stdout(&o).contains(&format!("\"regions\":[\"frame {i}\"]")), "{}", stdout(&o));
+    assert!(stdout(&o).contains(&format!("\"regions\":[\"shared frame {k}\"]")), "{}", stdout(&o));
 }
 
 /// The example spec (manifests/survival.toml: 5 platforms, 3 tiers, its

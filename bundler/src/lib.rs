@@ -183,7 +183,7 @@ pub fn plan_build(req: &BuildRequest) -> Result<(Spec, Plan)> {
     let plan = match req.multi_tier {
         true if !req.tiers.is_empty() => anyhow::bail!("a multi-tier build holds every tier: give no --tier"),
         false if req.shared => anyhow::bail!("only a multi-tier build (a stick's) keeps a shared part"),
-        true => plan::plan_multi(&spec, &req.platforms, &req.stubs, mtime)?,
+        true => plan::plan_multi(&spec, &req.platforms, &req.stubs, mtime, req.shared)?,
         false => plan::plan(&spec, &req.platforms, &req.tiers, &req.stubs, mtime)?,
     };
     Ok((spec, plan))
@@ -197,6 +197,17 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let (trust, _) = trust_plan(&spec, dev_key.as_ref())?;
     let keys = signing_keys(&trust, &req.keys, req.key_password.as_deref(), &spec.file)?;
     std::fs::create_dir_all(&req.out_dir).with_context(|| format!("cannot create {}", req.out_dir.display()))?;
+    // Every platform shares the part, or none has one: known before a
+    // byte is written.
+    let sharing = |b: &&plan::BundlePlan| b.shared_from < b.entries.len();
+    if let (Some(with), Some(without)) = (plan.bundles.iter().find(sharing), plan.bundles.iter().find(|b| !sharing(b)))
+    {
+        bail!(
+            "{} has platform-independent files and {} has none: they could not share a part",
+            with.target,
+            without.target
+        );
+    }
     let mut bundles: Vec<Packed> = Vec::new();
     let shared_path = req.out_dir.join(shared_name(&spec));
     for b in &plan.bundles {
@@ -232,12 +243,6 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         bundles.push(packed);
     }
     let shared = bundles.iter().find_map(|p| p.manifest.shared.as_ref()).map(|s| (shared_path.clone(), s.region));
-    if let Some(i) = shared.as_ref().and(bundles.iter().position(|p| p.manifest.shared.is_none())) {
-        bail!(
-            "{} has no platform-independent files, and the other platforms' bundles do: they could not share a part",
-            bundles[i].path.display()
-        );
-    }
     let (sums, sums_signature) = write_sums(&req.out_dir, &bundles, shared.as_ref(), &keys[0])?;
     Ok(BuildReport { bundles, sums, sums_signature })
 }

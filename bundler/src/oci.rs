@@ -49,6 +49,15 @@ pub fn oci_platform(triple: &str) -> Option<(&'static str, Option<&'static str>)
     })
 }
 
+/// An OCI tag (distribution-spec's grammar): a letter, digit or `_`, then
+/// up to 127 of those, `.` and `-`.
+pub fn tag_ok(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    (1..=128).contains(&b.len())
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
 /// A bundle's config blob: sorted keys, no whitespace.
 pub fn config(b: &Packed) -> Vec<u8> {
     let m = &b.manifest;
@@ -186,13 +195,14 @@ fn fill(work: &Path, blobs: &Blobs, bundles: &[Packed], extra: Option<(&str, &st
         }
         by_tier.entry(&b.manifest.tier).or_default().push(b);
     }
+    if let Some((tag, _)) = extra.filter(|(t, _)| !tag_ok(t)) {
+        bail!("--tag {tag}: an OCI tag is 1 to 128 of A-Z a-z 0-9 _ . -, not starting with . or -");
+    }
     let mut refs: Vec<(String, Descriptor)> = Vec::new();
+    let mut extra_done = false;
     for (tier, mut list) in by_tier {
         list.sort_by(|a, b| a.manifest.target.cmp(&b.manifest.target));
         let version = list[0].manifest.version.as_str();
-        if list.iter().any(|b| b.manifest.version.as_str() != version) {
-            bail!("the bundles of tier `{tier}` are of several versions: a layout holds one version");
-        }
         let manifests = list.iter().map(|b| platform_manifest(blobs, b)).collect::<Result<Vec<_>>>()?;
         let index: ImageIndex = ImageIndexBuilder::default()
             .schema_version(2u32)
@@ -203,12 +213,23 @@ fn fill(work: &Path, blobs: &Blobs, bundles: &[Packed], extra: Option<(&str, &st
         refs.push((format!("{version}-{tier}"), d.clone()));
         if let Some((tag, _)) = extra.filter(|(_, t)| *t == tier) {
             refs.push((tag.to_string(), d));
+            extra_done = true;
         }
     }
-    if let Some((tag, tier)) = extra.filter(|(_, t)| !refs.iter().any(|(n, _)| n.ends_with(&format!("-{t}")))) {
+    if let Some((tag, tier)) = extra.filter(|_| !extra_done) {
         bail!("--tag {tag} names tier `{tier}`, and no bundle of that tier was given");
     }
+    let versions: std::collections::BTreeSet<&str> = bundles.iter().map(|b| b.manifest.version.as_str()).collect();
+    if versions.len() > 1 {
+        bail!(
+            "the bundles are of several versions ({}): a layout holds one",
+            versions.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     refs.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = refs.windows(2).find(|w| w[0].0 == w[1].0) {
+        bail!("the tag {} would name two indexes\n  help: give --tag a name that is not VERSION-TIER", w[0].0);
+    }
     let tags = refs.iter().map(|(t, d)| (t.clone(), d.digest().to_string())).collect();
     let top = refs
         .into_iter()
@@ -217,8 +238,27 @@ fn fill(work: &Path, blobs: &Blobs, bundles: &[Packed], extra: Option<(&str, &st
             d
         })
         .collect::<Vec<_>>();
-    let index: ImageIndex = ImageIndexBuilder::default().schema_version(2u32).manifests(top).build()?;
+    let index: ImageIndex =
+        ImageIndexBuilder::default().schema_version(2u32).media_type(MediaType::ImageIndex).manifests(top).build()?;
     crate::fsutil::write_atomic(&work.join("index.json"), &serde_json::to_vec(&index)?, 0o644)?;
     crate::fsutil::write_atomic(&work.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
     Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_and_platforms() {
+        for ok in ["1.4.0-standard", "stable", "_x", "A.b-9"] {
+            assert!(tag_ok(ok), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a/b", "a:b", "é", &"x".repeat(129)] {
+            assert!(!tag_ok(bad), "{bad}");
+        }
+        assert_eq!(oci_platform("armv7-unknown-linux-musleabihf"), Some(("arm", Some("v7"))));
+        assert_eq!(oci_platform("i686-unknown-linux-musl"), Some(("386", None)));
+        assert_eq!(oci_platform("mips64-unknown-linux-musl"), None);
+    }
 }

@@ -139,8 +139,15 @@ pub fn plan(
 /// Plans one bundle per chosen platform (all when empty) holding every
 /// tier, each path once, marked with the tiers it belongs to: a stick's
 /// bundles. A path that two tiers would fill differently is refused, since
-/// it could be stored only once.
-pub fn plan_multi(spec: &Spec, platforms: &[String], stubs: &BTreeMap<String, PathBuf>, mtime: u64) -> Result<Plan> {
+/// it could be stored only once. With `shared`, the files of
+/// platform-independent components come last, from `shared_from`.
+pub fn plan_multi(
+    spec: &Spec,
+    platforms: &[String],
+    stubs: &BTreeMap<String, PathBuf>,
+    mtime: u64,
+    shared: bool,
+) -> Result<Plan> {
     let per_tier = plan(spec, platforms, &[], stubs, mtime)?;
     let names: Vec<String> = spec.tiers.iter().map(|t| t.name.clone()).collect();
     let mut bundles = Vec::new();
@@ -164,7 +171,7 @@ pub fn plan_multi(spec: &Spec, platforms: &[String], stubs: &BTreeMap<String, Pa
         // Directories and links stay in every platform's own part, so
         // each tree is whole before the shared files arrive.
         let independent = |e: &PlannedEntry| {
-            e.source.is_some() && spec.component(&e.component).is_some_and(|c| c.platform_independent)
+            shared && e.source.is_some() && spec.component(&e.component).is_some_and(|c| c.platform_independent)
         };
         let (shared, own): (Vec<_>, Vec<_>) = merged.into_values().partition(|(e, _)| independent(e));
         let shared_from = own.len();
@@ -440,7 +447,7 @@ components = ["c"]
 "#
         );
         let spec = Spec::parse(&f.dir.path().join("spec.toml"), &text)?;
-        plan_multi(&spec, &[], &BTreeMap::new(), 0)
+        plan_multi(&spec, &[], &BTreeMap::new(), 0, false)
     }
 
     #[test]

@@ -444,6 +444,17 @@ impl Signed {
     }
 }
 
+/// What identifies a bundle's payload, in install records, staging and the
+/// checkpoint: the payload's sha256, and from format 6, when some frames
+/// lie in a shared part, the sha256 of that and the part's sha256, so two
+/// builds that differ only in their shared files never look alike.
+pub fn payload_id(m: &Manifest) -> [u8; 32] {
+    match &m.shared {
+        None => m.payload.sha256,
+        Some(p) => Sha256::new().chain_update(m.payload.sha256).chain_update(p.region.sha256).finalize().into(),
+    }
+}
+
 impl Bundle {
     /// A reader of the payload from frame `first` (0: all of it), which
     /// reads the shared part's frames from the shared part.

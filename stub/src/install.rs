@@ -103,7 +103,7 @@ pub fn rollback_command(state_dir: &Path) -> Result<()> {
         .manifest;
     cp.bundle_id = now_in.bundle_id();
     cp.version = now_in.version.to_string();
-    cp.payload_sha256 = hex::encode(&now_in.payload.sha256);
+    cp.payload_sha256 = hex::encode(&crate::bundle::payload_id(&now_in));
     cp.state = State::Running;
     cp.last_error = None;
     cp.history.push(HistoryRecord { at: crate::unix_now(), state: State::RollingBack });

@@ -210,7 +210,7 @@ pub fn stage(
     let parent = layout.parent_dir(true)?;
     layout.check(&parent)?;
     crate::fault::effect("stage")?;
-    let id = hex::encode(&b.manifest.payload.sha256);
+    let id = hex::encode(&crate::bundle::payload_id(&b.manifest));
     let old_id = old_staging_id(&layout.root_name);
     if parent.expect_file(&old_id)?.is_some() {
         parent.remove_file(&old_id)?;
@@ -245,7 +245,7 @@ pub fn stage(
         false => (extract::Start::default(), 0),
     };
     if start.frame > 0 {
-        let skipped: u64 = m.frames[..start.frame].iter().map(|f| f.compressed).sum();
+        let skipped: u64 = m.frames[..start.frame].iter().filter(|f| !f.shared).map(|f| f.compressed).sum();
         eprintln!(
             "  resuming at payload frame {} of {}: {kept} file(s) staged before it are intact; {skipped} bytes of the bundle not read again",
             start.frame,
@@ -363,7 +363,7 @@ pub fn commit(layout: &Layout) -> Result<()> {
 pub fn roll_back(layout: &Layout, failed_payload: Option<&[u8; 32]>, keep: bool) -> Result<()> {
     let parent = layout.parent_dir(false)?;
     layout.check(&parent)?;
-    let root_payload = layout.record(&parent, &layout.root_name)?.map(|m| m.payload.sha256);
+    let root_payload = layout.record(&parent, &layout.root_name)?.map(|m| crate::bundle::payload_id(&m));
     let already_back = match (failed_payload, root_payload) {
         (Some(f), Some(r)) => &r != f,
         _ => false,
@@ -402,7 +402,7 @@ pub fn repair(layout: &Layout, payload: &[u8; 32]) -> Result<()> {
         parent.sync()?;
     }
     if let Some(m) = layout.record(&parent, &layout.staging_name)? {
-        if &m.payload.sha256 != payload && layout.record(&parent, &layout.root_name)?.is_some() {
+        if &crate::bundle::payload_id(&m) != payload && layout.record(&parent, &layout.root_name)?.is_some() {
             // A complete other install in staging is the one swapped out.
             layout.remove(&parent, &layout.previous_name)?;
             parent.rename(&layout.staging_name, &layout.previous_name)?;

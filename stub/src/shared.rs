@@ -25,14 +25,21 @@ pub fn open(bundle: &Path, manifest: &Manifest) -> Result<Option<File>> {
     for dir in std::iter::once(&beside).chain(env.as_ref()) {
         let path = dir.join(&part.name);
         // The name is a plain file name (the parser checks it); a link
-        // there is not followed.
-        let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+        // there is not followed, and a FIFO does not block the open. The
+        // first one found is used: a damaged one is refused, not passed
+        // over for another.
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let f = match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("cannot open the bundle's shared part", &path, e)),
         };
         let meta = f.metadata().map_err(|e| Error::io("cannot read the shared part's size", &path, e))?;
-        if !meta.is_file() || meta.len() != part.region.len {
+        if !meta.is_file() {
+            return Err(crate::error::tampered(format!("{}: the shared part is not a regular file", path.display()))
+                .hint("the shared part is a plain file beside the bundles"));
+        }
+        if meta.len() != part.region.len {
             return Err(crate::error::tampered(format!(
                 "{}: the shared part is {} bytes, the signed manifest of {} says {}",
                 path.display(),
@@ -61,4 +68,20 @@ pub fn open(bundle: &Path, manifest: &Manifest) -> Result<Option<File>> {
         "run the bundle from the stick's bundles/ directory or through the stick's ./install, or set {SHARED_DIR_ENV} to the directory that holds {}",
         part.name
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bundle::payload_id;
+    use nxs_format::{Region, SharedPart};
+
+    #[test]
+    fn the_payload_id_covers_the_shared_part_when_there_is_one() {
+        let mut m = crate::test_manifest(vec![], Region { len: 0, sha256: [1; 32] }, vec![]);
+        assert_eq!(payload_id(&m), [1; 32], "without a part: the payload's sha256, as before format 6");
+        m.shared = Some(SharedPart { name: "p.shared".into(), region: Region { len: 9, sha256: [2; 32] } });
+        let a = payload_id(&m);
+        m.shared.as_mut().unwrap().region.sha256 = [3; 32];
+        assert!(a != [1; 32] && a != payload_id(&m), "another part, another id");
+    }
 }

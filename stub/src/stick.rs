@@ -277,10 +277,10 @@ fn signed_regions(top: &Dir, rel: &str, runs: &[&str]) -> Result<Vec<Region>> {
         Ok(crate::stick_frames::manifest_of(f, &path))
     };
     let Some((file, _)) = open(top, rel)? else { return Ok(vec![]) };
-    if rel.ends_with(".run") {
+    if rel.starts_with("bundles/") && rel.ends_with(".run") {
         return Ok(manifest(rel)?.map(|m| crate::stick_frames::damaged(&file, &m, false)).unwrap_or_default());
     }
-    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let Some(name) = rel.strip_prefix("bundles/").filter(|n| n.ends_with(".shared")) else { return Ok(vec![]) };
     for run in runs {
         if let Some(m) = manifest(run)?.filter(|m| m.shared.as_ref().is_some_and(|p| p.name == name)) {
             return Ok(crate::stick_frames::damaged(&file, &m, true));

@@ -50,11 +50,14 @@ pub fn damaged(file: &File, m: &Manifest, shared: bool) -> Vec<Region> {
         out.push(Region { name: "stub".into(), start: 0, end: m.stub.len });
     }
     let mut at = if shared { 0 } else { m.stub.len };
-    for (i, f) in m.frames.iter().enumerate().filter(|(_, f)| f.shared == shared) {
+    // A bundle's frames by their line in its frame table; the shared
+    // part's among the shared ones only, the same on every platform.
+    for (k, (i, f)) in m.frames.iter().enumerate().filter(|(_, f)| f.shared == shared).enumerate() {
         let (start, end) = (at, at + f.compressed);
         at = end;
         if f.sha256.is_some_and(|want| !intact(file, start, f.compressed, &want)) {
-            out.push(Region { name: format!("frame {i}"), start, end });
+            let name = if shared { format!("shared frame {k}") } else { format!("frame {i}") };
+            out.push(Region { name, start, end });
         }
     }
     out

@@ -154,7 +154,7 @@ impl Run<'_> {
         let failed = self
             .bundle
             .as_ref()
-            .map(|b| b.manifest.payload.sha256)
+            .map(|b| crate::bundle::payload_id(&b.manifest))
             .or_else(|| self.found.as_ref().and_then(|c| nxs_format::hex::decode_sha256(&c.payload_sha256)));
         eprintln!("  rolling back {} to the previous install", self.layout.root.display());
         root::roll_back(&self.layout, failed.as_ref(), false)?;

@@ -144,7 +144,8 @@ impl<'a> Run<'a> {
             _ => Event::Begin,
         };
         if event == Event::Begin {
-            let payload = self.preverified.as_ref().expect("verified before the run").manifest.payload.sha256;
+            let payload =
+                crate::bundle::payload_id(&self.preverified.as_ref().expect("verified before the run").manifest);
             crate::root::repair(&self.layout, &payload)?;
         }
         loop {
@@ -247,7 +248,7 @@ impl<'a> Run<'a> {
         if let Some(b) = &self.bundle {
             self.checkpoint.bundle_id = b.view.bundle_id();
             self.checkpoint.version = b.manifest.version.to_string();
-            self.checkpoint.payload_sha256 = hex::encode(&b.manifest.payload.sha256);
+            self.checkpoint.payload_sha256 = hex::encode(&crate::bundle::payload_id(&b.manifest));
         }
         self.save_quiet()
     }

@@ -91,8 +91,8 @@ if [ -z "$platform" ]; then
 fi
 
 # A file too large for FAT32 is stored as pieces: join_pieces joins
-# bundles/$1 again into a temporary directory (removed when the launcher
-# ends) and prints the joined file's path.
+# bundles/$1 again into $tmp/$1, $tmp a temporary directory removed when
+# the launcher ends.
 join_pieces() {
     if [ -z "$tmp" ]; then
         tmp=$(mktemp -d "${TMPDIR:-/tmp}/nxs-stick.XXXXXX") || exit 5
@@ -109,16 +109,6 @@ if [ -n "$platform" ] && [ ! -f "$bundle" ] && [ -f "$bundle.part-000" ]; then
     join_pieces "${bundle##*/}"
     bundle="$tmp/${bundle##*/}"
 fi
-# The files every platform has in common are kept once, in the shared part
-# beside the bundles. A bundle run from anywhere else (a copy, or joined
-# pieces) finds it through NXS_SHARED_DIR.
-shared="$product-$version.shared"
-NXS_SHARED_DIR="$stick/bundles"
-if [ ! -f "$stick/bundles/$shared" ] && [ -f "$stick/bundles/$shared.part-000" ]; then
-    join_pieces "$shared"
-    NXS_SHARED_DIR=$tmp
-fi
-export NXS_SHARED_DIR
 if [ -z "$platform" ] || [ ! -f "$bundle" ]; then
     say "install: no bundle on this stick runs on this machine"
     say "  this machine: uname -m = $machine, kernel $(uname -r 2>/dev/null || echo unknown)"
@@ -200,6 +190,19 @@ if [ "${1:-}" = install ]; then
     fi
 fi
 
+# The files every platform has in common are kept once, in the shared part
+# beside the bundles. A bundle run from anywhere else (a copy, or joined
+# pieces) finds it through NXS_SHARED_DIR, unless the operator set it. Only
+# a run that reads the payload needs it: joined here, not for `stick`.
+shared="$product-$version.shared"
+if [ -z "${NXS_SHARED_DIR:-}" ]; then
+    NXS_SHARED_DIR="$stick/bundles"
+    if [ ! -f "$stick/bundles/$shared" ] && [ -f "$stick/bundles/$shared.part-000" ]; then
+        join_pieces "$shared"
+        NXS_SHARED_DIR=$tmp
+    fi
+fi
+export NXS_SHARED_DIR
 say "install: $platform, because $why: running bundles/${bundle##*/} $*"
 run_bundle "$bundle" "$@"
 exit $?
